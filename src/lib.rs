@@ -6,3 +6,7 @@
 //! - `azure`: Entra ID, Microsoft Graph and ARM clients; knows nothing of Vault.
 //! - `engine`: the Azure secrets engine built on `framework` and `azure`.
 //! - `emulator`: a local Azure emulator; shares no code with `azure`.
+
+pub mod logical;
+pub mod plugin;
+pub mod framework;

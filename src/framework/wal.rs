@@ -1,0 +1,74 @@
+//! The write-ahead log: entries written before work that must be undone if it does not
+//! finish, and removed when it did. Stored at `wal/<uuid>` as
+//! `{"type": kind, "data": ..., "created_at": unix seconds}` (the Go SDK's layout).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::logical::{Storage, StorageEntry, StorageError};
+
+pub const WAL_PREFIX: &str = "wal/";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WalEntry {
+    #[serde(skip)]
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: Value,
+    pub created_at: i64,
+}
+
+/// Writes an entry and returns its id.
+pub async fn put(storage: &dyn Storage, kind: &str, data: Value) -> Result<String, StorageError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let entry = WalEntry {
+        id: id.clone(),
+        kind: kind.to_string(),
+        data,
+        created_at: chrono::Utc::now().timestamp(),
+    };
+    storage
+        .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
+        .await?;
+    Ok(id)
+}
+
+pub async fn get(storage: &dyn Storage, id: &str) -> Result<Option<WalEntry>, StorageError> {
+    let Some(raw) = storage.get(&format!("{WAL_PREFIX}{id}")).await? else {
+        return Ok(None);
+    };
+    let mut entry: WalEntry = raw.decode()?;
+    entry.id = id.to_string();
+    Ok(Some(entry))
+}
+
+pub async fn delete(storage: &dyn Storage, id: &str) -> Result<(), StorageError> {
+    storage.delete(&format!("{WAL_PREFIX}{id}")).await
+}
+
+pub async fn list(storage: &dyn Storage) -> Result<Vec<String>, StorageError> {
+    storage.list(WAL_PREFIX).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logical::InmemStorage;
+
+    #[tokio::test]
+    async fn round_trip_in_go_layout() {
+        let s = InmemStorage::new();
+        let id = put(&s, "appCreate", serde_json::json!({"AppID": "x"})).await.unwrap();
+        let raw = s.get(&format!("wal/{id}")).await.unwrap().unwrap();
+        let v: Value = serde_json::from_slice(&raw.value).unwrap();
+        assert_eq!(v["type"], "appCreate");
+        assert_eq!(v["data"]["AppID"], "x");
+        assert!(v["created_at"].as_i64().unwrap() > 1_700_000_000);
+        assert_eq!(list(&s).await.unwrap(), vec![id.clone()]);
+        let e = get(&s, &id).await.unwrap().unwrap();
+        assert_eq!((e.id.as_str(), e.kind.as_str()), (id.as_str(), "appCreate"));
+        delete(&s, &id).await.unwrap();
+        assert!(get(&s, &id).await.unwrap().is_none());
+    }
+}

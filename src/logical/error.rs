@@ -1,0 +1,42 @@
+use thiserror::Error;
+
+/// An error a backend returns to the host. Each variant maps to one way the host reports it
+/// (see `plugin-protocol.md` §8.1): user errors become HTTP 400 with the message, internal
+/// errors HTTP 500 with the message, and the well-known values keep the host's own text.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum LogicalError {
+    /// Bad input from the caller: HTTP 400 with this message.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A failure inside the backend or a dependency: HTTP 500 with this message.
+    #[error("{0}")]
+    Internal(String),
+    /// An error with an explicit HTTP status.
+    #[error("{message}")]
+    Coded { status: u16, message: String },
+    /// The operation is not supported on this path (HTTP 405).
+    #[error("unsupported operation")]
+    UnsupportedOperation,
+    /// No path of the backend matches (HTTP 404).
+    #[error("unsupported path")]
+    UnsupportedPath,
+    /// The caller may not do this (HTTP 403).
+    #[error("permission denied")]
+    PermissionDenied,
+}
+
+impl LogicalError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::BadRequest(msg.into())
+    }
+
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::Internal(msg.into())
+    }
+}
+
+impl From<super::StorageError> for LogicalError {
+    fn from(e: super::StorageError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}

@@ -1,0 +1,22 @@
+//! The host's logical model, independent of any transport: requests, responses, secrets,
+//! errors, and the storage and system-view interfaces a backend receives.
+//!
+//! The `plugin` module implements these over gRPC; the `framework` module builds backends on
+//! them. Neither knows the other.
+
+mod backend;
+mod error;
+mod request;
+mod response;
+mod storage;
+mod system_view;
+
+pub use backend::{Backend, BackendConfig, BackendType, Factory, SpecialPaths};
+pub use error::LogicalError;
+pub use request::{Operation, Request};
+pub use response::{LeaseOptions, Response, Secret};
+pub use storage::{InmemStorage, Storage, StorageEntry, StorageError};
+pub use system_view::{PluginEnv, StaticSystemView, SystemView, SystemViewError};
+
+/// A JSON object, the shape of request and response data.
+pub type Map = serde_json::Map<String, serde_json::Value>;

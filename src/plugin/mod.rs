@@ -1,0 +1,264 @@
+//! The plugin runtime: go-plugin's handshake with AutoMTLS, the gRPC services the host
+//! expects, and the callbacks into the host's storage and system view through the broker.
+//! It serves any [`crate::logical::Factory`] and knows nothing of Azure.
+
+mod broker;
+mod convert;
+mod handshake;
+mod logging;
+pub mod proto;
+mod server;
+mod storage;
+mod system_view;
+mod tls;
+
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, Notify};
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+pub use handshake::{HandshakeError, HostEnv, COOKIE_KEY, COOKIE_VALUE};
+pub use logging::HclogJson;
+
+use crate::logical::Factory;
+use broker::{AsyncStream, Broker};
+use handshake::Listener;
+use tls::TlsIdentity;
+
+/// How long the process waits for the host's first authenticated connection before it gives
+/// up (hosts do not always kill a plugin whose connection failed).
+const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Serves `factory` to the host that launched this process; returns the exit code.
+///
+/// `version` is what the plugin reports to the host (`v<semver>`).
+pub fn serve(factory: Arc<dyn Factory>, version: &str) -> ExitCode {
+    logging::init(&logging::level_from_env(|k| std::env::var(k).ok()));
+    let host = match HostEnv::from_lookup(|k| std::env::var(k).ok()) {
+        Ok(host) => host,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(host, factory, version.to_string())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "plugin stopped");
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Result<(), RunError> {
+    ignore_sigint();
+    let identity = TlsIdentity::generate(&host.client_cert_pem)?;
+    let acceptor = TlsAcceptor::from(Arc::new(identity.server_config()?));
+    let client_tls = Arc::new(identity.client_config()?);
+    let listener = Listener::bind(&host).await?;
+
+    let line = handshake::handshake_line(&listener, &identity.cert_der)?;
+    let socket_path = listener.socket_path();
+
+    let connected = Arc::new(AtomicBool::new(false));
+    let (conn_tx, conn_rx) = mpsc::channel(16);
+    tokio::spawn(accept_loop(listener_stream(listener), acceptor, conn_tx, connected.clone()));
+    tokio::spawn(async move {
+        tokio::time::sleep(FIRST_CONNECTION_TIMEOUT).await;
+        if !connected.load(Ordering::SeqCst) {
+            tracing::error!("the host never connected; exiting");
+            std::process::exit(1);
+        }
+    });
+
+    let shutdown = Arc::new(Notify::new());
+    let broker = Broker::new();
+    let backends = Arc::new(server::Backends::new(factory, broker.clone(), client_tls));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("plugin", tonic_health::ServingStatus::Serving)
+        .await;
+
+    use proto::logical::plugin_version_server::PluginVersionServer;
+    use proto::pb::backend_server::BackendServer;
+    use proto::plugin::grpc_broker_server::GrpcBrokerServer;
+    use proto::plugin::grpc_controller_server::GrpcControllerServer;
+    use proto::plugin::grpc_stdio_server::GrpcStdioServer;
+    use proto::pluginutil::multiplexing::plugin_multiplexing_server::PluginMultiplexingServer;
+
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(GrpcBrokerServer::new(broker::BrokerService(broker)))
+        .add_service(GrpcControllerServer::new(server::ControllerService {
+            shutdown: shutdown.clone(),
+        }))
+        .add_service(GrpcStdioServer::new(server::StdioService))
+        .add_service(PluginMultiplexingServer::new(server::MultiplexingService))
+        .add_service(PluginVersionServer::new(server::VersionService { version }))
+        .add_service(
+            BackendServer::new(server::BackendService(backends))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        );
+
+    handshake::announce(&line)?;
+    tracing::debug!("plugin ready");
+
+    let stop = shutdown.clone();
+    let served = router
+        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
+            stop.notified().await;
+        })
+        .await;
+    if let Some(path) = socket_path {
+        let _ = std::fs::remove_file(path);
+    }
+    served?;
+    Ok(())
+}
+
+/// Ctrl-C in the operator's terminal reaches the whole process group; the host stops its
+/// plugins itself, so SIGINT is ignored.
+fn ignore_sigint() {
+    if let Ok(mut sigint) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+        tokio::spawn(async move {
+            while sigint.recv().await.is_some() {
+                tracing::debug!("ignoring SIGINT");
+            }
+        });
+    }
+}
+
+type Accepted = std::io::Result<Box<dyn AsyncStream>>;
+
+/// Turns the listener into a stream of raw connections.
+fn listener_stream(listener: Listener) -> mpsc::Receiver<Accepted> {
+    let (tx, rx) = mpsc::channel(16);
+    match listener {
+        Listener::Unix { listener: l, .. } => {
+            tokio::spawn(async move {
+                loop {
+                    let conn = l.accept().await.map(|(s, _)| Box::new(s) as Box<dyn AsyncStream>);
+                    if tx.send(conn).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Listener::Tcp(l) => {
+            tokio::spawn(async move {
+                loop {
+                    let conn = l.accept().await.and_then(|(s, _)| {
+                        s.set_nodelay(true)?;
+                        Ok(Box::new(s) as Box<dyn AsyncStream>)
+                    });
+                    if tx.send(conn).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+    rx
+}
+
+/// Runs the TLS handshake of each connection in its own task and hands the authenticated
+/// ones to the gRPC server.
+async fn accept_loop(
+    mut raw: mpsc::Receiver<Accepted>,
+    acceptor: TlsAcceptor,
+    out: mpsc::Sender<std::io::Result<TlsConn>>,
+    connected: Arc<AtomicBool>,
+) {
+    while let Some(conn) = raw.recv().await {
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let out = out.clone();
+        let connected = connected.clone();
+        tokio::spawn(async move {
+            match acceptor.accept(stream).await {
+                Ok(tls) => {
+                    connected.store(true, Ordering::SeqCst);
+                    let _ = out.send(Ok(TlsConn(Box::new(tls)))).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "TLS handshake with the host failed"),
+            }
+        });
+    }
+}
+
+/// An authenticated TLS connection from the host.
+struct TlsConn(Box<tokio_rustls::server::TlsStream<Box<dyn AsyncStream>>>);
+
+impl Connected for TlsConn {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}

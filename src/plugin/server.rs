@@ -1,0 +1,284 @@
+//! The gRPC services the host calls on the main connection: `pb.Backend` (routed to the
+//! backend instance named by the `multiplex_id` metadata), multiplexing, version, controller
+//! and stdio.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::{Notify, RwLock};
+use tonic::{Request, Response, Status};
+
+use super::broker::{self, Broker};
+use super::convert;
+use super::proto::logical as version_pb;
+use super::proto::pb;
+use super::proto::plugin as go_plugin;
+use super::proto::pluginutil::multiplexing as mux;
+use super::storage::HostStorage;
+use super::system_view::HostSystemView;
+use crate::logical::{Backend, BackendConfig, BackendType, Factory, Storage};
+
+const MULTIPLEX_ID: &str = "multiplex_id";
+
+struct Instance {
+    backend: Arc<dyn Backend>,
+    storage: Arc<dyn Storage>,
+}
+
+/// Backend instances of this process, keyed by the host's `multiplex_id`.
+pub struct Backends {
+    factory: Arc<dyn Factory>,
+    broker: Arc<Broker>,
+    tls: Arc<rustls::ClientConfig>,
+    instances: RwLock<HashMap<String, Arc<Instance>>>,
+}
+
+impl Backends {
+    pub fn new(factory: Arc<dyn Factory>, broker: Arc<Broker>, tls: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            factory,
+            broker,
+            tls,
+            instances: RwLock::new(HashMap::new()),
+        }
+    }
+
+    async fn instance<T>(&self, req: &Request<T>) -> Result<Arc<Instance>, Status> {
+        let id = multiplex_id(req);
+        self.instances
+            .read()
+            .await
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no backend instance found for multiplex id {id:?}")))
+    }
+}
+
+fn multiplex_id<T>(req: &Request<T>) -> String {
+    req.metadata()
+        .get(MULTIPLEX_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `pb.Backend`.
+pub struct BackendService(pub Arc<Backends>);
+
+#[tonic::async_trait]
+impl pb::backend_server::Backend for BackendService {
+    async fn setup(&self, request: Request<pb::SetupArgs>) -> Result<Response<pb::SetupReply>, Status> {
+        let id = multiplex_id(&request);
+        let args = request.into_inner();
+        let backends = &self.0;
+        let addr = backends.broker.take(args.broker_id).await?;
+        let channel = broker::dial(addr, backends.tls.clone()).await?;
+        let storage: Arc<dyn Storage> = Arc::new(HostStorage::new(channel.clone()));
+        let config = BackendConfig {
+            config: args.config,
+            backend_uuid: args.backend_uuid,
+            storage: storage.clone(),
+            system_view: Arc::new(HostSystemView::new(channel)),
+        };
+        match backends.factory.create(config).await {
+            Ok(backend) => {
+                backends
+                    .instances
+                    .write()
+                    .await
+                    .insert(id.clone(), Arc::new(Instance { backend, storage }));
+                tracing::debug!(multiplex_id = %id, "backend instance set up");
+                Ok(Response::new(pb::SetupReply { err: String::new() }))
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "backend setup failed");
+                Ok(Response::new(pb::SetupReply { err }))
+            }
+        }
+    }
+
+    async fn r#type(&self, request: Request<pb::Empty>) -> Result<Response<pb::TypeReply>, Status> {
+        let instance = self.0.instance(&request).await?;
+        let r#type = match instance.backend.backend_type() {
+            BackendType::Secrets => 1,
+            BackendType::Credential => 2,
+        };
+        Ok(Response::new(pb::TypeReply { r#type }))
+    }
+
+    async fn special_paths(
+        &self,
+        request: Request<pb::Empty>,
+    ) -> Result<Response<pb::SpecialPathsReply>, Status> {
+        let instance = self.0.instance(&request).await?;
+        let p = instance.backend.special_paths();
+        Ok(Response::new(pb::SpecialPathsReply {
+            paths: Some(pb::Paths {
+                root: p.root,
+                unauthenticated: p.unauthenticated,
+                local_storage: p.local_storage,
+                seal_wrap_storage: p.seal_wrap_storage,
+                write_forwarded_storage: Vec::new(),
+            }),
+        }))
+    }
+
+    async fn initialize(
+        &self,
+        request: Request<pb::InitializeArgs>,
+    ) -> Result<Response<pb::InitializeReply>, Status> {
+        let instance = self.0.instance(&request).await?;
+        let err = instance
+            .backend
+            .initialize()
+            .await
+            .err()
+            .map(|e| convert::error_to_proto(&e));
+        Ok(Response::new(pb::InitializeReply { err }))
+    }
+
+    async fn handle_request(
+        &self,
+        request: Request<pb::HandleRequestArgs>,
+    ) -> Result<Response<pb::HandleRequestReply>, Status> {
+        let instance = self.0.instance(&request).await?;
+        let args = request.into_inner();
+        let req = args
+            .request
+            .ok_or_else(|| Status::invalid_argument("HandleRequest without a request"))?;
+        let req = match convert::request_from_proto(req, instance.storage.clone()) {
+            Ok(req) => req,
+            Err(e) => {
+                return Ok(Response::new(pb::HandleRequestReply {
+                    response: None,
+                    err: Some(convert::error_to_proto(&e)),
+                }))
+            }
+        };
+        // Run the handler in a task of its own: if the host cancels the call (its client went
+        // away), the handler still finishes or rolls back instead of stopping half-way.
+        let backend = instance.backend.clone();
+        let outcome = tokio::spawn(async move { backend.handle_request(req).await })
+            .await
+            .map_err(|e| Status::internal(format!("request handler failed: {e}")))?;
+        let reply = match outcome {
+            Ok(response) => pb::HandleRequestReply {
+                response: response.map(convert::response_to_proto),
+                err: None,
+            },
+            Err(e) => pb::HandleRequestReply {
+                response: None,
+                err: Some(convert::error_to_proto(&e)),
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn handle_existence_check(
+        &self,
+        request: Request<pb::HandleExistenceCheckArgs>,
+    ) -> Result<Response<pb::HandleExistenceCheckReply>, Status> {
+        let instance = self.0.instance(&request).await?;
+        let req = request
+            .into_inner()
+            .request
+            .ok_or_else(|| Status::invalid_argument("HandleExistenceCheck without a request"))?;
+        let req = convert::request_from_proto(req, instance.storage.clone());
+        let outcome = match req {
+            Ok(req) => instance.backend.handle_existence_check(req).await,
+            Err(e) => Err(e),
+        };
+        let reply = match outcome {
+            Ok(None) => pb::HandleExistenceCheckReply::default(),
+            Ok(Some(exists)) => pb::HandleExistenceCheckReply {
+                check_found: true,
+                exists,
+                err: None,
+            },
+            Err(e) => pb::HandleExistenceCheckReply {
+                check_found: false,
+                exists: false,
+                err: Some(convert::error_to_proto(&e)),
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn invalidate_key(
+        &self,
+        request: Request<pb::InvalidateKeyArgs>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let instance = self.0.instance(&request).await?;
+        instance.backend.invalidate_key(&request.into_inner().key).await;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn cleanup(&self, request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        let id = multiplex_id(&request);
+        let removed = self.0.instances.write().await.remove(&id);
+        if let Some(instance) = removed {
+            instance.backend.cleanup().await;
+            tracing::debug!(multiplex_id = %id, "backend instance cleaned up");
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// `pluginutil.multiplexing.PluginMultiplexing`: one process serves every mount.
+pub struct MultiplexingService;
+
+#[tonic::async_trait]
+impl mux::plugin_multiplexing_server::PluginMultiplexing for MultiplexingService {
+    async fn multiplexing_support(
+        &self,
+        _request: Request<mux::MultiplexingSupportRequest>,
+    ) -> Result<Response<mux::MultiplexingSupportResponse>, Status> {
+        Ok(Response::new(mux::MultiplexingSupportResponse { supported: true }))
+    }
+}
+
+/// `logical.PluginVersion`.
+pub struct VersionService {
+    pub version: String,
+}
+
+#[tonic::async_trait]
+impl version_pb::plugin_version_server::PluginVersion for VersionService {
+    async fn version(
+        &self,
+        _request: Request<version_pb::Empty>,
+    ) -> Result<Response<version_pb::VersionReply>, Status> {
+        Ok(Response::new(version_pb::VersionReply {
+            plugin_version: self.version.clone(),
+        }))
+    }
+}
+
+/// `plugin.GRPCController`: the host asks the process to stop.
+pub struct ControllerService {
+    pub shutdown: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl go_plugin::grpc_controller_server::GrpcController for ControllerService {
+    async fn shutdown(&self, _request: Request<go_plugin::Empty>) -> Result<Response<go_plugin::Empty>, Status> {
+        tracing::debug!("shutdown requested by the host");
+        self.shutdown.notify_one();
+        Ok(Response::new(go_plugin::Empty {}))
+    }
+}
+
+/// `plugin.GRPCStdio`: this plugin never writes to stdout or stderr outside its logs, so the
+/// stream stays open and silent until the host closes it.
+pub struct StdioService;
+
+#[tonic::async_trait]
+impl go_plugin::grpc_stdio_server::GrpcStdio for StdioService {
+    type StreamStdioStream = Pin<Box<dyn Stream<Item = Result<go_plugin::StdioData, Status>> + Send>>;
+
+    async fn stream_stdio(&self, _request: Request<()>) -> Result<Response<Self::StreamStdioStream>, Status> {
+        Ok(Response::new(Box::pin(futures::stream::pending())))
+    }
+}
