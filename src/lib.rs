@@ -10,3 +10,4 @@
 pub mod logical;
 pub mod plugin;
 pub mod framework;
+pub mod engine;

@@ -361,8 +361,9 @@ impl logical::Backend for Backend {
         let Some(check) = path.path.existence_check.clone() else {
             return Ok(None);
         };
+        // Fields are validated when the real operation runs, so that a bad value gets a 400
+        // that names it (an error here would reach the caller as a bare internal error).
         let data = Self::field_data(path, &req, captures);
-        data.validate().map_err(LogicalError::BadRequest)?;
         check(req, data).await.map(Some)
     }
 

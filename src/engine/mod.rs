@@ -1,0 +1,24 @@
+//! The Azure secrets engine, built on the framework and the Azure clients.
+
+mod backend;
+mod path_config;
+pub mod store;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use backend::AzureBackend;
+
+use crate::logical::{Backend, BackendConfig, Factory};
+
+/// Makes one engine instance per mount.
+pub struct AzureFactory;
+
+#[async_trait]
+impl Factory for AzureFactory {
+    async fn create(&self, config: BackendConfig) -> Result<Arc<dyn Backend>, String> {
+        let state = AzureBackend::new(&config);
+        Ok(Arc::new(state.build(&config)?))
+    }
+}

@@ -1,0 +1,231 @@
+//! `config`: the engine's own Azure identity and settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::backend::AzureBackend;
+use super::store::{self, Config};
+use crate::framework::{handler, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler, Path};
+use crate::logical::{LogicalError, Map, Operation, Request, Response};
+
+/// Default lifetime of a root password made by `rotate-root`.
+pub const DEFAULT_ROOT_PASSWORD_TTL: Duration = Duration::from_secs(4380 * 3600);
+
+const SYNOPSIS: &str = "Configure the Azure secrets engine with credentials and settings.";
+const DESCRIPTION: &str = "The Azure secrets engine needs the tenant and subscription it manages and \
+an identity to do so: a client id and secret, a managed identity (Azure VM or Azure Arc-enabled \
+server), or workload identity federation. Environment variables AZURE_TENANT_ID, \
+AZURE_SUBSCRIPTION_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and AZURE_ENVIRONMENT take precedence \
+over the stored values. The client secret is never returned by a read.";
+
+pub fn path(b: &Arc<AzureBackend>) -> Path {
+    let (read, write, delete, exists) = (b.clone(), b.clone(), b.clone(), b.clone());
+    Path::new("config")
+        .field("subscription_id", FieldSchema::new(FieldType::String, "The subscription id of the Azure account."))
+        .field("tenant_id", FieldSchema::new(FieldType::String, "The tenant id of the Azure Entra ID directory."))
+        .field("client_id", FieldSchema::new(FieldType::String, "The application (client) id of the engine's own identity."))
+        .field("client_secret", FieldSchema::new(FieldType::String, "The client secret of the engine's own identity. Never returned.").sensitive())
+        .field("environment", FieldSchema::new(FieldType::String, "The Azure cloud: AzurePublicCloud (default), AzureUSGovernmentCloud or AzureChinaCloud."))
+        .field("root_password_ttl", FieldSchema::new(FieldType::DurationSecond, "Lifetime of root passwords made by rotate-root. Default 4380h (about six months).").default_value(15_768_000))
+        .field("identity_token_audience", FieldSchema::new(FieldType::String, "Audience of the plugin identity token, for workload identity federation."))
+        .field("identity_token_ttl", FieldSchema::new(FieldType::DurationSecond, "Lifetime of plugin identity tokens.").default_value(3600))
+        .field("rotation_schedule", FieldSchema::new(FieldType::String, "A cron schedule (five fields) on which the root credential is rotated."))
+        .field("rotation_window", FieldSchema::new(FieldType::DurationSecond, "How long after the scheduled time a missed rotation may still run."))
+        .field("rotation_period", FieldSchema::new(FieldType::DurationSecond, "Rotate the root credential every this long."))
+        .field("disable_automated_rotation", FieldSchema::new(FieldType::Bool, "Turn scheduled root rotation off."))
+        .field("rotation_policy", FieldSchema::new(FieldType::String, "Name of a rotation policy (informational)."))
+        .field("use_microsoft_graph_api", FieldSchema::new(FieldType::Bool, "Retired: Microsoft Graph is always used. Accepted and ignored."))
+        .field("password_policy", FieldSchema::new(FieldType::String, "Retired: Microsoft Graph generates every secret. Not accepted."))
+        .operation(Operation::Read, OperationHandler::new(handler(move |req, _| { let b = read.clone(); async move { b.config_read(req).await } }), "Read the engine configuration.", "read-configuration"))
+        .operation(Operation::Create, OperationHandler::new(handler({ let b = write.clone(); move |req, data| { let b = b.clone(); async move { b.config_write(req, data).await } } }), "Configure the engine.", "configure"))
+        .operation(Operation::Update, OperationHandler::new(handler(move |req, data| { let b = write.clone(); async move { b.config_write(req, data).await } }), "Configure the engine.", "configure"))
+        .operation(Operation::Delete, OperationHandler::new(handler(move |req, _| { let b = delete.clone(); async move { b.config_delete(req).await } }), "Delete the engine configuration.", "delete-configuration"))
+        .existence_check(Arc::new(move |req: Request, _| {
+            let _ = &exists;
+            Box::pin(async move { Ok(store::get_config(req.storage.as_ref()).await?.is_some()) })
+        }))
+        .help(SYNOPSIS, DESCRIPTION)
+}
+
+/// Cloud names accepted in `environment` (compared case-insensitively).
+const CLOUDS: &[&str] = &["AzurePublicCloud", "AzureUSGovernmentCloud", "AzureChinaCloud"];
+
+fn check_environment(name: &str) -> Result<(), String> {
+    if CLOUDS.iter().any(|c| c.eq_ignore_ascii_case(name)) {
+        return Ok(());
+    }
+    let retired = if name.eq_ignore_ascii_case("AzureGermanCloud") {
+        " (Azure Germany was retired in 2021)"
+    } else {
+        ""
+    };
+    Err(format!(
+        "environment: no cloud configuration matching the name {:?}{retired}; supported clouds: {}",
+        name.to_uppercase(),
+        CLOUDS.join(", ")
+    ))
+}
+
+impl AzureBackend {
+    async fn config_read(&self, req: Request) -> HandlerResult {
+        let config = store::get_config(req.storage.as_ref()).await?.unwrap_or_default();
+        let mut data = Map::new();
+        data.insert("subscription_id".into(), json!(config.subscription_id));
+        data.insert("tenant_id".into(), json!(config.tenant_id));
+        data.insert("client_id".into(), json!(config.client_id));
+        data.insert("environment".into(), json!(config.environment));
+        data.insert("root_password_ttl".into(), json!(config.root_password_ttl.as_secs()));
+        if let Some(exp) = config.root_password_expiration_date {
+            data.insert(
+                "root_password_expiration_date".into(),
+                json!(exp.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            );
+        }
+        data.insert("identity_token_audience".into(), json!(config.identity_token_audience));
+        data.insert("identity_token_ttl".into(), json!(config.identity_token_ttl.as_secs()));
+        data.insert("rotation_schedule".into(), json!(config.rotation_schedule));
+        data.insert("rotation_window".into(), json!(config.rotation_window.as_secs()));
+        data.insert("rotation_period".into(), json!(config.rotation_period.as_secs()));
+        data.insert("disable_automated_rotation".into(), json!(config.disable_automated_rotation));
+        data.insert("rotation_policy".into(), json!(config.rotation_policy));
+        Ok(Some(Response::with_data(data)))
+    }
+
+    async fn config_write(&self, req: Request, data: FieldData) -> HandlerResult {
+        if data.contains("password_policy") {
+            return Err(LogicalError::bad_request(
+                "password_policy is not supported: Microsoft Graph generates every client secret \
+                 itself, so a Vault password policy cannot apply (the Go engine removed this field in v0.18.0)",
+            ));
+        }
+        let storage = req.storage.clone();
+        let stored = store::get_config(storage.as_ref()).await?;
+        let creating = stored.is_none();
+        if creating && req.operation == Operation::Update {
+            return Err(LogicalError::internal("config not found during update operation"));
+        }
+        let mut config = stored.unwrap_or_default();
+
+        for (field, slot) in [
+            ("subscription_id", &mut config.subscription_id),
+            ("tenant_id", &mut config.tenant_id),
+            ("client_id", &mut config.client_id),
+            ("client_secret", &mut config.client_secret),
+        ] {
+            if let Some(v) = data.str_ok(field) {
+                *slot = v;
+            }
+        }
+        let mut env_error = None;
+        if let Some(env) = data.str_ok("environment") {
+            match check_environment(&env) {
+                Ok(()) => config.environment = env,
+                Err(e) => env_error = Some(e),
+            }
+        }
+        match data.duration_ok("root_password_ttl") {
+            Some(ttl) => config.root_password_ttl = ttl,
+            None if creating => config.root_password_ttl = DEFAULT_ROOT_PASSWORD_TTL,
+            None => {}
+        }
+        if let Some(aud) = data.str_ok("identity_token_audience") {
+            config.identity_token_audience = aud;
+        }
+        if let Some(ttl) = data.duration_ok("identity_token_ttl") {
+            config.identity_token_ttl = ttl;
+        }
+        validate_rotation(&mut config, &data)?;
+
+        if !config.identity_token_audience.is_empty() && !config.client_secret.is_empty() {
+            return Err(LogicalError::bad_request(
+                "only one of 'client_secret' or 'identity_token_audience' can be set",
+            ));
+        }
+        if !config.identity_token_audience.is_empty() {
+            self.check_identity_token(&config).await?;
+        }
+        if let Some(e) = env_error {
+            return Err(LogicalError::BadRequest(e));
+        }
+
+        store::put_config(storage.as_ref(), &config).await?;
+        self.reset_client().await;
+
+        if data.contains("use_microsoft_graph_api") {
+            let mut resp = Response::default();
+            resp.add_warning(
+                "use_microsoft_graph_api is retired and ignored: Microsoft Graph is always used",
+            );
+            return Ok(Some(resp));
+        }
+        Ok(None)
+    }
+
+    async fn check_identity_token(&self, config: &Config) -> Result<(), LogicalError> {
+        let ttl = if config.identity_token_ttl.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            config.identity_token_ttl
+        };
+        match self
+            .system_view
+            .generate_identity_token(&config.identity_token_audience, ttl)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(crate::logical::SystemViewError::Unsupported(_)) => Err(LogicalError::bad_request(
+                "plugin workload identity not supported by this server: identity_token_audience needs \
+                 a host that issues plugin identity tokens (Vault Enterprise); use client_secret or a \
+                 managed identity instead",
+            )),
+            Err(e) => Err(LogicalError::internal(e.to_string())),
+        }
+    }
+
+    async fn config_delete(&self, req: Request) -> HandlerResult {
+        req.storage.delete(store::CONFIG_KEY).await?;
+        self.reset_client().await;
+        Ok(None)
+    }
+}
+
+/// Checks and applies the rotation fields (`rotation_schedule`, `rotation_window`,
+/// `rotation_period`, `disable_automated_rotation`, `rotation_policy`).
+fn validate_rotation(config: &mut Config, data: &FieldData) -> Result<(), LogicalError> {
+    let schedule = data.str_ok("rotation_schedule");
+    let window = data.duration_ok("rotation_window");
+    let period = data.duration_ok("rotation_period");
+    let new_schedule = schedule.clone().unwrap_or_else(|| config.rotation_schedule.clone());
+    let new_period = period.unwrap_or(config.rotation_period);
+    let new_window = window.unwrap_or(config.rotation_window);
+    if !new_schedule.is_empty() && !new_period.is_zero() {
+        return Err(LogicalError::bad_request(
+            "mutually exclusive fields rotation_schedule and rotation_period were both specified; only one of them can be provided",
+        ));
+    }
+    if let Some(s) = schedule.as_deref().filter(|s| !s.is_empty()) {
+        s.parse::<croner::Cron>()
+            .map_err(|e| LogicalError::bad_request(format!("failed to parse provided rotation_schedule: {e}")))?;
+    }
+    if !new_window.is_zero() && !new_period.is_zero() {
+        return Err(LogicalError::bad_request("rotation_window does not apply to period"));
+    }
+    if window.is_some_and(|w| !w.is_zero()) && schedule.as_deref().unwrap_or("").is_empty() {
+        return Err(LogicalError::bad_request(
+            "cannot use rotation_window without rotation_schedule",
+        ));
+    }
+    config.rotation_schedule = new_schedule;
+    config.rotation_period = new_period;
+    config.rotation_window = new_window;
+    if let Some(d) = data.bool_ok("disable_automated_rotation") {
+        config.disable_automated_rotation = d;
+    }
+    if let Some(p) = data.str_ok("rotation_policy") {
+        config.rotation_policy = p;
+    }
+    Ok(())
+}
+

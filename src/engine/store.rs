@@ -1,0 +1,201 @@
+//! The engine's storage layout, identical to the Go engine's so that a mount can switch
+//! binaries and keep its data: `config`, `roles/<name>` (JSON, durations in nanoseconds,
+//! times in RFC 3339 with the zero time as `0001-01-01T00:00:00Z`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::logical::{LogicalError, Storage, StorageEntry};
+
+pub const CONFIG_KEY: &str = "config";
+pub const ROLES_PREFIX: &str = "roles/";
+
+/// Go `time.Duration` in JSON: integer nanoseconds.
+pub mod go_duration {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ns = Option::<i64>::deserialize(d)?.unwrap_or(0);
+        Ok(Duration::from_nanos(u64::try_from(ns).unwrap_or(0)))
+    }
+}
+
+/// Go `time.Time` in JSON: RFC 3339 with nanoseconds; the zero time means "unset".
+pub mod go_time {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub const ZERO: &str = "0001-01-01T00:00:00Z";
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            None => s.serialize_str(ZERO),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let text = Option::<String>::deserialize(d)?.unwrap_or_default();
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(text: &str) -> Result<Option<DateTime<Utc>>, String> {
+        if text.is_empty() || text.starts_with("0001-01-01T00:00:00") {
+            return Ok(None);
+        }
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|e| format!("invalid time {text:?}: {e}"))
+    }
+}
+
+/// The stored `config`. Debug is not derived: it holds secrets.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    pub subscription_id: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub client_secret_key_id: String,
+    pub new_client_secret: String,
+    #[serde(with = "go_time")]
+    pub new_client_secret_created: Option<DateTime<Utc>>,
+    #[serde(with = "go_time")]
+    pub new_client_secret_expiration_date: Option<DateTime<Utc>>,
+    pub new_client_secret_key_id: String,
+    pub environment: String,
+    #[serde(with = "go_duration")]
+    pub root_password_ttl: Duration,
+    #[serde(with = "go_time")]
+    pub root_password_expiration_date: Option<DateTime<Utc>>,
+    #[serde(with = "go_duration")]
+    pub identity_token_ttl: Duration,
+    pub identity_token_audience: String,
+    pub rotation_schedule: String,
+    #[serde(with = "go_duration")]
+    pub rotation_window: Duration,
+    #[serde(with = "go_duration")]
+    pub rotation_period: Duration,
+    pub disable_automated_rotation: bool,
+    pub rotation_policy: String,
+}
+
+/// An ARM role of a role definition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct AzureRole {
+    pub role_name: String,
+    pub role_id: String,
+    pub scope: String,
+}
+
+/// An Entra ID group of a role definition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct AzureGroup {
+    pub group_name: String,
+    pub object_id: String,
+}
+
+/// A stored `roles/<name>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Role {
+    pub credential_type: i64,
+    pub azure_roles: Option<Vec<AzureRole>>,
+    pub azure_groups: Option<Vec<AzureGroup>>,
+    pub application_id: String,
+    pub application_object_id: String,
+    pub sign_in_audience: String,
+    pub tags: Option<Vec<String>>,
+    #[serde(with = "go_duration")]
+    pub ttl: Duration,
+    #[serde(with = "go_duration")]
+    pub max_ttl: Duration,
+    #[serde(with = "go_duration")]
+    pub explicit_max_ttl: Duration,
+    pub permanently_delete: bool,
+    pub persist_app: bool,
+    pub role_assignment_ids: Option<Vec<String>>,
+    pub group_membership_ids: Option<Vec<String>>,
+    pub sp_object_id: String,
+    pub managed_application_object_id: String,
+}
+
+pub async fn get_config(storage: &dyn Storage) -> Result<Option<Config>, LogicalError> {
+    match storage.get(CONFIG_KEY).await? {
+        Some(e) => Ok(Some(e.decode()?)),
+        None => Ok(None),
+    }
+}
+
+pub async fn put_config(storage: &dyn Storage, config: &Config) -> Result<(), LogicalError> {
+    let mut entry = StorageEntry::json(CONFIG_KEY, config)?;
+    entry.seal_wrap = true;
+    storage.put(entry).await?;
+    Ok(())
+}
+
+pub async fn get_role(storage: &dyn Storage, name: &str) -> Result<Option<Role>, LogicalError> {
+    match storage.get(&format!("{ROLES_PREFIX}{name}")).await? {
+        Some(e) => Ok(Some(e.decode()?)),
+        None => Ok(None),
+    }
+}
+
+pub async fn put_role(storage: &dyn Storage, name: &str, role: &Role) -> Result<(), LogicalError> {
+    storage
+        .put(StorageEntry::json(format!("{ROLES_PREFIX}{name}"), role)?)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_config_written_by_the_go_engine() {
+        // As the Go engine stores it (durations in ns, zero times, unknown keys tolerated).
+        let go = r#"{"subscription_id":"sub","tenant_id":"ten","client_id":"cid","client_secret":"s3cr3t",
+            "client_secret_key_id":"","new_client_secret":"","new_client_secret_created":"0001-01-01T00:00:00Z",
+            "new_client_secret_expiration_date":"0001-01-01T00:00:00Z","new_client_secret_key_id":"",
+            "environment":"AzurePublicCloud","root_password_ttl":15768000000000000,
+            "root_password_expiration_date":"2027-05-23T10:00:00.123456789Z","identity_token_ttl":0,
+            "identity_token_audience":"","rotation_schedule":"","rotation_window":0,"rotation_period":0,
+            "disable_automated_rotation":false,"rotation_policy":"","some_future_key":1}"#;
+        let c: Config = serde_json::from_str(go).unwrap();
+        assert_eq!(c.root_password_ttl, Duration::from_secs(15_768_000));
+        assert_eq!(c.client_secret, "s3cr3t");
+        assert!(c.new_client_secret_created.is_none());
+        let exp = c.root_password_expiration_date.unwrap();
+        assert_eq!(exp.timestamp_subsec_nanos(), 123_456_789);
+        let back = serde_json::to_value(&c).unwrap();
+        assert_eq!(back["root_password_ttl"], 15_768_000_000_000_000i64);
+        assert_eq!(back["new_client_secret_created"], go_time::ZERO);
+        assert_eq!(back["root_password_expiration_date"], "2027-05-23T10:00:00.123456789Z");
+    }
+
+    #[test]
+    fn reads_a_role_written_by_the_go_engine() {
+        let go = r#"{"credential_type":0,"azure_roles":[{"role_name":"Reader","role_id":"/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7","scope":"/subscriptions/s"}],
+            "azure_groups":null,"application_id":"","application_object_id":"","sign_in_audience":"","tags":null,
+            "ttl":3600000000000,"max_ttl":0,"explicit_max_ttl":0,"permanently_delete":false,"persist_app":false,
+            "role_assignment_ids":null,"group_membership_ids":null,"sp_object_id":"","managed_application_object_id":""}"#;
+        let r: Role = serde_json::from_str(go).unwrap();
+        assert_eq!(r.ttl, Duration::from_secs(3600));
+        assert_eq!(r.azure_roles.as_ref().unwrap()[0].role_name, "Reader");
+        assert!(r.azure_groups.is_none());
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["azure_groups"], serde_json::Value::Null);
+        assert_eq!(back["ttl"], 3_600_000_000_000i64);
+    }
+}
