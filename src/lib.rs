@@ -7,7 +7,7 @@
 //! - `engine`: the Azure secrets engine built on `framework` and `azure`.
 //! - `emulator`: a local Azure emulator; shares no code with `azure`.
 
+pub mod engine;
+pub mod framework;
 pub mod logical;
 pub mod plugin;
-pub mod framework;
-pub mod engine;

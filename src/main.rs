@@ -8,5 +8,8 @@ use vault_plugin_secrets_azure::engine::AzureFactory;
 use vault_plugin_secrets_azure::plugin;
 
 fn main() -> ExitCode {
-    plugin::serve(Arc::new(AzureFactory), concat!("v", env!("CARGO_PKG_VERSION")))
+    plugin::serve(
+        Arc::new(AzureFactory),
+        concat!("v", env!("CARGO_PKG_VERSION")),
+    )
 }

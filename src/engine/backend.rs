@@ -8,7 +8,8 @@ use super::path_config;
 use crate::framework::{Backend, BackendBuilder};
 use crate::logical::{BackendConfig, SpecialPaths, SystemView};
 
-const BACKEND_HELP: &str = "The Azure secrets engine dynamically generates Azure service principals \
+const BACKEND_HELP: &str =
+    "The Azure secrets engine dynamically generates Azure service principals \
 and passwords on existing applications, with role assignments and group memberships, and removes \
 them when their lease ends.";
 

@@ -7,14 +7,17 @@ use serde_json::json;
 
 use super::backend::AzureBackend;
 use super::store::{self, Config};
-use crate::framework::{handler, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler, Path};
+use crate::framework::{
+    handler, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler, Path,
+};
 use crate::logical::{LogicalError, Map, Operation, Request, Response};
 
 /// Default lifetime of a root password made by `rotate-root`.
 pub const DEFAULT_ROOT_PASSWORD_TTL: Duration = Duration::from_secs(4380 * 3600);
 
 const SYNOPSIS: &str = "Configure the Azure secrets engine with credentials and settings.";
-const DESCRIPTION: &str = "The Azure secrets engine needs the tenant and subscription it manages and \
+const DESCRIPTION: &str =
+    "The Azure secrets engine needs the tenant and subscription it manages and \
 an identity to do so: a client id and secret, a managed identity (Azure VM or Azure Arc-enabled \
 server), or workload identity federation. Environment variables AZURE_TENANT_ID, \
 AZURE_SUBSCRIPTION_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and AZURE_ENVIRONMENT take precedence \
@@ -50,7 +53,11 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
 }
 
 /// Cloud names accepted in `environment` (compared case-insensitively).
-const CLOUDS: &[&str] = &["AzurePublicCloud", "AzureUSGovernmentCloud", "AzureChinaCloud"];
+const CLOUDS: &[&str] = &[
+    "AzurePublicCloud",
+    "AzureUSGovernmentCloud",
+    "AzureChinaCloud",
+];
 
 fn check_environment(name: &str) -> Result<(), String> {
     if CLOUDS.iter().any(|c| c.eq_ignore_ascii_case(name)) {
@@ -70,25 +77,45 @@ fn check_environment(name: &str) -> Result<(), String> {
 
 impl AzureBackend {
     async fn config_read(&self, req: Request) -> HandlerResult {
-        let config = store::get_config(req.storage.as_ref()).await?.unwrap_or_default();
+        let config = store::get_config(req.storage.as_ref())
+            .await?
+            .unwrap_or_default();
         let mut data = Map::new();
         data.insert("subscription_id".into(), json!(config.subscription_id));
         data.insert("tenant_id".into(), json!(config.tenant_id));
         data.insert("client_id".into(), json!(config.client_id));
         data.insert("environment".into(), json!(config.environment));
-        data.insert("root_password_ttl".into(), json!(config.root_password_ttl.as_secs()));
+        data.insert(
+            "root_password_ttl".into(),
+            json!(config.root_password_ttl.as_secs()),
+        );
         if let Some(exp) = config.root_password_expiration_date {
             data.insert(
                 "root_password_expiration_date".into(),
                 json!(exp.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
             );
         }
-        data.insert("identity_token_audience".into(), json!(config.identity_token_audience));
-        data.insert("identity_token_ttl".into(), json!(config.identity_token_ttl.as_secs()));
+        data.insert(
+            "identity_token_audience".into(),
+            json!(config.identity_token_audience),
+        );
+        data.insert(
+            "identity_token_ttl".into(),
+            json!(config.identity_token_ttl.as_secs()),
+        );
         data.insert("rotation_schedule".into(), json!(config.rotation_schedule));
-        data.insert("rotation_window".into(), json!(config.rotation_window.as_secs()));
-        data.insert("rotation_period".into(), json!(config.rotation_period.as_secs()));
-        data.insert("disable_automated_rotation".into(), json!(config.disable_automated_rotation));
+        data.insert(
+            "rotation_window".into(),
+            json!(config.rotation_window.as_secs()),
+        );
+        data.insert(
+            "rotation_period".into(),
+            json!(config.rotation_period.as_secs()),
+        );
+        data.insert(
+            "disable_automated_rotation".into(),
+            json!(config.disable_automated_rotation),
+        );
         data.insert("rotation_policy".into(), json!(config.rotation_policy));
         Ok(Some(Response::with_data(data)))
     }
@@ -104,7 +131,9 @@ impl AzureBackend {
         let stored = store::get_config(storage.as_ref()).await?;
         let creating = stored.is_none();
         if creating && req.operation == Operation::Update {
-            return Err(LogicalError::internal("config not found during update operation"));
+            return Err(LogicalError::internal(
+                "config not found during update operation",
+            ));
         }
         let mut config = stored.unwrap_or_default();
 
@@ -197,7 +226,9 @@ fn validate_rotation(config: &mut Config, data: &FieldData) -> Result<(), Logica
     let schedule = data.str_ok("rotation_schedule");
     let window = data.duration_ok("rotation_window");
     let period = data.duration_ok("rotation_period");
-    let new_schedule = schedule.clone().unwrap_or_else(|| config.rotation_schedule.clone());
+    let new_schedule = schedule
+        .clone()
+        .unwrap_or_else(|| config.rotation_schedule.clone());
     let new_period = period.unwrap_or(config.rotation_period);
     let new_window = window.unwrap_or(config.rotation_window);
     if !new_schedule.is_empty() && !new_period.is_zero() {
@@ -206,11 +237,14 @@ fn validate_rotation(config: &mut Config, data: &FieldData) -> Result<(), Logica
         ));
     }
     if let Some(s) = schedule.as_deref().filter(|s| !s.is_empty()) {
-        s.parse::<croner::Cron>()
-            .map_err(|e| LogicalError::bad_request(format!("failed to parse provided rotation_schedule: {e}")))?;
+        s.parse::<croner::Cron>().map_err(|e| {
+            LogicalError::bad_request(format!("failed to parse provided rotation_schedule: {e}"))
+        })?;
     }
     if !new_window.is_zero() && !new_period.is_zero() {
-        return Err(LogicalError::bad_request("rotation_window does not apply to period"));
+        return Err(LogicalError::bad_request(
+            "rotation_window does not apply to period",
+        ));
     }
     if window.is_some_and(|w| !w.is_zero()) && schedule.as_deref().unwrap_or("").is_empty() {
         return Err(LogicalError::bad_request(
@@ -228,4 +262,3 @@ fn validate_rotation(config: &mut Config, data: &FieldData) -> Result<(), Logica
     }
     Ok(())
 }
-

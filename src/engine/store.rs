@@ -181,7 +181,10 @@ mod tests {
         let back = serde_json::to_value(&c).unwrap();
         assert_eq!(back["root_password_ttl"], 15_768_000_000_000_000i64);
         assert_eq!(back["new_client_secret_created"], go_time::ZERO);
-        assert_eq!(back["root_password_expiration_date"], "2027-05-23T10:00:00.123456789Z");
+        assert_eq!(
+            back["root_password_expiration_date"],
+            "2027-05-23T10:00:00.123456789Z"
+        );
     }
 
     #[test]

@@ -18,12 +18,14 @@ use crate::logical::{
 };
 
 /// Periodic work, run on each rollback tick of the host (about once a minute).
-pub type PeriodicFn = Arc<dyn Fn(Request) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync>;
+pub type PeriodicFn =
+    Arc<dyn Fn(Request) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync>;
 
 /// Undoes the work a write-ahead-log entry covers: `(request, kind, data)`. `Ok` removes the
 /// entry.
-pub type WalRollbackFn =
-    Arc<dyn Fn(Request, String, Value) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync>;
+pub type WalRollbackFn = Arc<
+    dyn Fn(Request, String, Value) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync,
+>;
 
 type InitFn = Arc<dyn Fn(Request) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync>;
 type InvalidateFn = Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -116,7 +118,8 @@ impl BackendBuilder {
             .into_iter()
             .map(|p| {
                 let pattern = p.pattern.clone();
-                CompiledPath::compile(p).map_err(|e| format!("invalid path pattern {pattern:?}: {e}"))
+                CompiledPath::compile(p)
+                    .map_err(|e| format!("invalid path pattern {pattern:?}: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Backend {
@@ -236,7 +239,11 @@ impl Backend {
         }
         let mut errors = Vec::new();
         if let Some(rollback) = &self.wal_rollback {
-            let immediate = req.data.get("immediate").and_then(Value::as_bool).unwrap_or(false);
+            let immediate = req
+                .data
+                .get("immediate")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             if let Err(e) = self.rollback_wal(&req, rollback, immediate).await {
                 errors.push(e);
             }
@@ -253,9 +260,16 @@ impl Backend {
         }
     }
 
-    async fn rollback_wal(&self, req: &Request, rollback: &WalRollbackFn, immediate: bool) -> Result<(), String> {
+    async fn rollback_wal(
+        &self,
+        req: &Request,
+        rollback: &WalRollbackFn,
+        immediate: bool,
+    ) -> Result<(), String> {
         let storage = self.storage.clone();
-        let ids = wal::list(storage.as_ref()).await.map_err(|e| e.to_string())?;
+        let ids = wal::list(storage.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
         let now = chrono::Utc::now().timestamp();
         let min_age = i64::try_from(self.wal_rollback_min_age.as_secs()).unwrap_or(i64::MAX);
         let mut errors = Vec::new();
@@ -300,7 +314,9 @@ impl Backend {
             .unwrap_or("plugin")
             .to_string();
         let (text, paths): (String, Vec<&CompiledPath>) = match self.route(&req.path) {
-            Some((path, _)) if !req.path.is_empty() => (openapi::path_help_text(&path.path), vec![path]),
+            Some((path, _)) if !req.path.is_empty() => {
+                (openapi::path_help_text(&path.path), vec![path])
+            }
             _ => (self.backend_help_text(), self.paths.iter().collect()),
         };
         let doc = openapi::document(&self.help, &prefix, &paths);
@@ -318,7 +334,10 @@ impl Backend {
              below, use the help command with any route matching the path pattern.\n\n",
         );
         for p in &self.paths {
-            text.push_str(&format!("    ^{}$\n        {}\n\n", p.path.pattern, p.path.synopsis));
+            text.push_str(&format!(
+                "    ^{}$\n        {}\n\n",
+                p.path.pattern, p.path.synopsis
+            ));
         }
         text
     }
@@ -393,9 +412,9 @@ pub fn object(v: Value) -> Map {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
     use crate::framework::{handler, FieldSchema, FieldType, OperationHandler};
     use crate::logical::{Backend as _, InmemStorage, StorageEntry};
+    use serde_json::json;
 
     fn kv_backend(storage: Arc<dyn Storage>) -> Backend {
         let read = handler(|req: Request, data: FieldData| async move {
@@ -407,22 +426,43 @@ mod tests {
         });
         let write = handler(|req: Request, data: FieldData| async move {
             let key = format!("kv/{}", data.str("name"));
-            let value = object(json!({"value": data.str("value"), "ttl": data.duration("ttl").as_secs()}));
+            let value =
+                object(json!({"value": data.str("value"), "ttl": data.duration("ttl").as_secs()}));
             req.storage.put(StorageEntry::json(key, &value)?).await?;
             Ok(None)
         });
-        let exists = Arc::new(|req: Request, data: FieldData| -> BoxFuture<'static, Result<bool, LogicalError>> {
-            Box::pin(async move { Ok(req.storage.get(&format!("kv/{}", data.str("name"))).await?.is_some()) })
-        });
+        let exists = Arc::new(
+            |req: Request, data: FieldData| -> BoxFuture<'static, Result<bool, LogicalError>> {
+                Box::pin(async move {
+                    Ok(req
+                        .storage
+                        .get(&format!("kv/{}", data.str("name")))
+                        .await?
+                        .is_some())
+                })
+            },
+        );
         BackendBuilder::new("A test key/value backend.")
             .path(
                 Path::new(r"kv/(?P<name>\w+)")
-                    .field("name", FieldSchema::new(FieldType::LowerCaseString, "Name."))
+                    .field(
+                        "name",
+                        FieldSchema::new(FieldType::LowerCaseString, "Name."),
+                    )
                     .field("value", FieldSchema::new(FieldType::String, "Value."))
                     .field("ttl", FieldSchema::new(FieldType::DurationSecond, "TTL."))
-                    .operation(Operation::Read, OperationHandler::new(read, "Read it.", "read"))
-                    .operation(Operation::Create, OperationHandler::new(write.clone(), "Write it.", "write"))
-                    .operation(Operation::Update, OperationHandler::new(write, "Write it.", "write"))
+                    .operation(
+                        Operation::Read,
+                        OperationHandler::new(read, "Read it.", "read"),
+                    )
+                    .operation(
+                        Operation::Create,
+                        OperationHandler::new(write.clone(), "Write it.", "write"),
+                    )
+                    .operation(
+                        Operation::Update,
+                        OperationHandler::new(write, "Write it.", "write"),
+                    )
                     .existence_check(exists)
                     .help("Key/value pairs.", "Stores values."),
             )
@@ -443,11 +483,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(exists, Some(false));
-        b.handle_request(req(Operation::Create, "kv/A", json!({"value": "v", "ttl": "1m"}), storage.clone()))
-            .await
-            .unwrap();
+        b.handle_request(req(
+            Operation::Create,
+            "kv/A",
+            json!({"value": "v", "ttl": "1m"}),
+            storage.clone(),
+        ))
+        .await
+        .unwrap();
         let r = b
-            .handle_request(req(Operation::Read, "kv/a", json!({"junk": 1}), storage.clone()))
+            .handle_request(req(
+                Operation::Read,
+                "kv/a",
+                json!({"junk": 1}),
+                storage.clone(),
+            ))
             .await
             .unwrap()
             .unwrap();
@@ -455,10 +505,18 @@ mod tests {
         assert_eq!(r.warnings.len(), 1, "unknown parameter warned about");
 
         let err = b
-            .handle_request(req(Operation::Update, "kv/a", json!({"ttl": "soon"}), storage.clone()))
+            .handle_request(req(
+                Operation::Update,
+                "kv/a",
+                json!({"ttl": "soon"}),
+                storage.clone(),
+            ))
             .await
             .unwrap_err();
-        assert!(matches!(err, LogicalError::BadRequest(ref m) if m.contains("\"ttl\"")), "{err:?}");
+        assert!(
+            matches!(err, LogicalError::BadRequest(ref m) if m.contains("\"ttl\"")),
+            "{err:?}"
+        );
         let err = b
             .handle_request(req(Operation::Delete, "kv/a", json!({}), storage.clone()))
             .await
@@ -470,7 +528,12 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, LogicalError::UnsupportedPath);
         let err = b
-            .handle_request(req(Operation::ResolvePath, "kv/a", json!({}), storage.clone()))
+            .handle_request(req(
+                Operation::ResolvePath,
+                "kv/a",
+                json!({}),
+                storage.clone(),
+            ))
             .await
             .unwrap_err();
         assert_eq!(err, LogicalError::UnsupportedOperation);
@@ -481,19 +544,31 @@ mod tests {
         let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
         let b = kv_backend(storage.clone());
         let r = b
-            .handle_request(req(Operation::Help, "", json!({"requestResponsePrefix": "kvtest"}), storage.clone()))
+            .handle_request(req(
+                Operation::Help,
+                "",
+                json!({"requestResponsePrefix": "kvtest"}),
+                storage.clone(),
+            ))
             .await
             .unwrap()
             .unwrap();
         let d = r.data.unwrap();
         assert!(d["help"].as_str().unwrap().contains("kv/"));
-        assert!(d["openapi"]["paths"]["/kv/{name}"]["get"].is_object(), "{}", d["openapi"]);
+        assert!(
+            d["openapi"]["paths"]["/kv/{name}"]["get"].is_object(),
+            "{}",
+            d["openapi"]
+        );
         let r = b
             .handle_request(req(Operation::Help, "kv/x", json!({}), storage))
             .await
             .unwrap()
             .unwrap();
-        assert!(r.data.unwrap()["help"].as_str().unwrap().contains("Stores values."));
+        assert!(r.data.unwrap()["help"]
+            .as_str()
+            .unwrap()
+            .contains("Stores values."));
     }
 
     #[tokio::test]

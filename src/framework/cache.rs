@@ -115,14 +115,25 @@ mod tests {
             gets: AtomicUsize::new(0),
         });
         let cache = CachedStorage::new(inner.clone());
-        cache.put(StorageEntry::new("config", b"1".to_vec())).await.unwrap();
+        cache
+            .put(StorageEntry::new("config", b"1".to_vec()))
+            .await
+            .unwrap();
         assert_eq!(cache.get("config").await.unwrap().unwrap().value, b"1");
         assert!(cache.get("missing").await.unwrap().is_none());
         assert!(cache.get("missing").await.unwrap().is_none());
-        assert_eq!(inner.gets.load(Ordering::SeqCst), 1, "one miss, then cached");
+        assert_eq!(
+            inner.gets.load(Ordering::SeqCst),
+            1,
+            "one miss, then cached"
+        );
 
         // Someone else changes the key; the host invalidates it.
-        inner.inner.put(StorageEntry::new("config", b"2".to_vec())).await.unwrap();
+        inner
+            .inner
+            .put(StorageEntry::new("config", b"2".to_vec()))
+            .await
+            .unwrap();
         assert_eq!(cache.get("config").await.unwrap().unwrap().value, b"1");
         cache.invalidate("config").await;
         assert_eq!(cache.get("config").await.unwrap().unwrap().value, b"2");

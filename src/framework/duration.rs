@@ -60,7 +60,11 @@ fn parse_duration_str(s: &str) -> Result<Duration, String> {
             "m" => 60.0,
             "h" => 3600.0,
             "d" => 86400.0,
-            unit => return Err(format!("{s:?} has an unknown unit {unit:?} (use s, m, h or d)")),
+            unit => {
+                return Err(format!(
+                    "{s:?} has an unknown unit {unit:?} (use s, m, h or d)"
+                ))
+            }
         };
         total += value * factor;
         rest = &rest[unit_end..];
@@ -97,13 +101,24 @@ mod tests {
             (json!(12.9), 12),
         ];
         for (input, secs) in cases {
-            assert_eq!(parse_duration(&input).unwrap(), Duration::from_secs(secs), "{input}");
+            assert_eq!(
+                parse_duration(&input).unwrap(),
+                Duration::from_secs(secs),
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn rejects_garbage() {
-        for input in [json!("abc"), json!("10x"), json!("-5s"), json!(-3), json!(true), json!("h")] {
+        for input in [
+            json!("abc"),
+            json!("10x"),
+            json!("-5s"),
+            json!(-3),
+            json!(true),
+            json!("h"),
+        ] {
             assert!(parse_duration(&input).is_err(), "{input}");
         }
     }

@@ -221,7 +221,12 @@ impl FieldData {
             return Value::Null;
         };
         self.get_ok(name)
-            .or_else(|| schema.default.as_ref().and_then(|d| schema.ty.parse(d).ok()))
+            .or_else(|| {
+                schema
+                    .default
+                    .as_ref()
+                    .and_then(|d| schema.ty.parse(d).ok())
+            })
             .unwrap_or_else(|| schema.ty.zero())
     }
 
@@ -234,7 +239,8 @@ impl FieldData {
     }
 
     pub fn str_ok(&self, name: &str) -> Option<String> {
-        self.get_ok(name).and_then(|v| v.as_str().map(str::to_string))
+        self.get_ok(name)
+            .and_then(|v| v.as_str().map(str::to_string))
     }
 
     pub fn bool(&self, name: &str) -> bool {
@@ -277,7 +283,11 @@ impl FieldData {
 
 fn string_list(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -295,13 +305,28 @@ mod tests {
 
     fn data(raw: Value) -> FieldData {
         let mut schema = BTreeMap::new();
-        schema.insert("name".into(), FieldSchema::new(FieldType::LowerCaseString, ""));
-        schema.insert("ttl".into(), FieldSchema::new(FieldType::DurationSecond, ""));
-        schema.insert("flag".into(), FieldSchema::new(FieldType::Bool, "").default_value(true));
+        schema.insert(
+            "name".into(),
+            FieldSchema::new(FieldType::LowerCaseString, ""),
+        );
+        schema.insert(
+            "ttl".into(),
+            FieldSchema::new(FieldType::DurationSecond, ""),
+        );
+        schema.insert(
+            "flag".into(),
+            FieldSchema::new(FieldType::Bool, "").default_value(true),
+        );
         schema.insert("count".into(), FieldSchema::new(FieldType::Int, ""));
-        schema.insert("list".into(), FieldSchema::new(FieldType::CommaStringSlice, ""));
+        schema.insert(
+            "list".into(),
+            FieldSchema::new(FieldType::CommaStringSlice, ""),
+        );
         schema.insert("tags".into(), FieldSchema::new(FieldType::Map, ""));
-        schema.insert("secret".into(), FieldSchema::new(FieldType::Int, "").sensitive());
+        schema.insert(
+            "secret".into(),
+            FieldSchema::new(FieldType::Int, "").sensitive(),
+        );
         FieldData::new(raw.as_object().unwrap().clone(), Arc::new(schema))
     }
 
@@ -327,7 +352,10 @@ mod tests {
     fn validation_names_the_field() {
         let err = data(json!({"ttl": "abc"})).validate().unwrap_err();
         assert!(err.contains("field \"ttl\""), "{err}");
-        assert!(err.starts_with("Field validation failed: error converting input abc"), "{err}");
+        assert!(
+            err.starts_with("Field validation failed: error converting input abc"),
+            "{err}"
+        );
         let err = data(json!({"flag": "maybe"})).validate().unwrap_err();
         assert!(err.contains("\"flag\""), "{err}");
         let err = data(json!({"secret": "hunter2"})).validate().unwrap_err();

@@ -116,7 +116,10 @@ pub(crate) fn document(help: &str, prefix: &str, paths: &[&CompiledPath]) -> Val
             o.insert("summary".into(), json!(handler.summary));
             o.insert("operationId".into(), json!(op_id));
             o.insert("tags".into(), json!(["secrets"]));
-            o.insert("responses".into(), json!({"200": {"description": "OK"}, "204": {"description": "empty body"}}));
+            o.insert(
+                "responses".into(),
+                json!({"200": {"description": "OK"}, "204": {"description": "empty body"}}),
+            );
             let method = match op {
                 Operation::Read => "get",
                 Operation::List => {
@@ -178,7 +181,10 @@ pub(crate) fn path_help_text(path: &Path) -> String {
         text.push_str("## PARAMETERS\n\n");
         for (name, f) in &path.fields {
             let (ty, _) = f.ty.openapi();
-            text.push_str(&format!("{name} ({ty})\n\n    {}\n\n", f.description.trim()));
+            text.push_str(&format!(
+                "{name} ({ty})\n\n    {}\n\n",
+                f.description.trim()
+            ));
         }
     }
     text.push_str(&format!("## DESCRIPTION\n\n{}\n", path.description.trim()));
@@ -192,9 +198,15 @@ mod tests {
     #[test]
     fn patterns_become_openapi_paths() {
         assert_eq!(openapi_path("config"), "/config");
-        assert_eq!(openapi_path(r"roles/(?P<name>\w(([\w.-]+)?\w)?)"), "/roles/{name}");
+        assert_eq!(
+            openapi_path(r"roles/(?P<name>\w(([\w.-]+)?\w)?)"),
+            "/roles/{name}"
+        );
         assert_eq!(openapi_path("roles/?"), "/roles/");
-        assert_eq!(openapi_path(r"creds/(?P<role>\w(([\w.-]+)?\w)?)"), "/creds/{role}");
+        assert_eq!(
+            openapi_path(r"creds/(?P<role>\w(([\w.-]+)?\w)?)"),
+            "/creds/{role}"
+        );
         assert_eq!(openapi_path("rotate-root"), "/rotate-root");
     }
 }

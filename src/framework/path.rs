@@ -12,7 +12,8 @@ use super::HandlerResult;
 use crate::logical::{LogicalError, Operation, Request};
 
 /// An operation handler: takes the request and its parsed fields.
-pub type HandlerFn = Arc<dyn Fn(Request, FieldData) -> BoxFuture<'static, HandlerResult> + Send + Sync>;
+pub type HandlerFn =
+    Arc<dyn Fn(Request, FieldData) -> BoxFuture<'static, HandlerResult> + Send + Sync>;
 
 /// An existence check: does the object this request addresses exist?
 pub type ExistenceFn =
@@ -37,7 +38,11 @@ pub struct OperationHandler {
 }
 
 impl OperationHandler {
-    pub fn new(handler: HandlerFn, summary: impl Into<String>, operation_id: impl Into<String>) -> Self {
+    pub fn new(
+        handler: HandlerFn,
+        summary: impl Into<String>,
+        operation_id: impl Into<String>,
+    ) -> Self {
         Self {
             handler,
             summary: summary.into(),
@@ -105,7 +110,11 @@ impl CompiledPath {
     pub fn compile(path: Path) -> Result<Self, regex::Error> {
         let regex = Regex::new(&format!("^(?:{})$", path.pattern))?;
         let fields = Arc::new(path.fields.clone());
-        Ok(Self { path, regex, fields })
+        Ok(Self {
+            path,
+            regex,
+            fields,
+        })
     }
 
     /// The named captures of `request_path`, if this path matches it.
@@ -115,7 +124,10 @@ impl CompiledPath {
             self.regex
                 .capture_names()
                 .flatten()
-                .filter_map(|name| caps.name(name).map(|m| (name.to_string(), m.as_str().to_string())))
+                .filter_map(|name| {
+                    caps.name(name)
+                        .map(|m| (name.to_string(), m.as_str().to_string()))
+                })
                 .collect(),
         )
     }
@@ -132,7 +144,10 @@ mod tests {
             p.captures("roles/my-role.v2"),
             Some(vec![("name".to_string(), "my-role.v2".to_string())])
         );
-        assert_eq!(p.captures("roles/x"), Some(vec![("name".into(), "x".into())]));
+        assert_eq!(
+            p.captures("roles/x"),
+            Some(vec![("name".into(), "x".into())])
+        );
         assert!(p.captures("roles/-bad").is_none());
         assert!(p.captures("roles/a/b").is_none());
         assert!(p.captures("xroles/a").is_none());

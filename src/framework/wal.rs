@@ -59,7 +59,9 @@ mod tests {
     #[tokio::test]
     async fn round_trip_in_go_layout() {
         let s = InmemStorage::new();
-        let id = put(&s, "appCreate", serde_json::json!({"AppID": "x"})).await.unwrap();
+        let id = put(&s, "appCreate", serde_json::json!({"AppID": "x"}))
+            .await
+            .unwrap();
         let raw = s.get(&format!("wal/{id}")).await.unwrap().unwrap();
         let v: Value = serde_json::from_slice(&raw.value).unwrap();
         assert_eq!(v["type"], "appCreate");

@@ -34,10 +34,15 @@ impl StorageEntry {
     }
 
     /// An entry holding `value` as JSON.
-    pub fn json<T: serde::Serialize>(key: impl Into<String>, value: &T) -> Result<Self, StorageError> {
+    pub fn json<T: serde::Serialize>(
+        key: impl Into<String>,
+        value: &T,
+    ) -> Result<Self, StorageError> {
         let key = key.into();
-        let bytes = serde_json::to_vec(value)
-            .map_err(|e| StorageError::Encode { key: key.clone(), reason: e.to_string() })?;
+        let bytes = serde_json::to_vec(value).map_err(|e| StorageError::Encode {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Self::new(key, bytes))
     }
 
@@ -54,7 +59,11 @@ impl StorageEntry {
 pub enum StorageError {
     /// The host refused or failed the call.
     #[error("storage {op} of {key:?} failed: {reason}")]
-    Host { op: &'static str, key: String, reason: String },
+    Host {
+        op: &'static str,
+        key: String,
+        reason: String,
+    },
     #[error("cannot decode storage entry {key:?}: {reason}")]
     Decode { key: String, reason: String },
     #[error("cannot encode storage entry {key:?}: {reason}")]

@@ -73,7 +73,11 @@ impl Broker {
         };
         tokio::time::timeout(CONN_INFO_TIMEOUT, wait)
             .await
-            .map_err(|_| Status::unavailable(format!("timeout waiting for connection info of broker id {id}")))
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "timeout waiting for connection info of broker id {id}"
+                ))
+            })
     }
 }
 
@@ -119,8 +123,9 @@ pub async fn dial(addr: HostAddress, tls: Arc<rustls::ClientConfig>) -> Result<C
             match addr.network.as_str() {
                 "unix" => {
                     let sock = UnixStream::connect(&addr.address).await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(Box::new(tls.connect(name, sock).await?)
-                        as Box<dyn AsyncStream>))
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        Box::new(tls.connect(name, sock).await?) as Box<dyn AsyncStream>
+                    ))
                 }
                 "tcp" => {
                     let sock = TcpStream::connect(&addr.address).await?;

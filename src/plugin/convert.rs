@@ -6,7 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::proto::pb;
-use crate::logical::{LeaseOptions, LogicalError, Map, Operation, Request, Response, Secret, Storage};
+use crate::logical::{
+    LeaseOptions, LogicalError, Map, Operation, Request, Response, Secret, Storage,
+};
 
 /// Error kinds of `pb.ProtoError.err_type`.
 mod err_type {
@@ -37,8 +39,12 @@ pub fn json_object(text: &str, what: &str) -> Result<Map, LogicalError> {
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
         Ok(serde_json::Value::Null) => Ok(Map::new()),
-        Ok(_) => Err(LogicalError::bad_request(format!("{what} is not a JSON object"))),
-        Err(e) => Err(LogicalError::bad_request(format!("{what} is not valid JSON: {e}"))),
+        Ok(_) => Err(LogicalError::bad_request(format!(
+            "{what} is not a JSON object"
+        ))),
+        Err(e) => Err(LogicalError::bad_request(format!(
+            "{what} is not valid JSON: {e}"
+        ))),
     }
 }
 
@@ -94,7 +100,10 @@ fn secret_to_proto(s: Secret) -> pb::Secret {
 }
 
 /// A host request as a logical request on `storage`.
-pub fn request_from_proto(r: pb::Request, storage: Arc<dyn Storage>) -> Result<Request, LogicalError> {
+pub fn request_from_proto(
+    r: pb::Request,
+    storage: Arc<dyn Storage>,
+) -> Result<Request, LogicalError> {
     let data = json_object(&r.data, "request data")?;
     let secret = r.secret.as_ref().map(secret_from_proto).transpose()?;
     Ok(Request {
@@ -173,7 +182,10 @@ mod tests {
         let p = secret_to_proto(s.clone());
         let opts = p.lease_options.as_ref().unwrap();
         assert_eq!(opts.ttl, 60_000_000_000);
-        assert_eq!(opts.issue_time.as_ref().unwrap().seconds, GO_ZERO_TIME_SECONDS);
+        assert_eq!(
+            opts.issue_time.as_ref().unwrap().seconds,
+            GO_ZERO_TIME_SECONDS
+        );
         assert_eq!(secret_from_proto(&p).unwrap(), s);
     }
 
@@ -185,7 +197,10 @@ mod tests {
     #[test]
     fn errors_map_to_types() {
         assert_eq!(error_to_proto(&LogicalError::bad_request("x")).err_type, 4);
-        assert_eq!(error_to_proto(&LogicalError::UnsupportedOperation).err_type, 5);
+        assert_eq!(
+            error_to_proto(&LogicalError::UnsupportedOperation).err_type,
+            5
+        );
         let coded = error_to_proto(&LogicalError::Coded {
             status: 418,
             message: "teapot".into(),

@@ -27,7 +27,9 @@ pub enum HandshakeError {
          (OpenBao 2.x or Vault 1.12 and later with AutoMTLS)"
     )]
     UnsupportedProtocol { offered: String },
-    #[error("the host did not enable AutoMTLS (PLUGIN_CLIENT_CERT is not set); this plugin requires it")]
+    #[error(
+        "the host did not enable AutoMTLS (PLUGIN_CLIENT_CERT is not set); this plugin requires it"
+    )]
     NoAutoMtls,
     #[error("the host asks for a multiplexed broker (PLUGIN_MULTIPLEX_GRPC), which this plugin does not support")]
     MultiplexedBroker,
@@ -111,7 +113,10 @@ fn parse_go_bool(v: &str) -> Option<bool> {
 
 /// The plugin's listener.
 pub enum Listener {
-    Unix { listener: UnixListener, path: PathBuf },
+    Unix {
+        listener: UnixListener,
+        path: PathBuf,
+    },
     Tcp(TcpListener),
 }
 
@@ -128,7 +133,10 @@ impl Listener {
                 format!("no free port in {}..={}", env.min_port, env.max_port),
             )));
         }
-        let dir = env.unix_socket_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = env
+            .unix_socket_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
         let path = dir.join(format!("plugin{}", rand::random::<u32>()));
         let listener = UnixListener::bind(&path).map_err(HandshakeError::Listen)?;
         if let Some(group) = &env.unix_socket_group {
@@ -140,7 +148,10 @@ impl Listener {
     fn network_and_address(&self) -> Result<(&'static str, String), HandshakeError> {
         match self {
             Self::Unix { path, .. } => Ok(("unix", path.display().to_string())),
-            Self::Tcp(l) => Ok(("tcp", l.local_addr().map_err(HandshakeError::Listen)?.to_string())),
+            Self::Tcp(l) => Ok((
+                "tcp",
+                l.local_addr().map_err(HandshakeError::Listen)?.to_string(),
+            )),
         }
     }
 
@@ -190,7 +201,8 @@ pub fn handshake_line(listener: &Listener, cert_der: &[u8]) -> Result<String, Ha
 /// Writes the handshake line to stdout and flushes it. Nothing else is ever written there.
 pub fn announce(line: &str) -> Result<(), HandshakeError> {
     let mut out = std::io::stdout().lock();
-    out.write_all(line.as_bytes()).map_err(HandshakeError::Stdout)?;
+    out.write_all(line.as_bytes())
+        .map_err(HandshakeError::Stdout)?;
     out.flush().map_err(HandshakeError::Stdout)
 }
 
@@ -215,9 +227,18 @@ mod tests {
 
     #[test]
     fn cookie_is_required() {
-        assert!(matches!(HostEnv::from_lookup(env(&[])), Err(HandshakeError::NoCookie)));
-        let db = env(&[("VAULT_DATABASE_PLUGIN", "926a0820-aea2-be28-51d6-83cdf00e8edb")]);
-        assert!(matches!(HostEnv::from_lookup(db), Err(HandshakeError::NoCookie)));
+        assert!(matches!(
+            HostEnv::from_lookup(env(&[])),
+            Err(HandshakeError::NoCookie)
+        ));
+        let db = env(&[(
+            "VAULT_DATABASE_PLUGIN",
+            "926a0820-aea2-be28-51d6-83cdf00e8edb",
+        )]);
+        assert!(matches!(
+            HostEnv::from_lookup(db),
+            Err(HandshakeError::NoCookie)
+        ));
     }
 
     #[test]
@@ -236,7 +257,10 @@ mod tests {
     #[test]
     fn automtls_is_required() {
         let pairs = &BASE[..2];
-        assert!(matches!(HostEnv::from_lookup(env(pairs)), Err(HandshakeError::NoAutoMtls)));
+        assert!(matches!(
+            HostEnv::from_lookup(env(pairs)),
+            Err(HandshakeError::NoAutoMtls)
+        ));
     }
 
     #[test]
@@ -244,7 +268,10 @@ mod tests {
         let mut pairs = BASE.to_vec();
         pairs.push(("PLUGIN_MIN_PORT", "20000"));
         pairs.push(("PLUGIN_MAX_PORT", "10000"));
-        assert!(matches!(HostEnv::from_lookup(env(&pairs)), Err(HandshakeError::PortRange(_))));
+        assert!(matches!(
+            HostEnv::from_lookup(env(&pairs)),
+            Err(HandshakeError::PortRange(_))
+        ));
     }
 
     #[tokio::test]

@@ -70,7 +70,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
         let mut visitor = JsonFields::default();
         event.record(&mut visitor);
         let mut line = serde_json::Map::new();
@@ -125,12 +130,23 @@ mod tests {
     #[test]
     fn level_follows_the_server_environment() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         assert_eq!(level_from_env(env(&[])), "info");
-        assert_eq!(level_from_env(env(&[("VAULT_LOG_LEVEL", "DEBUG")])), "debug");
         assert_eq!(
-            level_from_env(env(&[("BAO_LOG_LEVEL", "trace"), ("VAULT_LOG_LEVEL", "error")])),
+            level_from_env(env(&[("VAULT_LOG_LEVEL", "DEBUG")])),
+            "debug"
+        );
+        assert_eq!(
+            level_from_env(env(&[
+                ("BAO_LOG_LEVEL", "trace"),
+                ("VAULT_LOG_LEVEL", "error")
+            ])),
             "trace"
         );
         assert_eq!(level_from_env(env(&[("BAO_LOG_LEVEL", "warning")])), "warn");

@@ -92,7 +92,12 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
 
     let connected = Arc::new(AtomicBool::new(false));
     let (conn_tx, conn_rx) = mpsc::channel(16);
-    tokio::spawn(accept_loop(listener_stream(listener), acceptor, conn_tx, connected.clone()));
+    tokio::spawn(accept_loop(
+        listener_stream(listener),
+        acceptor,
+        conn_tx,
+        connected.clone(),
+    ));
     tokio::spawn(async move {
         tokio::time::sleep(FIRST_CONNECTION_TIMEOUT).await;
         if !connected.load(Ordering::SeqCst) {
@@ -150,7 +155,9 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
 /// Ctrl-C in the operator's terminal reaches the whole process group; the host stops its
 /// plugins itself, so SIGINT is ignored.
 fn ignore_sigint() {
-    if let Ok(mut sigint) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+    if let Ok(mut sigint) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    {
         tokio::spawn(async move {
             while sigint.recv().await.is_some() {
                 tracing::debug!("ignoring SIGINT");
@@ -168,7 +175,10 @@ fn listener_stream(listener: Listener) -> mpsc::Receiver<Accepted> {
         Listener::Unix { listener: l, .. } => {
             tokio::spawn(async move {
                 loop {
-                    let conn = l.accept().await.map(|(s, _)| Box::new(s) as Box<dyn AsyncStream>);
+                    let conn = l
+                        .accept()
+                        .await
+                        .map(|(s, _)| Box::new(s) as Box<dyn AsyncStream>);
                     if tx.send(conn).await.is_err() {
                         break;
                     }
@@ -232,13 +242,21 @@ impl Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut *self.0).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut *self.0).poll_write(cx, buf)
     }
 

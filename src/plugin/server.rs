@@ -36,7 +36,11 @@ pub struct Backends {
 }
 
 impl Backends {
-    pub fn new(factory: Arc<dyn Factory>, broker: Arc<Broker>, tls: Arc<rustls::ClientConfig>) -> Self {
+    pub fn new(
+        factory: Arc<dyn Factory>,
+        broker: Arc<Broker>,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
         Self {
             factory,
             broker,
@@ -52,7 +56,9 @@ impl Backends {
             .await
             .get(&id)
             .cloned()
-            .ok_or_else(|| Status::not_found(format!("no backend instance found for multiplex id {id:?}")))
+            .ok_or_else(|| {
+                Status::not_found(format!("no backend instance found for multiplex id {id:?}"))
+            })
     }
 }
 
@@ -69,7 +75,10 @@ pub struct BackendService(pub Arc<Backends>);
 
 #[tonic::async_trait]
 impl pb::backend_server::Backend for BackendService {
-    async fn setup(&self, request: Request<pb::SetupArgs>) -> Result<Response<pb::SetupReply>, Status> {
+    async fn setup(
+        &self,
+        request: Request<pb::SetupArgs>,
+    ) -> Result<Response<pb::SetupReply>, Status> {
         let id = multiplex_id(&request);
         let args = request.into_inner();
         let backends = &self.0;
@@ -211,7 +220,10 @@ impl pb::backend_server::Backend for BackendService {
         request: Request<pb::InvalidateKeyArgs>,
     ) -> Result<Response<pb::Empty>, Status> {
         let instance = self.0.instance(&request).await?;
-        instance.backend.invalidate_key(&request.into_inner().key).await;
+        instance
+            .backend
+            .invalidate_key(&request.into_inner().key)
+            .await;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -235,7 +247,9 @@ impl mux::plugin_multiplexing_server::PluginMultiplexing for MultiplexingService
         &self,
         _request: Request<mux::MultiplexingSupportRequest>,
     ) -> Result<Response<mux::MultiplexingSupportResponse>, Status> {
-        Ok(Response::new(mux::MultiplexingSupportResponse { supported: true }))
+        Ok(Response::new(mux::MultiplexingSupportResponse {
+            supported: true,
+        }))
     }
 }
 
@@ -263,7 +277,10 @@ pub struct ControllerService {
 
 #[tonic::async_trait]
 impl go_plugin::grpc_controller_server::GrpcController for ControllerService {
-    async fn shutdown(&self, _request: Request<go_plugin::Empty>) -> Result<Response<go_plugin::Empty>, Status> {
+    async fn shutdown(
+        &self,
+        _request: Request<go_plugin::Empty>,
+    ) -> Result<Response<go_plugin::Empty>, Status> {
         tracing::debug!("shutdown requested by the host");
         self.shutdown.notify_one();
         Ok(Response::new(go_plugin::Empty {}))
@@ -276,9 +293,13 @@ pub struct StdioService;
 
 #[tonic::async_trait]
 impl go_plugin::grpc_stdio_server::GrpcStdio for StdioService {
-    type StreamStdioStream = Pin<Box<dyn Stream<Item = Result<go_plugin::StdioData, Status>> + Send>>;
+    type StreamStdioStream =
+        Pin<Box<dyn Stream<Item = Result<go_plugin::StdioData, Status>> + Send>>;
 
-    async fn stream_stdio(&self, _request: Request<()>) -> Result<Response<Self::StreamStdioStream>, Status> {
+    async fn stream_stdio(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<Self::StreamStdioStream>, Status> {
         Ok(Response::new(Box::pin(futures::stream::pending())))
     }
 }

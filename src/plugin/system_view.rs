@@ -127,7 +127,10 @@ impl SystemView for HostSystemView {
         match reply {
             Ok(r) => {
                 let r = r.into_inner();
-                Ok((r.token, Duration::from_secs(u64::try_from(r.ttl).unwrap_or(0))))
+                Ok((
+                    r.token,
+                    Duration::from_secs(u64::try_from(r.ttl).unwrap_or(0)),
+                ))
             }
             Err(s) if s.code() == Code::Unimplemented => {
                 Err(SystemViewError::Unsupported("plugin identity tokens"))
