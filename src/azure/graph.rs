@@ -368,7 +368,7 @@ impl GraphClient {
         let filter = format!("appId eq {}", odata_literal(app_id));
         set_query(&mut url, &[("$filter", &filter)]);
         let apps: Vec<Application> = self
-            .list("find application by appId", url, 1, deadline)
+            .list("find application by appId", url, MAX_PAGES, deadline)
             .await?;
         Ok(apps
             .into_iter()
@@ -651,7 +651,7 @@ impl GraphClient {
         let filter = format!("appId eq {}", odata_literal(app_id));
         set_query(&mut url, &[("$filter", &filter)]);
         let sps: Vec<ServicePrincipal> = self
-            .list("find service principal by appId", url, 1, deadline)
+            .list("find service principal by appId", url, MAX_PAGES, deadline)
             .await?;
         Ok(sps
             .into_iter()
@@ -697,7 +697,9 @@ impl GraphClient {
         let mut url = self.url("groups")?;
         let filter = format!("displayName eq {}", odata_literal(name));
         set_query(&mut url, &[("$filter", &filter)]);
-        let mut groups: Vec<Group> = self.list("find group by name", url, 1, deadline).await?;
+        let mut groups: Vec<Group> = self
+            .list("find group by name", url, MAX_PAGES, deadline)
+            .await?;
         match groups.len() {
             0 => Err(AzureError::NoMatch {
                 kind: "group",
