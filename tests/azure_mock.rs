@@ -19,6 +19,59 @@ struct Counters {
     token: AtomicUsize,
     imds: AtomicUsize,
     graph: AtomicUsize,
+    arm_put: AtomicUsize,
+    arm_get: AtomicUsize,
+}
+
+/// PUT role assignment: `PrincipalNotFound` twice (replication lag), then created.
+async fn arm_put(
+    State(c): State<Arc<Counters>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    let n = c.arm_put.fetch_add(1, Ordering::SeqCst) + 1;
+    if body["properties"]["principalType"] != "ServicePrincipal" {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error":{"code":"BadRequestFormat","message":"no principalType"}})),
+        )
+            .into_response();
+    }
+    if n <= 2 {
+        return (
+            StatusCode::BAD_REQUEST,
+            [("x-ms-request-id", "arm-req-1")],
+            Json(json!({"error":{"code":"PrincipalNotFound","message":"Principal p does not exist in the directory t."}})),
+        )
+            .into_response();
+    }
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "id": format!("/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/{name}"),
+            "name": name,
+            "properties": {
+                "roleDefinitionId": body["properties"]["roleDefinitionId"],
+                "principalId": body["properties"]["principalId"],
+                "principalType": "ServicePrincipal",
+                "scope": "/subscriptions/sub-1"
+            }
+        })),
+    )
+        .into_response()
+}
+
+/// GET role definition: the first call says the token expired.
+async fn arm_get(State(c): State<Arc<Counters>>) -> Response {
+    if c.arm_get.fetch_add(1, Ordering::SeqCst) == 0 {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error":{"code":"ExpiredAuthenticationToken","message":"The access token expiry UTC time is earlier than current UTC time."}})),
+        )
+            .into_response();
+    }
+    Json(json!({"id":"/providers/Microsoft.Authorization/roleDefinitions/r1","name":"r1","properties":{"roleName":"Reader"}}))
+        .into_response()
 }
 
 async fn token(
@@ -99,6 +152,14 @@ async fn start() -> (String, Arc<Counters>) {
         .route("/{tenant}/oauth2/v2.0/token", post(token))
         .route("/metadata/identity/oauth2/token", get(imds))
         .route("/v1.0/groups/{id}", get(group))
+        .route(
+            "/subscriptions/sub-1/providers/Microsoft.Authorization/roleAssignments/{name}",
+            axum::routing::put(arm_put),
+        )
+        .route(
+            "/providers/Microsoft.Authorization/roleDefinitions/r1",
+            get(arm_get),
+        )
         .with_state(counters.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -300,4 +361,73 @@ async fn vm_imds_override_with_retry_on_410() {
         2,
         "one 410 then one token, then cached"
     );
+}
+
+#[tokio::test]
+async fn principal_not_found_is_retried_and_expired_tokens_refreshed() {
+    let (base, c) = start().await;
+    let s = settings(
+        &base,
+        &[
+            ("AZURE_CLIENT_ID", "app-1"),
+            ("AZURE_CLIENT_SECRET", "good-secret"),
+        ],
+    );
+    let client = AzureClient::new(
+        s,
+        AzureClientOptions {
+            retry: RetryPolicy {
+                propagation_initial_delay: Duration::from_millis(20),
+                ..RetryPolicy::default()
+            },
+            ..AzureClientOptions::default()
+        },
+    )
+    .unwrap();
+    let name = uuid::Uuid::new_v4().to_string();
+    let ra = client
+        .arm()
+        .create_role_assignment(
+            "",
+            &name,
+            "/providers/Microsoft.Authorization/roleDefinitions/r1",
+            "p",
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ra.name, name);
+    assert_eq!(ra.scope, "/subscriptions/sub-1");
+    assert_eq!(c.arm_put.load(Ordering::SeqCst), 3);
+
+    // PrincipalNotFound past the deadline: the ARM error comes back, classified.
+    c.arm_put.store(0, Ordering::SeqCst);
+    let err = client
+        .arm()
+        .create_role_assignment(
+            "/subscriptions/sub-1",
+            &name,
+            "/providers/Microsoft.Authorization/roleDefinitions/r1",
+            "p",
+            Deadline::after(Duration::from_millis(30)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_principal_not_found(), "{err}");
+    assert_eq!(err.request_id(), Some("arm-req-1"));
+    assert!(err.to_string().contains("PrincipalNotFound"), "{err}");
+
+    // A 401 from ARM makes the client fetch a new token once.
+    let tokens_before = c.token.load(Ordering::SeqCst);
+    let rd = client
+        .arm()
+        .get_role_definition(
+            "/providers/Microsoft.Authorization/roleDefinitions/r1",
+            deadline(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rd.role_name, "Reader");
+    assert_eq!(c.token.load(Ordering::SeqCst), tokens_before + 1);
+    assert_eq!(c.arm_get.load(Ordering::SeqCst), 2);
 }

@@ -18,7 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use url::Url;
 
@@ -158,7 +158,14 @@ pub struct GraphClient {
     svc: ServiceClient,
     base: Url,
     graph_root: String,
-    locks: KeyedLocks,
+}
+
+/// Password-write locks, shared by every client of the process (the engine rebuilds its
+/// client periodically; two instances must still not write one object's passwords at
+/// once).
+fn password_locks() -> &'static KeyedLocks {
+    static LOCKS: OnceLock<KeyedLocks> = OnceLock::new();
+    LOCKS.get_or_init(KeyedLocks::default)
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -187,7 +194,6 @@ impl GraphClient {
             },
             base,
             graph_root: root,
-            locks: KeyedLocks::default(),
         })
     }
 
@@ -540,7 +546,8 @@ impl GraphClient {
         key: &str,
         deadline: Deadline,
     ) -> Result<tokio::sync::OwnedMutexGuard<()>, AzureError> {
-        tokio::time::timeout_at(deadline.instant(), self.locks.lock(key))
+        let key = format!("{}/{key}", self.graph_root);
+        tokio::time::timeout_at(deadline.instant(), password_locks().lock(&key))
             .await
             .map_err(|_| AzureError::deadline(format!("wait for the password lock of {key}"), None))
     }
