@@ -235,3 +235,33 @@ pub fn token_source(
     };
     Ok(Arc::new(CachingTokenSource::new(fetcher)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: T) {}
+    fn is_send_sync<T: Send + Sync>() {}
+
+    /// The engine spawns these futures on a multi-threaded runtime.
+    #[allow(dead_code)]
+    fn client_and_futures_are_send(c: &AzureClient, p: &NewPassword) {
+        is_send_sync::<AzureClient>();
+        let d = Deadline::after(Duration::from_secs(1));
+        let g = c.graph();
+        let a = c.arm();
+        is_send(g.create_application(&NewApplication::dynamic(), d));
+        is_send(g.create_service_principal("x", d));
+        is_send(g.add_application_password("x", p, d));
+        is_send(g.add_service_principal_password("x", p, d));
+        is_send(g.remove_application_password("x", "k", d));
+        is_send(g.add_group_member("g", "m", d));
+        is_send(g.remove_group_member("g", "m", d));
+        is_send(g.find_group_by_name("g", d));
+        is_send(g.permanently_delete("x", Duration::ZERO, d));
+        is_send(a.create_role_assignment("s", "n", "r", "p", d));
+        is_send(a.find_role_definition_by_name("s", "n", d));
+        is_send(a.delete_role_assignment("s", d));
+        is_send(c.verify_client_secret("x", &SecretString::new("s"), d));
+    }
+}
