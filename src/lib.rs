@@ -6,3 +6,4 @@
 //! - `azure`: Entra ID, Microsoft Graph and ARM clients; knows nothing of Vault.
 //! - `engine`: the Azure secrets engine built on `framework` and `azure`.
 //! - `emulator`: a local Azure emulator; shares no code with `azure`.
+pub mod emulator;
