@@ -7,3 +7,4 @@
 //! - `engine`: the Azure secrets engine built on `framework` and `azure`.
 //! - `emulator`: a local Azure emulator; shares no code with `azure`.
 pub mod azure;
+pub mod emulator;
