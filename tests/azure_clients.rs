@@ -248,7 +248,16 @@ async fn applications_and_passwords() {
         .expect("listed");
     assert!(mine.secret_text.is_none());
 
-    // The new secret works (emulator default: no activation delay).
+    // The new secret works (emulator default: no activation delay) once the application
+    // has a service principal in the tenant.
+    let err = client
+        .verify_client_secret(&app.app_id, &secret, deadline())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("AADSTS7000229"), "{err}");
+    g.create_service_principal(&app.app_id, deadline())
+        .await
+        .unwrap();
     client
         .wait_for_client_secret(&app.app_id, &secret, Duration::from_millis(200), deadline())
         .await
@@ -852,6 +861,9 @@ async fn new_secrets_and_bad_credentials_are_told_apart() {
         )
         .await
         .unwrap();
+    g.create_service_principal(&app.app_id, deadline())
+        .await
+        .unwrap();
     let pw = g
         .add_application_password(&app.id, &in_an_hour(), deadline())
         .await
@@ -863,7 +875,6 @@ async fn new_secrets_and_bad_credentials_are_told_apart() {
         .await
         .unwrap_err();
     assert!(err.is_credential_not_yet_valid(), "{err}");
-    assert_eq!(err.code(), Some("AADSTS7000215"));
     let start = Instant::now();
     client
         .wait_for_client_secret(&app.app_id, &secret, Duration::from_millis(200), deadline())

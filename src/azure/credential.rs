@@ -3,22 +3,24 @@
 //!
 //! # Which code talks to Entra ID
 //!
-//! Decided once, by the authority URL's scheme:
-//! * `https://` authority (every real cloud, the emulator): `azure_identity`'s
-//!   `ClientSecretCredential` / `ClientAssertionCredential`, given this crate's reqwest
-//!   client as transport (so `SSL_CERT_FILE` is trusted) and no SDK retries (this crate
-//!   retries, bounded by the caller's deadline);
-//! * `http://` loopback authority (accepted only for tests and local tooling; the SDK
-//!   refuses plain http): this crate's own v2.0 client-credentials POST.
+//! * Client credentials (secret or assertion): this crate's own v2.0 POST to
+//!   `{authority}/{tenant}/oauth2/v2.0/token`, for every authority. `azure_identity`
+//!   1.1.0-beta.1's `ClientSecretCredential` / `ClientAssertionCredential` were tried and
+//!   rejected: they parse Entra's error body with a borrowed `&str` for
+//!   `error_description`, which fails on every real error (the description always holds
+//!   escaped `\r\n`), so the status and the AADSTS code are lost and "secret not yet
+//!   valid" (AADSTS7000215) cannot be told from a bad tenant; they also refuse a plain-http
+//!   loopback authority. The POST is small, uses this crate's reqwest client (so
+//!   `SSL_CERT_FILE` is trusted) and its retries are bounded by the caller's deadline.
+//! * Managed identity: `azure_identity`'s `ManagedIdentityCredential` (App Service, Azure
+//!   Arc, VM IMDS), given this crate's reqwest client as transport. It picks its source from
+//!   the **process** environment (`IDENTITY_ENDPOINT`, `IMDS_ENDPOINT`, `IDENTITY_HEADER`,
+//!   `MSI_ENDPOINT`, the Arc agent binary). Its VM IMDS address is fixed at
+//!   `169.254.169.254`; when `AZURE_POD_IDENTITY_AUTHORITY_HOST` (the Azure SDKs' IMDS
+//!   override) is set, this crate does the IMDS
+//!   `GET {base}/metadata/identity/oauth2/token` itself instead.
 //!
-//! Managed identity uses `azure_identity`'s `ManagedIdentityCredential` (App Service, Azure
-//! Arc, VM IMDS), which picks its source from the **process** environment
-//! (`IDENTITY_ENDPOINT`, `IMDS_ENDPOINT`, `IDENTITY_HEADER`, `MSI_ENDPOINT`, the Arc agent
-//! binary). The SDK's VM IMDS address is fixed at `169.254.169.254`; when
-//! `AZURE_POD_IDENTITY_AUTHORITY_HOST` (the Azure SDKs' IMDS override) is set, this crate
-//! does the IMDS `GET {base}/metadata/identity/oauth2/token` itself instead.
-//!
-//! SDK credential objects are built afresh for every token fetch, so this crate's cache
+//! The SDK credential object is built afresh for every token fetch, so this crate's cache
 //! is the only cache: refresh timing and invalidation after a 401 are exact.
 
 use super::cloud::Cloud;
@@ -259,72 +261,6 @@ impl TokenFetcher for EntraFetcher {
 
 impl EntraFetcher {
     async fn fetch_once(&self, scope: &str, deadline: Deadline) -> Result<AccessToken, AzureError> {
-        if self.cloud.authority_host.scheme() == "https" {
-            self.fetch_with_sdk(scope, deadline).await
-        } else {
-            self.fetch_direct(scope, deadline).await
-        }
-    }
-
-    fn sdk_client_options(&self) -> azure_core::http::ClientOptions {
-        let mut custom = azure_core::cloud::CustomConfiguration::default();
-        custom.authority_host = self.cloud.authority_host.as_str().to_owned();
-        azure_core::http::ClientOptions {
-            retry: azure_core::http::RetryOptions::none(),
-            transport: Some(azure_core::http::Transport::new(Arc::new(
-                self.http.clone(),
-            ))),
-            cloud: Some(Arc::new(azure_core::cloud::CloudConfiguration::Custom(
-                custom,
-            ))),
-            ..Default::default()
-        }
-    }
-
-    async fn fetch_with_sdk(
-        &self,
-        scope: &str,
-        deadline: Deadline,
-    ) -> Result<AccessToken, AzureError> {
-        let op = "get token";
-        let client_options = self.sdk_client_options();
-        let result = match &self.credential {
-            ClientCredential::Secret(secret) => {
-                let options = azure_identity::ClientSecretCredentialOptions { client_options };
-                let cred = azure_identity::ClientSecretCredential::new(
-                    &self.tenant_id,
-                    self.client_id.clone(),
-                    azure_core::credentials::Secret::new(secret.expose().to_owned()),
-                    Some(options),
-                )
-                .map_err(|e| map_sdk_error(op, Service::Token, e))?;
-                cred.get_token(&[scope], None).await
-            }
-            ClientCredential::Assertion(provider) => {
-                let options = azure_identity::ClientAssertionCredentialOptions { client_options };
-                let cred = azure_identity::ClientAssertionCredential::new(
-                    self.tenant_id.clone(),
-                    self.client_id.clone(),
-                    AssertionAdapter {
-                        provider: provider.clone(),
-                        deadline,
-                    },
-                    Some(options),
-                )
-                .map_err(|e| map_sdk_error(op, Service::Token, e))?;
-                cred.get_token(&[scope], None).await
-            }
-        };
-        result
-            .map(sdk_token)
-            .map_err(|e| map_sdk_error(op, Service::Token, e))
-    }
-
-    async fn fetch_direct(
-        &self,
-        scope: &str,
-        deadline: Deadline,
-    ) -> Result<AccessToken, AzureError> {
         let op = "get token";
         let url = self.cloud.token_endpoint(&self.tenant_id)?;
         let mut form: Vec<(&str, String)> = vec![
@@ -377,35 +313,6 @@ impl EntraFetcher {
             ))));
         }
         parse_token_response(op, Service::Token, &bytes)
-    }
-}
-
-/// Adapts an [`AssertionProvider`] to azure_identity's `ClientAssertion`.
-struct AssertionAdapter {
-    provider: Arc<dyn AssertionProvider>,
-    deadline: Deadline,
-}
-
-impl fmt::Debug for AssertionAdapter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AssertionAdapter")
-    }
-}
-
-#[async_trait]
-impl azure_identity::ClientAssertion for AssertionAdapter {
-    async fn secret(
-        &self,
-        _options: Option<azure_core::http::ClientMethodOptions<'_>>,
-    ) -> azure_core::Result<String> {
-        self.provider
-            .assertion(self.deadline)
-            .await
-            .map(|s| s.expose().to_owned())
-            .map_err(|e| {
-                let message = format!("cannot obtain a client assertion: {e}");
-                azure_core::Error::with_error(azure_core::error::ErrorKind::Credential, e, message)
-            })
     }
 }
 

@@ -316,12 +316,17 @@ impl AzureError {
     }
 
     /// A freshly made secret or application that Entra ID does not accept yet:
-    /// `AADSTS7000215` (invalid secret) or `AADSTS700016` (unknown application).
-    /// Worth retrying for a bounded time right after `addPassword` / application creation.
+    /// `AADSTS7000215` (invalid secret), `AADSTS700016` (unknown application) or
+    /// `AADSTS7000229` (application without a service principal yet). Worth retrying for a
+    /// bounded time right after `addPassword` / application creation; the same codes mean
+    /// a wrong secret or client id otherwise.
     pub fn is_credential_not_yet_valid(&self) -> bool {
         self.service_error().is_some_and(|e| {
             e.service == Service::Token
-                && matches!(e.code.as_deref(), Some("AADSTS7000215" | "AADSTS700016"))
+                && matches!(
+                    e.code.as_deref(),
+                    Some("AADSTS7000215" | "AADSTS700016" | "AADSTS7000229")
+                )
         })
     }
 }
