@@ -1016,3 +1016,131 @@ async fn token_source_is_shared_across_clients() {
         .count();
     assert_eq!(tokens, 1);
 }
+
+fn unsigned_jwt(iss: &str, sub: &str, aud: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let now = chrono::Utc::now().timestamp();
+    format!(
+        "{}.{}.c2ln",
+        b64(json!({"alg":"RS256","typ":"JWT"})),
+        b64(json!({"iss": iss, "sub": sub, "aud": aud, "iat": now, "nbf": now, "exp": now + 600}))
+    )
+}
+
+struct HostTokens(String);
+
+#[async_trait::async_trait]
+impl AssertionProvider for HostTokens {
+    async fn assertion(&self, _deadline: Deadline) -> Result<SecretString, AzureError> {
+        Ok(SecretString::new(self.0.clone()))
+    }
+}
+
+#[tokio::test]
+async fn workload_identity_federation() {
+    let emu = Emulator::start(&[]);
+    let root = emu.client();
+    let g = root.graph();
+    let app = g
+        .create_application(&NewApplication::dynamic(), deadline())
+        .await
+        .unwrap();
+    g.create_service_principal(&app.app_id, deadline())
+        .await
+        .unwrap();
+    // Register a federated credential (not an engine call: raw Graph request).
+    let scope = root.settings().cloud.graph_scope();
+    let token = root.token_source().token(&scope, deadline()).await.unwrap();
+    let resp = root
+        .http()
+        .post(format!(
+            "{}/applications/{}/federatedIdentityCredentials",
+            root.settings().cloud.graph_api_base(),
+            app.id
+        ))
+        .bearer_auth(token.token.expose())
+        .json(&json!({
+            "name": "vault-plugin",
+            "issuer": "https://vault.example/v1/identity/oidc/plugins",
+            "subject": "plugin-identity:root:secret:azure_abc",
+            "audiences": ["api://AzureADTokenExchange"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let good = unsigned_jwt(
+        "https://vault.example/v1/identity/oidc/plugins",
+        "plugin-identity:root:secret:azure_abc",
+        "api://AzureADTokenExchange",
+    );
+
+    // From a token file (AKS style).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, &good).unwrap();
+    let client = emu.client_with(
+        &[
+            ("AZURE_CLIENT_SECRET", ""),
+            ("AZURE_CLIENT_ID", &app.app_id),
+            ("AZURE_FEDERATED_TOKEN_FILE", file.to_str().unwrap()),
+        ],
+        fast_policy(),
+    );
+    assert!(matches!(
+        client.settings().auth_method(),
+        AuthMethod::WorkloadIdentityFile(_)
+    ));
+    client
+        .token_source()
+        .token(&scope, deadline())
+        .await
+        .unwrap();
+
+    // From the host's identity tokens (callback), as configured with identity_token_audience.
+    let mut env = emu.vars.clone();
+    env.remove("AZURE_CLIENT_SECRET");
+    env.remove("AZURE_CLIENT_ID");
+    let settings = AzureSettings::resolve(
+        &AzureConfig {
+            client_id: app.app_id.clone(),
+            identity_token_audience: "api://AzureADTokenExchange".into(),
+            ..AzureConfig::default()
+        },
+        &move |k: &str| env.get(k).cloned(),
+    )
+    .unwrap();
+    assert_eq!(settings.auth_method(), AuthMethod::WorkloadIdentityProvider);
+    let with = |jwt: String| {
+        AzureClient::new(
+            settings.clone(),
+            AzureClientOptions {
+                assertion_provider: Some(Arc::new(HostTokens(jwt))),
+                retry: fast_policy(),
+                ..AzureClientOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    with(good.clone())
+        .token_source()
+        .token(&scope, deadline())
+        .await
+        .unwrap();
+
+    // An assertion that matches no federated credential: AADSTS70021, a hard failure.
+    let wrong = unsigned_jwt(
+        "https://vault.example/v1/identity/oidc/plugins",
+        "plugin-identity:root:secret:someone_else",
+        "api://AzureADTokenExchange",
+    );
+    let err = with(wrong.clone())
+        .graph()
+        .find_group_by_name("vault-test-group-1", deadline())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("AADSTS70021"), "{err}");
+    assert!(!err.is_credential_not_yet_valid() && !err.is_retryable());
+    assert!(!format!("{err} {err:?}").contains(&wrong));
+}
