@@ -431,3 +431,50 @@ async fn principal_not_found_is_retried_and_expired_tokens_refreshed() {
     assert_eq!(c.token.load(Ordering::SeqCst), tokens_before + 1);
     assert_eq!(c.arm_get.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn unreachable_service_fails_with_a_readable_bounded_error() {
+    let (base, _c) = start().await;
+    // A port nobody listens on (bound then released).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let s = settings(
+        &base,
+        &[
+            ("AZURE_CLIENT_ID", "app-1"),
+            ("AZURE_CLIENT_SECRET", "good-secret"),
+            ("AZURE_GRAPH_ENDPOINT", &closed),
+        ],
+    );
+    let client = AzureClient::new(
+        s,
+        AzureClientOptions {
+            retry: RetryPolicy {
+                initial_backoff: Duration::from_millis(20),
+                ..RetryPolicy::default()
+            },
+            ..AzureClientOptions::default()
+        },
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let err = client
+        .graph()
+        .get_group("g1", deadline())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, AzureError::Transport { connect: true, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.starts_with("get group: request to Microsoft Graph failed: "),
+        "{text}"
+    );
+    assert!(text.to_lowercase().contains("connect"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+}

@@ -317,12 +317,7 @@ impl EntraFetcher {
 }
 
 fn transport_error(operation: &str, service: Service, e: reqwest::Error) -> AzureError {
-    AzureError::Transport {
-        operation: operation.to_owned(),
-        service,
-        connect: e.is_connect(),
-        source: e.without_url(),
-    }
+    AzureError::transport(operation, service, e)
 }
 
 fn sdk_token(t: azure_core::credentials::AccessToken) -> AccessToken {

@@ -84,7 +84,7 @@ pub enum AzureError {
     Service(Box<ServiceError>),
 
     /// The request could not be sent or its response not read.
-    #[error("{operation}: request to {service} failed: {source}")]
+    #[error("{operation}: request to {service} failed: {detail}")]
     Transport {
         /// What the client was doing.
         operation: String,
@@ -92,6 +92,8 @@ pub enum AzureError {
         service: Service,
         /// True when the connection was never established (safe to replay any request).
         connect: bool,
+        /// The error and its causes, joined with `: ` (no URL).
+        detail: String,
         /// The transport error.
         #[source]
         source: reqwest::Error,
@@ -169,6 +171,31 @@ pub(crate) fn is_retryable_status(status: u16) -> bool {
 impl AzureError {
     pub(crate) fn config(message: impl Into<String>) -> Self {
         AzureError::Config(message.into())
+    }
+
+    pub(crate) fn transport(
+        operation: impl Into<String>,
+        service: Service,
+        e: reqwest::Error,
+    ) -> Self {
+        let source = e.without_url();
+        let mut detail = source.to_string();
+        let mut cause = std::error::Error::source(&source);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !detail.contains(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
+            cause = c.source();
+        }
+        AzureError::Transport {
+            operation: operation.into(),
+            service,
+            connect: source.is_connect(),
+            detail,
+            source,
+        }
     }
 
     pub(crate) fn credential(operation: impl Into<String>, message: impl Into<String>) -> Self {

@@ -201,12 +201,7 @@ impl ServiceClient {
                         error = %e,
                         "azure request failed"
                     );
-                    let err = AzureError::Transport {
-                        operation: operation.to_owned(),
-                        service: self.service,
-                        connect,
-                        source: e.without_url(),
-                    };
+                    let err = AzureError::transport(operation, self.service, e);
                     let may_replay = connect || replay == Replay::Idempotent;
                     if may_replay
                         && attempts < self.policy.max_attempts
