@@ -791,6 +791,24 @@ async fn propagation_delays_are_waited_out() {
     pw.unwrap();
     ra.unwrap();
     member.unwrap();
+    let (sp_posts, member_posts, ra_puts) = (
+        emu.count("POST", "/servicePrincipals").await,
+        emu.count("POST", "/members/$ref").await,
+        emu.count("PUT", "roleAssignments").await,
+    );
+    eprintln!(
+        "propagation 2 s: issuance took {:?}; SP creates {sp_posts}, member adds {member_posts}, \
+         role assignment PUTs {ra_puts}",
+        start.elapsed()
+    );
+    assert!(
+        member_posts >= 2,
+        "the member add waited for the new principal"
+    );
+    assert_eq!(
+        ra_puts, 1,
+        "principalType lets ARM accept the new principal at once"
+    );
     assert!(
         start.elapsed() < Duration::from_secs(15),
         "{:?}",
