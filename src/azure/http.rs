@@ -52,7 +52,8 @@ pub fn is_loopback(url: &Url) -> bool {
 /// as its transport).
 ///
 /// TLS trusts the system roots plus every certificate in the PEM bundle `ca_bundle`
-/// (normally the value of `SSL_CERT_FILE`). Redirects are not followed. Proxies come from
+/// (normally the value of `SSL_CERT_FILE`; the system bundle is then also loaded
+/// explicitly, because the platform loader would let `SSL_CERT_FILE` replace it). Redirects are not followed. Proxies come from
 /// the usual `HTTPS_PROXY` / `NO_PROXY` variables.
 pub fn build_http_client(ca_bundle: Option<&Path>) -> Result<reqwest::Client, AzureError> {
     builder(ca_bundle)?
@@ -69,6 +70,31 @@ pub fn build_direct_http_client(ca_bundle: Option<&Path>) -> Result<reqwest::Cli
         .map_err(|e| AzureError::config(format!("cannot build the HTTP client: {e}")))
 }
 
+/// Where Linux distributions keep the system CA bundle (OpenSSL's usual locations).
+const SYSTEM_BUNDLES: [&str; 5] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system CA bundle, read explicitly: the platform verifier's loader replaces the
+/// system store with `SSL_CERT_FILE` when that variable is set, but the contract here is
+/// "system roots plus that bundle".
+fn system_roots() -> Vec<reqwest::Certificate> {
+    for path in SYSTEM_BUNDLES {
+        let path = Path::new(path);
+        if path.is_file() {
+            match load_ca_bundle(path) {
+                Ok(certs) => return certs,
+                Err(e) => tracing::debug!(error = %e, "skipping system CA bundle"),
+            }
+        }
+    }
+    Vec::new()
+}
+
 fn builder(ca_bundle: Option<&Path>) -> Result<reqwest::ClientBuilder, AzureError> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!(
@@ -78,7 +104,8 @@ fn builder(ca_bundle: Option<&Path>) -> Result<reqwest::ClientBuilder, AzureErro
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none());
     if let Some(path) = ca_bundle {
-        b = b.tls_certs_merge(load_ca_bundle(path)?);
+        let extra = load_ca_bundle(path)?;
+        b = b.tls_certs_merge(system_roots()).tls_certs_merge(extra);
     }
     Ok(b)
 }
