@@ -1709,3 +1709,260 @@ async fn client_assertion_and_seed_file() {
         .await;
     assert_aad_error(&r, 400, "invalid_client", 700024);
 }
+
+#[tokio::test]
+async fn graph_extras_and_admin_reads() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let (app_obj, client_id, sp_id, secret) = emu.new_principal(&g, "vault-extras").await;
+
+    // Service principal lookups.
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/servicePrincipals?$filter=appId%20eq%20'{client_id}'"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["value"][0]["id"], sp_id.as_str());
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/servicePrincipals(appId='{client_id}')"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["id"], sp_id.as_str());
+    assert_eq!(r.body["servicePrincipalType"], "Application");
+
+    // $select and advanced queries.
+    let r = emu
+        .graph(Method::GET, "/applications?$select=id,appId", &g, None)
+        .await;
+    let first = r.body["value"][0].as_object().unwrap();
+    assert!(first.contains_key("appId") && !first.contains_key("displayName"));
+    let r = emu
+        .send(
+            Method::GET,
+            &emu.graph_url("/applications?$filter=endswith(displayName,'extras')&$count=true"),
+            Some(&g),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = emulator_support::to_resp(
+        emu.http
+            .get(emu.graph_url("/applications?$filter=endswith(displayName,'extras')&$count=true"))
+            .bearer_auth(&g)
+            .header("ConsistencyLevel", "eventual")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["@odata.count"], 1);
+
+    // Federated identity credentials created through Graph.
+    let fic = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{app_obj}/federatedIdentityCredentials"),
+            &g,
+            Some(json!({"name": "gh", "issuer": "https://token.actions.example", "subject": "repo:x:ref:main", "audiences": ["api://AzureADTokenExchange"]})),
+        )
+        .await;
+    assert_eq!(fic.status, StatusCode::CREATED, "{}", fic.text);
+    let tenant = emu.var("AZURE_TENANT_ID").to_string();
+    let assertion = unsigned_jwt(
+        json!({"iss": "https://token.actions.example", "sub": "repo:x:ref:main",
+        "aud": ["api://AzureADTokenExchange"], "exp": chrono::Utc::now().timestamp() + 300}),
+    );
+    let r = emu
+        .post_form(
+            &emu.token_url(&tenant),
+            form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &client_id),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+                ("scope", &emu.graph_scope()),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/applications/{app_obj}/federatedIdentityCredentials"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["value"][0]["name"], "gh");
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/applications/{app_obj}/federatedIdentityCredentials/gh"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+    // The v1 endpoint.
+    let r = emu
+        .post_form(
+            &format!("{}{tenant}/oauth2/token", emu.var("AZURE_AUTHORITY_HOST")),
+            form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &client_id),
+                ("client_secret", &secret),
+                ("resource", "https://management.azure.com/"),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.body["expires_on"].is_string());
+
+    // DELETE .../members/{id} without $ref deletes the member object itself.
+    let groups = emu
+        .graph(
+            Method::GET,
+            "/groups?$filter=displayName%20eq%20'vault-test-group-2'",
+            &g,
+            None,
+        )
+        .await;
+    let gid = groups.body["value"][0]["id"].as_str().unwrap().to_string();
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/groups/{gid}/members/$ref"),
+            &g,
+            Some(json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{sp_id}")})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/groups/{gid}/members/{sp_id}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/servicePrincipals/{sp_id}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Restore from deleted items.
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/directory/deletedItems/{sp_id}/restore"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        emu.graph(
+            Method::GET,
+            &format!("/servicePrincipals/{sp_id}"),
+            &g,
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+
+    // Unknown segments and methods get Graph errors, never a panic.
+    let r = emu.graph(Method::GET, "/nothing/here", &g, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["error"]["code"].is_string());
+    let r = emu.graph(Method::PUT, "/applications", &g, None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let r = emu
+        .send(
+            Method::GET,
+            &format!("{}/beta/applications", emu.var("AZURE_GRAPH_ENDPOINT")),
+            Some(&g),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // ARM: resource group delete removes the assignments under it.
+    let a = emu.root_arm().await;
+    let rg = format!("{}/resourceGroups/tmp-rg", emu.sub_scope());
+    assert_eq!(
+        emu.arm(Method::PUT, &rg, &a, Some(json!({"location": "eastus"})))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let ra = format!(
+        "{rg}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let body = json!({"properties": {"roleDefinitionId": format!("{}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7", emu.sub_scope()), "principalId": sp_id}});
+    assert_eq!(
+        emu.arm(Method::PUT, &ra, &a, Some(body)).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        emu.arm(Method::DELETE, &rg, &a, None).await.status,
+        StatusCode::ACCEPTED
+    );
+    let state = emu.admin(Method::GET, "/state", None).await;
+    assert!(!state.text.contains("tmp-rg"));
+    assert!(state.body["roleAssignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["properties"]["principalId"] != sp_id.as_str()));
+    for key in [
+        "applications",
+        "servicePrincipals",
+        "deletedItems",
+        "groups",
+        "roleAssignments",
+        "resourceGroups",
+    ] {
+        assert!(state.body[key].is_array(), "{key}");
+    }
+
+    // Admin reads.
+    let s = emu.admin(Method::GET, "/settings", None).await;
+    assert_eq!(s.body["token_lifetime_secs"], 3599);
+    emu.admin(
+        Method::POST,
+        "/faults",
+        Some(json!({"service": "imds", "status": 410, "times": 3})),
+    )
+    .await;
+    let f = emu.admin(Method::GET, "/faults", None).await;
+    assert_eq!(f.body["faults"][0]["times"], 3);
+    let r = emu
+        .http
+        .get(format!("{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/", emu.var("IMDS_VM_ENDPOINT")))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::GONE);
+}

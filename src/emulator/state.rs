@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde_json::{json, Value};
 
@@ -16,8 +16,15 @@ pub const ADMIN_GRAPH_ROLES: [&str; 3] = [
     "Directory.ReadWrite.All",
 ];
 
+/// ISO 8601 in UTC with at most seven fractional digits, as Graph writes them.
 pub fn fmt_time(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    let ticks = t.timestamp_subsec_nanos() / 100;
+    let base = t.format("%Y-%m-%dT%H:%M:%S");
+    if ticks == 0 {
+        format!("{base}Z")
+    } else {
+        format!("{base}.{ticks:07}Z")
+    }
 }
 
 pub fn new_id() -> String {
@@ -717,6 +724,18 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_have_at_most_seven_fractional_digits() {
+        let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(fmt_time(&t), "2024-01-02T03:04:05.1234567Z");
+        let t = DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(fmt_time(&t), "2024-01-02T03:04:05Z");
+    }
 
     #[test]
     fn secrets_look_like_entra_secrets() {

@@ -24,8 +24,11 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/{tenant}/oauth2/v2.0/token", post(token_v2))
-        .route("/{tenant}/oauth2/token", post(token_v1))
+        .route(
+            "/{tenant}/oauth2/v2.0/token",
+            post(token_v2).fallback(post_only),
+        )
+        .route("/{tenant}/oauth2/token", post(token_v1).fallback(post_only))
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(openid_configuration),
@@ -41,6 +44,16 @@ async fn not_found() -> Response {
         "invalid_request",
         900_561,
         "The endpoint only accepts POST requests at /{tenant}/oauth2/v2.0/token.",
+    )
+    .into_response()
+}
+
+async fn post_only() -> Response {
+    AadError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        900_561,
+        "The endpoint only accepts POST requests.",
     )
     .into_response()
 }

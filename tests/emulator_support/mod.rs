@@ -292,7 +292,19 @@ pub async fn to_resp(r: reqwest::Response) -> Resp {
 }
 
 impl Drop for Emu {
+    /// SIGTERM first, so that the emulator removes its temporary files; SIGKILL if it lingers.
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            for _ in 0..40 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
