@@ -16,6 +16,8 @@ use url::{Host, Url};
 
 /// Largest CA bundle read from `SSL_CERT_FILE`.
 const MAX_CA_BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
+/// Shortest wait after a 429/503, whatever `Retry-After` says.
+const MIN_THROTTLE_DELAY: Duration = Duration::from_millis(100);
 /// Longest service message kept in an error (bodies can be large HTML pages).
 const MAX_MESSAGE_CHARS: usize = 1000;
 
@@ -276,7 +278,8 @@ impl ServiceClient {
                 throttled += 1;
                 let delay = match retry_delay {
                     Some(d) if d > self.policy.max_retry_after => return Err(err),
-                    Some(d) => d,
+                    // Never hammer a throttled service, even when told "0".
+                    Some(d) => d.max(MIN_THROTTLE_DELAY),
                     None => self.policy.backoff(throttled),
                 };
                 if throttled < self.policy.max_throttled_attempts
