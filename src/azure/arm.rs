@@ -1,0 +1,486 @@
+//! Azure Resource Manager authorization: role definitions and role assignments
+//! (API version 2022-04-01).
+//!
+//! Role definitions are looked up at the assignment's own scope, reduced to its
+//! subscription, resource group or management group, so one mount can serve many
+//! subscriptions. Role names match exactly (case-sensitive) and must match once.
+
+use super::credential::TokenSource;
+use super::error::{AzureError, Service};
+use super::graph::DeleteOutcome;
+use super::http::{
+    join_path, null_default, odata_literal, same_origin, set_query, Replay, ServiceClient,
+};
+use super::retry::{sleep_within, Deadline, RetryPolicy};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use url::Url;
+
+/// ARM API version for Microsoft.Authorization.
+pub const API_VERSION: &str = "2022-04-01";
+
+const MAX_PAGES: usize = 50;
+
+/// A role definition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleDefinition {
+    /// Full id, e.g. `/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}`.
+    pub id: String,
+    /// The definition's GUID.
+    pub name: String,
+    /// Display name, e.g. `Reader`.
+    pub role_name: String,
+}
+
+/// A role assignment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleAssignment {
+    /// Full id: `{scope}/providers/Microsoft.Authorization/roleAssignments/{name}`.
+    pub id: String,
+    /// The assignment's GUID name.
+    pub name: String,
+    /// Scope.
+    pub scope: String,
+    /// Full role definition id.
+    pub role_definition_id: String,
+    /// Principal object id.
+    pub principal_id: String,
+}
+
+#[derive(Deserialize)]
+struct RawRoleDefinition {
+    id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    name: String,
+    #[serde(default)]
+    properties: RawRoleDefinitionProps,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawRoleDefinitionProps {
+    #[serde(default, deserialize_with = "null_default")]
+    role_name: String,
+}
+
+impl From<RawRoleDefinition> for RoleDefinition {
+    fn from(r: RawRoleDefinition) -> Self {
+        RoleDefinition {
+            id: r.id,
+            name: r.name,
+            role_name: r.properties.role_name,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawRoleAssignment {
+    id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    name: String,
+    #[serde(default)]
+    properties: RawRoleAssignmentProps,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawRoleAssignmentProps {
+    #[serde(default, deserialize_with = "null_default")]
+    scope: String,
+    #[serde(default, deserialize_with = "null_default")]
+    role_definition_id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    principal_id: String,
+}
+
+impl From<RawRoleAssignment> for RoleAssignment {
+    fn from(r: RawRoleAssignment) -> Self {
+        RoleAssignment {
+            id: r.id,
+            name: r.name,
+            scope: r.properties.scope,
+            role_definition_id: r.properties.role_definition_id,
+            principal_id: r.properties.principal_id,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Page<T> {
+    #[serde(default = "Vec::new")]
+    value: Vec<T>,
+    #[serde(rename = "nextLink", default)]
+    next_link: Option<String>,
+}
+
+/// The part of an assignment scope at which its role definition is looked up: the
+/// management group, resource group or subscription it belongs to; the default
+/// subscription for an empty scope; the scope itself otherwise (e.g. `/`).
+pub fn role_definition_scope(scope: &str, default_subscription: &str) -> String {
+    let segs: Vec<&str> = scope.split('/').filter(|s| !s.is_empty()).collect();
+    let take = match segs.as_slice() {
+        [] if scope.trim().is_empty() => return format!("/subscriptions/{default_subscription}"),
+        [] => return "/".to_owned(),
+        [s, _, rg, _, ..]
+            if s.eq_ignore_ascii_case("subscriptions")
+                && rg.eq_ignore_ascii_case("resourceGroups") =>
+        {
+            4
+        }
+        [s, _, ..] if s.eq_ignore_ascii_case("subscriptions") => 2,
+        [p, ns, mg, _, ..]
+            if p.eq_ignore_ascii_case("providers")
+                && ns.eq_ignore_ascii_case("Microsoft.Management")
+                && mg.eq_ignore_ascii_case("managementGroups") =>
+        {
+            4
+        }
+        _ => segs.len(),
+    };
+    format!("/{}", segs[..take].join("/"))
+}
+
+/// The trailing GUID of a role definition id (lower-cased), for comparisons.
+pub fn role_definition_guid(id: &str) -> String {
+    id.rsplit('/').next().unwrap_or(id).to_ascii_lowercase()
+}
+
+/// Azure Resource Manager client.
+pub struct ArmClient {
+    svc: ServiceClient,
+    base: Url,
+    subscription_id: String,
+}
+
+impl ArmClient {
+    /// A client for `arm_endpoint` (tokens for `<arm_endpoint>/.default`); empty scopes
+    /// mean `/subscriptions/{subscription_id}`.
+    pub fn new(
+        arm_endpoint: &Url,
+        subscription_id: &str,
+        http: reqwest::Client,
+        tokens: Arc<dyn TokenSource>,
+        policy: RetryPolicy,
+    ) -> Result<ArmClient, AzureError> {
+        let root = arm_endpoint.as_str().trim_end_matches('/').to_owned();
+        let base = Url::parse(&root)
+            .map_err(|e| AzureError::config(format!("invalid ARM endpoint '{root}': {e}")))?;
+        Ok(ArmClient {
+            svc: ServiceClient {
+                http,
+                tokens,
+                scope: format!("{root}/.default"),
+                service: Service::Arm,
+                policy,
+            },
+            base,
+            subscription_id: subscription_id.to_owned(),
+        })
+    }
+
+    /// The configured subscription.
+    pub fn subscription_id(&self) -> &str {
+        &self.subscription_id
+    }
+
+    fn url(&self, path: &str, filter: Option<&str>) -> Result<Url, AzureError> {
+        let mut url = join_path(&self.base, path)?;
+        match filter {
+            Some(f) => set_query(&mut url, &[("api-version", API_VERSION), ("$filter", f)]),
+            None => set_query(&mut url, &[("api-version", API_VERSION)]),
+        }
+        Ok(url)
+    }
+
+    fn scope_or_default(&self, scope: &str) -> String {
+        if scope.trim().is_empty() {
+            format!("/subscriptions/{}", self.subscription_id)
+        } else {
+            scope.to_owned()
+        }
+    }
+
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &str,
+        mut url: Url,
+        deadline: Deadline,
+    ) -> Result<Vec<T>, AzureError> {
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let page: Page<T> = self
+                .svc
+                .send(
+                    op,
+                    Method::GET,
+                    url.clone(),
+                    None,
+                    Replay::Idempotent,
+                    deadline,
+                )
+                .await?
+                .json(op, Service::Arm)?;
+            out.extend(page.value);
+            match page.next_link.filter(|l| !l.is_empty()) {
+                Some(next) => {
+                    let next = Url::parse(&next).map_err(|e| {
+                        AzureError::invalid_response(op, Service::Arm, format!("bad nextLink: {e}"))
+                    })?;
+                    if !same_origin(&self.base, &next) {
+                        return Err(AzureError::invalid_response(
+                            op,
+                            Service::Arm,
+                            "nextLink points to another host",
+                        ));
+                    }
+                    url = next;
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// `GET {roleDefinitionId}`; 404 `RoleDefinitionDoesNotExist` when unknown.
+    pub async fn get_role_definition(
+        &self,
+        role_definition_id: &str,
+        deadline: Deadline,
+    ) -> Result<RoleDefinition, AzureError> {
+        let op = "get role definition";
+        let url = self.url(role_definition_id, None)?;
+        let raw: RawRoleDefinition = self
+            .svc
+            .send(op, Method::GET, url, None, Replay::Idempotent, deadline)
+            .await?
+            .json(op, Service::Arm)?;
+        Ok(raw.into())
+    }
+
+    /// The role definition named `role_name` (exact, case-sensitive match on `roleName`)
+    /// visible at `assignment_scope` (see [`role_definition_scope`]). Exactly one match is
+    /// required: [`AzureError::NoMatch`] / [`AzureError::MultipleMatches`] otherwise.
+    pub async fn find_role_definition_by_name(
+        &self,
+        assignment_scope: &str,
+        role_name: &str,
+        deadline: Deadline,
+    ) -> Result<RoleDefinition, AzureError> {
+        let op = "find role definition by name";
+        let scope = role_definition_scope(assignment_scope, &self.subscription_id);
+        let filter = format!("roleName eq {}", odata_literal(role_name));
+        let url = self.url(
+            &format!("{scope}/providers/Microsoft.Authorization/roleDefinitions"),
+            Some(&filter),
+        )?;
+        let found: Vec<RawRoleDefinition> = self.list(op, url, deadline).await?;
+        let mut matches: Vec<RoleDefinition> = found
+            .into_iter()
+            .map(RoleDefinition::from)
+            .filter(|d| d.role_name == role_name)
+            .collect();
+        match matches.len() {
+            0 => Err(AzureError::NoMatch {
+                kind: "role definition",
+                name: role_name.to_owned(),
+            }),
+            1 => Ok(matches.remove(0)),
+            count => Err(AzureError::MultipleMatches {
+                kind: "role definition",
+                name: role_name.to_owned(),
+                count,
+            }),
+        }
+    }
+
+    /// `PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}` with
+    /// `principalType: ServicePrincipal`.
+    ///
+    /// `name` must be a GUID chosen by the caller (record it before calling: a replay with
+    /// the same name is idempotent). `PrincipalNotFound` is retried within the propagation
+    /// timeout. If an equal assignment already exists under another name (409
+    /// `RoleAssignmentExists`), that existing assignment is returned: its `name` differs
+    /// from the one requested, which tells the caller it does not own it.
+    pub async fn create_role_assignment(
+        &self,
+        scope: &str,
+        name: &str,
+        role_definition_id: &str,
+        principal_id: &str,
+        deadline: Deadline,
+    ) -> Result<RoleAssignment, AzureError> {
+        let op = "create role assignment";
+        if uuid::Uuid::parse_str(name).is_err() {
+            return Err(AzureError::invalid_input(
+                op,
+                "the role assignment name must be a GUID",
+            ));
+        }
+        let scope = self.scope_or_default(scope);
+        let url = self.url(
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+            None,
+        )?;
+        let body = json!({
+            "properties": {
+                "roleDefinitionId": role_definition_id,
+                "principalId": principal_id,
+                "principalType": "ServicePrincipal",
+            }
+        });
+        let budget = deadline.capped(self.svc.policy.propagation_timeout);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = self
+                .svc
+                .send(
+                    op,
+                    Method::PUT,
+                    url.clone(),
+                    Some(&body),
+                    Replay::Idempotent,
+                    deadline,
+                )
+                .await;
+            match result {
+                Ok(resp) => {
+                    let raw: RawRoleAssignment = resp.json(op, Service::Arm)?;
+                    return Ok(raw.into());
+                }
+                Err(e) if e.is_principal_not_found() => {
+                    tracing::debug!(operation = op, attempt, "principal not yet known to ARM");
+                    if !sleep_within(budget, self.svc.policy.propagation_delay(attempt)).await {
+                        return Err(e);
+                    }
+                }
+                Err(e) if e.code() == Some("RoleAssignmentExists") => {
+                    let existing = self
+                        .list_role_assignments_for_principal(&scope, principal_id, deadline)
+                        .await?;
+                    let wanted = role_definition_guid(role_definition_id);
+                    return existing
+                        .into_iter()
+                        .find(|ra| {
+                            ra.scope
+                                .trim_end_matches('/')
+                                .eq_ignore_ascii_case(scope.trim_end_matches('/'))
+                                && role_definition_guid(&ra.role_definition_id) == wanted
+                        })
+                        .ok_or(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `GET {roleAssignmentId}`.
+    pub async fn get_role_assignment(
+        &self,
+        id: &str,
+        deadline: Deadline,
+    ) -> Result<RoleAssignment, AzureError> {
+        let op = "get role assignment";
+        let url = self.url(id, None)?;
+        let raw: RawRoleAssignment = self
+            .svc
+            .send(op, Method::GET, url, None, Replay::Idempotent, deadline)
+            .await?
+            .json(op, Service::Arm)?;
+        Ok(raw.into())
+    }
+
+    /// `DELETE {roleAssignmentId}`: 200 → `Deleted`; 204 or 404 → `AlreadyGone`.
+    pub async fn delete_role_assignment(
+        &self,
+        id: &str,
+        deadline: Deadline,
+    ) -> Result<DeleteOutcome, AzureError> {
+        let op = "delete role assignment";
+        let url = self.url(id, None)?;
+        match self
+            .svc
+            .send(op, Method::DELETE, url, None, Replay::Idempotent, deadline)
+            .await
+        {
+            Ok(r) if r.status == 204 => Ok(DeleteOutcome::AlreadyGone),
+            Ok(_) => Ok(DeleteOutcome::Deleted),
+            Err(e) if e.status() == Some(404) => Ok(DeleteOutcome::AlreadyGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Role assignments of a principal at, above and below `scope` (empty: the configured
+    /// subscription): `GET {scope}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId eq '{id}'`.
+    pub async fn list_role_assignments_for_principal(
+        &self,
+        scope: &str,
+        principal_id: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<RoleAssignment>, AzureError> {
+        let op = "list role assignments";
+        let scope = self.scope_or_default(scope);
+        let filter = format!("principalId eq {}", odata_literal(principal_id));
+        let url = self.url(
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments"),
+            Some(&filter),
+        )?;
+        let raw: Vec<RawRoleAssignment> = self.list(op, url, deadline).await?;
+        Ok(raw.into_iter().map(RoleAssignment::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_scope_is_the_assignments_container() {
+        let d = "sub0";
+        assert_eq!(role_definition_scope("", d), "/subscriptions/sub0");
+        assert_eq!(
+            role_definition_scope("/subscriptions/s1", d),
+            "/subscriptions/s1"
+        );
+        assert_eq!(
+            role_definition_scope("subscriptions/s1/", d),
+            "/subscriptions/s1"
+        );
+        assert_eq!(
+            role_definition_scope(
+                "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a",
+                d
+            ),
+            "/subscriptions/s1/resourceGroups/rg"
+        );
+        assert_eq!(
+            role_definition_scope("/subscriptions/s1/resourcegroups/rg", d),
+            "/subscriptions/s1/resourcegroups/rg"
+        );
+        assert_eq!(
+            role_definition_scope("/providers/Microsoft.Management/managementGroups/mg1", d),
+            "/providers/Microsoft.Management/managementGroups/mg1"
+        );
+        assert_eq!(role_definition_scope("/", d), "/");
+    }
+
+    #[test]
+    fn decodes_arm_objects() {
+        let ra: RawRoleAssignment = serde_json::from_str(
+            r#"{"id":"/subscriptions/s/providers/Microsoft.Authorization/roleAssignments/n","name":"n","type":"x",
+               "properties":{"roleDefinitionId":"/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/G",
+               "principalId":"p","principalType":"ServicePrincipal","scope":"/subscriptions/s","condition":null}}"#,
+        )
+        .unwrap();
+        let ra = RoleAssignment::from(ra);
+        assert_eq!(ra.scope, "/subscriptions/s");
+        assert_eq!(role_definition_guid(&ra.role_definition_id), "g");
+        let rd: RawRoleDefinition = serde_json::from_str(
+            r#"{"id":"/providers/Microsoft.Authorization/roleDefinitions/x","name":"x","properties":{"roleName":"Reader"}}"#,
+        )
+        .unwrap();
+        assert_eq!(RoleDefinition::from(rd).role_name, "Reader");
+    }
+}

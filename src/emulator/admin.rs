@@ -1,0 +1,163 @@
+//! The admin API (plain http): faults, settings, the request log and a state dump.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::faults::FaultRule;
+use super::{Settings, Shared};
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/faults",
+            get(list_faults).post(add_faults).delete(clear_faults),
+        )
+        .route("/settings", get(get_settings).post(post_settings))
+        .route("/requests", get(list_requests).delete(clear_requests))
+        .route("/state", get(state))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { bad(StatusCode::NOT_FOUND, "no such admin endpoint") })
+        .with_state(shared)
+}
+
+fn bad(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+async fn list_faults(State(shared): State<Arc<Shared>>) -> Response {
+    Json(json!({ "faults": shared.faults().list() })).into_response()
+}
+
+/// Accepts one rule or an array of rules.
+async fn add_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let rules: Vec<FaultRule> = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(items)) => {
+            match items
+                .into_iter()
+                .map(serde_json::from_value)
+                .collect::<Result<Vec<FaultRule>, _>>()
+            {
+                Ok(r) => r,
+                Err(e) => return bad(StatusCode::BAD_REQUEST, format!("invalid fault: {e}")),
+            }
+        }
+        Ok(v @ Value::Object(_)) => match serde_json::from_value(v) {
+            Ok(r) => vec![r],
+            Err(e) => return bad(StatusCode::BAD_REQUEST, format!("invalid fault: {e}")),
+        },
+        _ => return bad(StatusCode::BAD_REQUEST, "expected a JSON object or array"),
+    };
+    for r in &rules {
+        if let Err(e) = r.validate() {
+            return bad(StatusCode::BAD_REQUEST, e);
+        }
+    }
+    let mut faults = shared.faults();
+    for r in rules {
+        faults.add(r);
+    }
+    (
+        StatusCode::CREATED,
+        Json(json!({ "faults": faults.list() })),
+    )
+        .into_response()
+}
+
+async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.faults().clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn get_settings(State(shared): State<Arc<Shared>>) -> Json<Settings> {
+    Json(shared.settings())
+}
+
+fn as_u64(v: &Value, key: &str) -> Result<u64, String> {
+    v.as_u64()
+        .ok_or_else(|| format!("'{key}' must be a non-negative integer"))
+}
+
+fn apply(s: &mut Settings, key: &str, v: &Value) -> Result<(), String> {
+    let to_usize = |n: u64| usize::try_from(n).map_err(|_| format!("'{key}' is too large"));
+    match key {
+        "latency_ms" => s.latency_ms = as_u64(v, key)?,
+        "propagation_delay_ms" => s.propagation_delay_ms = as_u64(v, key)?,
+        "credential_delay_ms" => s.credential_delay_ms = as_u64(v, key)?,
+        "token_lifetime_secs" => {
+            let n = as_u64(v, key)?;
+            if n == 0 {
+                return Err("'token_lifetime_secs' must be at least 1".to_string());
+            }
+            s.token_lifetime_secs = n;
+        }
+        "arc_realm_override" => match v {
+            Value::Null => s.arc_realm_override = None,
+            Value::String(p) => s.arc_realm_override = Some(p.clone()),
+            _ => return Err("'arc_realm_override' must be a string or null".to_string()),
+        },
+        "graph_page_size" => {
+            let n = to_usize(as_u64(v, key)?)?;
+            if !(1..=999).contains(&n) {
+                return Err("'graph_page_size' must be between 1 and 999".to_string());
+            }
+            s.graph_page_size = n;
+        }
+        "arm_page_size" => {
+            let n = to_usize(as_u64(v, key)?)?;
+            if n == 0 {
+                return Err("'arm_page_size' must be at least 1".to_string());
+            }
+            s.arm_page_size = n;
+        }
+        "password_write_ms" => s.password_write_ms = as_u64(v, key)?,
+        "max_concurrent_password_writes" => {
+            let n = to_usize(as_u64(v, key)?)?;
+            if n == 0 {
+                return Err("'max_concurrent_password_writes' must be at least 1".to_string());
+            }
+            s.max_concurrent_password_writes = n;
+        }
+        "role_assignment_limit" => s.role_assignment_limit = to_usize(as_u64(v, key)?)?,
+        other => return Err(format!("unknown setting '{other}'")),
+    }
+    Ok(())
+}
+
+async fn post_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(&body) else {
+        return bad(StatusCode::BAD_REQUEST, "expected a JSON object");
+    };
+    // Validate on a copy so a bad field changes nothing.
+    let mut candidate = shared.settings();
+    for (k, v) in &m {
+        if let Err(e) = apply(&mut candidate, k, v) {
+            return bad(StatusCode::BAD_REQUEST, e);
+        }
+    }
+    let updated = shared.update_settings(|s| {
+        for (k, v) in &m {
+            let _ = apply(s, k, v);
+        }
+    });
+    Json(updated).into_response()
+}
+
+async fn list_requests(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.requests()).into_response()
+}
+
+async fn clear_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.clear_requests();
+    StatusCode::NO_CONTENT
+}
+
+async fn state(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.dir().dump()).into_response()
+}

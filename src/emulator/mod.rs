@@ -1,0 +1,453 @@
+//! A local emulator of the Azure services the secrets engine talks to: the Entra ID token
+//! service, Microsoft Graph v1.0, Azure Resource Manager (Microsoft.Authorization), the
+//! Azure Arc identity endpoint and VM IMDS, plus an admin API for fault injection.
+//!
+//! It shares no code with the crate's Azure client on purpose. The contract for users is
+//! in `docs/emulator.md`.
+
+pub mod admin;
+pub mod arc;
+pub mod arm;
+pub mod auth;
+pub mod errors;
+pub mod faults;
+pub mod filter;
+pub mod graph;
+pub mod imds;
+pub mod jwt;
+pub mod paging;
+pub mod roles;
+pub mod seed;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod token;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+pub use errors::EmulatorError;
+use errors::Service;
+use faults::{Faults, RequestRecord};
+use jwt::JwtKey;
+use state::Directory;
+
+/// Command-line configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub latency_ms: u64,
+    pub propagation_delay_ms: u64,
+    pub credential_delay_ms: u64,
+    pub arc_token_dir: PathBuf,
+    pub seed: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            latency_ms: 0,
+            propagation_delay_ms: 0,
+            credential_delay_ms: 0,
+            arc_token_dir: PathBuf::from("/var/opt/azcmagent/tokens"),
+            seed: None,
+            cert_file: None,
+        }
+    }
+}
+
+pub const USAGE: &str = "usage: azure-emulator [--listen ADDR:PORT] [--latency-ms N] \
+[--propagation-delay-ms N] [--credential-delay-ms N] [--arc-token-dir DIR] [--seed FILE] \
+[--cert-file PATH]";
+
+impl Config {
+    /// Parses the flags (without the program name). `--flag value` and `--flag=value` work.
+    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Config, EmulatorError> {
+        let mut c = Config::default();
+        let mut it = args.into_iter();
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (arg.clone(), None),
+            };
+            if flag == "--help" || flag == "-h" {
+                return Err(EmulatorError::Args(USAGE.to_string()));
+            }
+            let mut value = || -> Result<String, EmulatorError> {
+                inline
+                    .clone()
+                    .or_else(|| it.next())
+                    .ok_or_else(|| EmulatorError::Args(format!("{flag} needs a value")))
+            };
+            let number = |v: String| -> Result<u64, EmulatorError> {
+                v.parse::<u64>()
+                    .map_err(|_| EmulatorError::Args(format!("{flag}: '{v}' is not a number")))
+            };
+            match flag.as_str() {
+                "--listen" => {
+                    let v = value()?;
+                    c.listen = v
+                        .parse()
+                        .map_err(|_| EmulatorError::Args(format!("--listen: bad address '{v}'")))?;
+                }
+                "--latency-ms" => c.latency_ms = number(value()?)?,
+                "--propagation-delay-ms" => c.propagation_delay_ms = number(value()?)?,
+                "--credential-delay-ms" => c.credential_delay_ms = number(value()?)?,
+                "--arc-token-dir" => c.arc_token_dir = PathBuf::from(value()?),
+                "--seed" => c.seed = Some(PathBuf::from(value()?)),
+                "--cert-file" => c.cert_file = Some(PathBuf::from(value()?)),
+                other => {
+                    return Err(EmulatorError::Args(format!(
+                        "unknown argument '{other}'\n{USAGE}"
+                    )))
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Run-time settings, changeable through `POST /settings`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub latency_ms: u64,
+    pub propagation_delay_ms: u64,
+    pub credential_delay_ms: u64,
+    pub token_lifetime_secs: u64,
+    pub arc_realm_override: Option<String>,
+    pub graph_page_size: usize,
+    pub arm_page_size: usize,
+    /// How long an `addPassword` / `removePassword` call keeps its object busy.
+    pub password_write_ms: u64,
+    /// Password writes in flight on one object beyond this get 503 `Directory_ConcurrencyViolation`.
+    pub max_concurrent_password_writes: usize,
+    pub role_assignment_limit: usize,
+}
+
+impl Settings {
+    fn from_config(c: &Config) -> Self {
+        Settings {
+            latency_ms: c.latency_ms,
+            propagation_delay_ms: c.propagation_delay_ms,
+            credential_delay_ms: c.credential_delay_ms,
+            token_lifetime_secs: 3599,
+            arc_realm_override: None,
+            graph_page_size: 100,
+            arm_page_size: 100,
+            password_write_ms: 50,
+            max_concurrent_password_writes: 3,
+            role_assignment_limit: 4000,
+        }
+    }
+
+    pub fn propagation(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.propagation_delay_ms)
+    }
+
+    pub fn credential_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.credential_delay_ms)
+    }
+}
+
+/// Base URLs of every listener.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    /// With a trailing slash.
+    pub authority: String,
+    pub graph: String,
+    pub arm: String,
+    pub identity_endpoint: String,
+    pub imds: String,
+    pub imds_vm: String,
+    pub admin: String,
+}
+
+/// State shared by every listener.
+pub struct Shared {
+    dir: Mutex<Directory>,
+    settings: Mutex<Settings>,
+    pub faults: Mutex<Faults>,
+    log: Mutex<Vec<RequestRecord>>,
+    started: Instant,
+    pub jwt: JwtKey,
+    pub urls: Urls,
+    /// The Arc token directory, when it exists or could be created.
+    pub arc_dir: Option<PathBuf>,
+    /// Outstanding Arc challenge files and their secrets.
+    pub arc_keys: Mutex<HashMap<PathBuf, String>>,
+    /// Password writes in flight per object id.
+    pub inflight: Mutex<HashMap<String, usize>>,
+}
+
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub fn dir(&self) -> MutexGuard<'_, Directory> {
+        relock(&self.dir)
+    }
+
+    pub fn settings(&self) -> Settings {
+        relock(&self.settings).clone()
+    }
+
+    pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) -> Settings {
+        let mut s = relock(&self.settings);
+        f(&mut s);
+        s.clone()
+    }
+
+    pub fn record(&self, rec: RequestRecord) {
+        relock(&self.log).push(rec);
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        relock(&self.log).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        relock(&self.log).clear();
+    }
+
+    pub fn faults(&self) -> MutexGuard<'_, Faults> {
+        relock(&self.faults)
+    }
+
+    pub fn arc_keys(&self) -> MutexGuard<'_, HashMap<PathBuf, String>> {
+        relock(&self.arc_keys)
+    }
+
+    pub fn inflight(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        relock(&self.inflight)
+    }
+}
+
+/// A running emulator.
+pub struct Emulator {
+    env: Vec<(String, String)>,
+    tasks: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    temp_dir: Option<PathBuf>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), EmulatorError> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| EmulatorError::io(format!("bind {addr}"), e))?;
+    let local = l
+        .local_addr()
+        .map_err(|e| EmulatorError::io("local_addr", e))?;
+    Ok((l, local))
+}
+
+fn host_of(addr: &SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    }
+}
+
+fn prepare_arc_dir(dir: &Path) -> Option<PathBuf> {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot create the Arc token directory; the Arc endpoint will answer 500");
+        return None;
+    }
+    match std::fs::canonicalize(dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot resolve the Arc token directory");
+            None
+        }
+    }
+}
+
+impl Emulator {
+    /// Binds every listener, generates the CA, seeds the directory and starts serving.
+    pub async fn start(config: Config) -> Result<Emulator, EmulatorError> {
+        let (token_l, token_addr) = bind(config.listen).await?;
+        let mut other = config.listen;
+        other.set_port(0);
+        let (graph_l, graph_addr) = bind(other).await?;
+        let (arm_l, arm_addr) = bind(other).await?;
+        let (arc_l, arc_addr) = bind(other).await?;
+        let (imds_l, imds_addr) = bind(other).await?;
+        let (admin_l, admin_addr) = bind(other).await?;
+        let host = host_of(&token_addr);
+
+        let urls = Urls {
+            authority: format!("https://{host}:{}/", token_addr.port()),
+            graph: format!("https://{host}:{}", graph_addr.port()),
+            arm: format!("https://{host}:{}", arm_addr.port()),
+            identity_endpoint: format!(
+                "http://{host}:{}/metadata/identity/oauth2/token",
+                arc_addr.port()
+            ),
+            imds: format!("http://{host}:{}", arc_addr.port()),
+            imds_vm: format!("http://{host}:{}", imds_addr.port()),
+            admin: format!("http://{host}:{}", admin_addr.port()),
+        };
+
+        let tls = tls::generate()?;
+        let (cert_path, temp_dir) = match &config.cert_file {
+            Some(p) => (p.clone(), None),
+            None => {
+                let dir = std::env::temp_dir()
+                    .join(format!("azure-emulator-{}", uuid::Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| EmulatorError::io(format!("create {}", dir.display()), e))?;
+                (dir.join("ca.pem"), Some(dir))
+            }
+        };
+        std::fs::write(&cert_path, &tls.ca_pem)
+            .map_err(|e| EmulatorError::io(format!("write {}", cert_path.display()), e))?;
+        let cert_path = std::fs::canonicalize(&cert_path).unwrap_or(cert_path);
+
+        let seed_doc = match &config.seed {
+            Some(p) => Some(seed::SeedFile::load(p)?),
+            None => None,
+        };
+        let (dir, root_secret, root_client_id) = seed::build_directory(seed_doc.as_ref())?;
+
+        let shared = Arc::new(Shared {
+            dir: Mutex::new(dir),
+            settings: Mutex::new(Settings::from_config(&config)),
+            faults: Mutex::new(Faults::default()),
+            log: Mutex::new(Vec::new()),
+            started: Instant::now(),
+            jwt: JwtKey::generate()?,
+            urls: urls.clone(),
+            arc_dir: prepare_arc_dir(&config.arc_token_dir),
+            arc_keys: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+        });
+
+        let acceptor = TlsAcceptor::from(tls.server_config.clone());
+        let mut tasks = Vec::new();
+        let listeners = [
+            (
+                token_l,
+                Some(acceptor.clone()),
+                Service::Token,
+                token::router(shared.clone()),
+            ),
+            (
+                graph_l,
+                Some(acceptor.clone()),
+                Service::Graph,
+                graph::router(shared.clone()),
+            ),
+            (
+                arm_l,
+                Some(acceptor),
+                Service::Arm,
+                arm::router(shared.clone()),
+            ),
+            (arc_l, None, Service::Arc, arc::router(shared.clone())),
+            (imds_l, None, Service::Imds, imds::router(shared.clone())),
+        ];
+        for (l, tls, service, router) in listeners {
+            tasks.push(tokio::spawn(server::serve(
+                l,
+                tls,
+                service,
+                router,
+                shared.clone(),
+            )));
+        }
+        let admin_router = admin::router(shared.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin_l, admin_router).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        }));
+
+        let (tenant, sub) = {
+            let d = shared.dir();
+            (d.tenant_id.clone(), d.subscription_id.clone())
+        };
+        let env = vec![
+            ("AZURE_TENANT_ID".to_string(), tenant),
+            ("AZURE_SUBSCRIPTION_ID".to_string(), sub),
+            ("AZURE_CLIENT_ID".to_string(), root_client_id),
+            ("AZURE_CLIENT_SECRET".to_string(), root_secret),
+            ("AZURE_AUTHORITY_HOST".to_string(), urls.authority.clone()),
+            ("AZURE_GRAPH_ENDPOINT".to_string(), urls.graph.clone()),
+            (
+                "AZURE_RESOURCE_MANAGER_ENDPOINT".to_string(),
+                urls.arm.clone(),
+            ),
+            (
+                "IDENTITY_ENDPOINT".to_string(),
+                urls.identity_endpoint.clone(),
+            ),
+            ("IMDS_ENDPOINT".to_string(), urls.imds.clone()),
+            ("IMDS_VM_ENDPOINT".to_string(), urls.imds_vm.clone()),
+            ("EMULATOR_ADMIN".to_string(), urls.admin.clone()),
+            (
+                "SSL_CERT_FILE".to_string(),
+                cert_path.to_string_lossy().into_owned(),
+            ),
+        ];
+        tracing::info!(
+            authority = %urls.authority,
+            graph = %urls.graph,
+            arm = %urls.arm,
+            identity = %urls.identity_endpoint,
+            imds_vm = %urls.imds_vm,
+            admin = %urls.admin,
+            "azure-emulator listening"
+        );
+        Ok(Emulator {
+            env,
+            tasks,
+            shared,
+            temp_dir,
+        })
+    }
+
+    /// The `KEY=VALUE` pairs the binary prints, in order.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// The value of one printed variable.
+    pub fn var(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Stops the listeners and removes the emulator's temporary files.
+    pub fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let keys: Vec<PathBuf> = self.shared.arc_keys().drain().map(|(p, _)| p).collect();
+        for p in keys {
+            let _ = std::fs::remove_file(p);
+        }
+        if let Some(dir) = &self.temp_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

@@ -1,0 +1,1968 @@
+//! Black-box tests of the `azure-emulator` binary over HTTP(S).
+
+mod emulator_support;
+
+use std::time::{Duration, Instant};
+
+use emulator_support::{form, Emu};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+fn assert_aad_error(r: &emulator_support::Resp, status: u16, error: &str, code: u64) {
+    assert_eq!(r.status.as_u16(), status, "{}", r.text);
+    assert_eq!(r.body["error"], error, "{}", r.text);
+    assert_eq!(r.body["error_codes"], json!([code]), "{}", r.text);
+    let desc = r.body["error_description"].as_str().unwrap();
+    assert!(desc.starts_with(&format!("AADSTS{code}: ")), "{desc}");
+    assert!(desc.contains("\r\nTrace ID: ") && desc.contains("\r\nCorrelation ID: "));
+    for k in ["timestamp", "trace_id", "correlation_id", "error_uri"] {
+        assert!(r.body[k].is_string(), "missing {k}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn startup_contract_and_clean_shutdown() {
+    let mut emu = Emu::start(&[]);
+    let keys: Vec<&str> = emu
+        .lines
+        .iter()
+        .map(|l| l.split('=').next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "AZURE_TENANT_ID",
+            "AZURE_SUBSCRIPTION_ID",
+            "AZURE_CLIENT_ID",
+            "AZURE_CLIENT_SECRET",
+            "AZURE_AUTHORITY_HOST",
+            "AZURE_GRAPH_ENDPOINT",
+            "AZURE_RESOURCE_MANAGER_ENDPOINT",
+            "IDENTITY_ENDPOINT",
+            "IMDS_ENDPOINT",
+            "IMDS_VM_ENDPOINT",
+            "EMULATOR_ADMIN",
+            "SSL_CERT_FILE",
+            "READY"
+        ]
+    );
+    assert!(emu
+        .var("AZURE_AUTHORITY_HOST")
+        .starts_with("https://127.0.0.1:"));
+    assert!(emu.var("AZURE_AUTHORITY_HOST").ends_with('/'));
+    assert!(emu
+        .var("AZURE_GRAPH_ENDPOINT")
+        .starts_with("https://127.0.0.1:"));
+    assert!(emu
+        .var("AZURE_RESOURCE_MANAGER_ENDPOINT")
+        .starts_with("https://127.0.0.1:"));
+    assert_ne!(
+        emu.var("AZURE_GRAPH_ENDPOINT"),
+        emu.var("AZURE_RESOURCE_MANAGER_ENDPOINT")
+    );
+    assert!(emu
+        .var("IDENTITY_ENDPOINT")
+        .ends_with("/metadata/identity/oauth2/token"));
+    assert!(emu
+        .var("IDENTITY_ENDPOINT")
+        .starts_with(emu.var("IMDS_ENDPOINT")));
+    for k in [
+        "AZURE_TENANT_ID",
+        "AZURE_SUBSCRIPTION_ID",
+        "AZURE_CLIENT_ID",
+    ] {
+        assert!(uuid::Uuid::parse_str(emu.var(k)).is_ok(), "{k}");
+    }
+    let cert = std::path::PathBuf::from(emu.var("SSL_CERT_FILE"));
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(emu.token_dir.is_dir(), "the Arc token dir is created");
+
+    // A challenge leaves a key file; shutdown removes it and the temp cert.
+    let r = emu
+        .http
+        .get(format!(
+            "{}?api-version=2021-02-01&resource=https://management.azure.com/",
+            emu.var("IDENTITY_ENDPOINT")
+        ))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(std::fs::read_dir(&emu.token_dir).unwrap().count(), 1);
+
+    let status = emu.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!cert.exists(), "temp CA file removed");
+    assert_eq!(std::fs::read_dir(&emu.token_dir).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn token_endpoint_success_and_errors() {
+    let emu = Emu::start(&[]);
+    let tenant = emu.var("AZURE_TENANT_ID").to_string();
+    let id = emu.var("AZURE_CLIENT_ID").to_string();
+    let secret = emu.var("AZURE_CLIENT_SECRET").to_string();
+
+    let ok = emu.token(&id, &secret, &emu.graph_scope()).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(ok.body["token_type"], "Bearer");
+    assert!(ok.body["expires_in"].is_u64());
+    assert!(ok.body["ext_expires_in"].is_u64());
+    assert!(ok.headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("no-store"));
+    let token = ok.body["access_token"].as_str().unwrap();
+    assert_eq!(token.split('.').count(), 3);
+
+    // The well-known scopes map onto the emulator's services.
+    let r = emu
+        .token(&id, &secret, "https://graph.microsoft.com/.default")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = emu
+        .token(
+            &id,
+            &secret,
+            "https://management.core.windows.net//.default",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Secret in HTTP Basic.
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{id}:{}",
+        url::form_urlencoded::byte_serialize(secret.as_bytes()).collect::<String>()
+    ));
+    let r = emulator_support::to_resp(
+        emu.http
+            .post(emu.token_url(&tenant))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Basic {basic}"))
+            .body(form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", &emu.arm_scope()),
+            ]))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    let r = emu.token(&id, "wrong-secret", &emu.graph_scope()).await;
+    assert_aad_error(&r, 401, "invalid_client", 7000215);
+
+    let r = emu
+        .token(
+            &uuid::Uuid::new_v4().to_string(),
+            &secret,
+            &emu.graph_scope(),
+        )
+        .await;
+    assert_aad_error(&r, 400, "unauthorized_client", 700016);
+
+    let other = uuid::Uuid::new_v4().to_string();
+    let r = emu
+        .post_form(
+            &emu.token_url(&other),
+            form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &id),
+                ("client_secret", &secret),
+                ("scope", &emu.graph_scope()),
+            ]),
+        )
+        .await;
+    assert_aad_error(&r, 400, "invalid_tenant", 90002);
+
+    let r = emu
+        .post_form(
+            &emu.token_url(&tenant),
+            form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &id),
+                ("client_secret", &secret),
+            ]),
+        )
+        .await;
+    assert_aad_error(&r, 400, "invalid_request", 900144);
+
+    let r = emu
+        .token(&id, &secret, "https://graph.microsoft.com/User.Read")
+        .await;
+    assert_aad_error(&r, 400, "invalid_scope", 70011);
+
+    let r = emu
+        .token(&id, &secret, "https://vault.azure.net/.default")
+        .await;
+    assert_aad_error(&r, 400, "invalid_resource", 500011);
+
+    // JSON bodies are not accepted.
+    let r = emu
+        .send(
+            Method::POST,
+            &emu.token_url(&tenant),
+            None,
+            Some(&json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret})),
+        )
+        .await;
+    assert_aad_error(&r, 400, "invalid_request", 900144);
+
+    // OpenID metadata for SDK-based tools.
+    let r = emu
+        .send(
+            Method::GET,
+            &format!(
+                "{}{tenant}/v2.0/.well-known/openid-configuration",
+                emu.var("AZURE_AUTHORITY_HOST")
+            ),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["token_endpoint"].as_str().unwrap(),
+        emu.token_url(&tenant)
+    );
+}
+
+#[tokio::test]
+async fn graph_applications_passwords_and_deleted_items() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+
+    let app = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &g,
+            Some(json!({"displayName": "vault-test-app"})),
+        )
+        .await;
+    assert_eq!(app.status, StatusCode::CREATED, "{}", app.text);
+    assert_eq!(
+        app.body["signInAudience"],
+        "AzureADandPersonalMicrosoftAccount"
+    );
+    assert_eq!(app.body["passwordCredentials"], json!([]));
+    let id = app.body["id"].as_str().unwrap().to_string();
+    let app_id = app.body["appId"].as_str().unwrap().to_string();
+    assert_ne!(id, app_id);
+
+    let r = emu
+        .graph(Method::GET, &format!("/applications/{id}"), &g, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["appId"], app_id.as_str());
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/applications(appId='{app_id}')"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["id"], id.as_str());
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/applications?$filter=appId%20eq%20'{app_id}'"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 1);
+    let r = emu
+        .graph(
+            Method::GET,
+            "/applications?$filter=startswith(displayName,'vault-test')",
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 1, "{}", r.text);
+    let r = emu
+        .graph(
+            Method::GET,
+            "/applications?$filter=displayName%20eq%20'nothing'",
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["value"], json!([]));
+    let r = emu
+        .graph(
+            Method::GET,
+            "/applications?$filter=endswith(displayName,'app')",
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "Request_UnsupportedQuery");
+
+    // Passwords: without a service principal the app cannot sign in.
+    let sp = emu
+        .graph(
+            Method::POST,
+            "/servicePrincipals",
+            &g,
+            Some(json!({"appId": app_id})),
+        )
+        .await;
+    assert_eq!(sp.status, StatusCode::CREATED, "{}", sp.text);
+    let sp_id = sp.body["id"].as_str().unwrap().to_string();
+    assert_ne!(sp_id, id);
+    let dup = emu
+        .graph(
+            Method::POST,
+            "/servicePrincipals",
+            &g,
+            Some(json!({"appId": app_id})),
+        )
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    assert_eq!(dup.code(), "Request_MultipleObjectsWithSameKeyValue");
+
+    let end = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let pw = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{id}/addPassword"),
+            &g,
+            Some(json!({"passwordCredential": {"displayName": "vault-x", "endDateTime": end}})),
+        )
+        .await;
+    assert_eq!(pw.status, StatusCode::OK, "{}", pw.text);
+    let secret = pw.body["secretText"].as_str().unwrap().to_string();
+    let key_id = pw.body["keyId"].as_str().unwrap().to_string();
+    assert_eq!(pw.body["hint"].as_str().unwrap(), &secret[..3]);
+    assert_eq!(pw.body["displayName"], "vault-x");
+    let r = emu.token(&app_id, &secret, &emu.graph_scope()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // A password on the service principal is also a secret of the application.
+    let sp_pw = emu
+        .graph(
+            Method::POST,
+            &format!("/servicePrincipals/{sp_id}/addPassword"),
+            &g,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(sp_pw.status, StatusCode::OK, "{}", sp_pw.text);
+    let sp_secret = sp_pw.body["secretText"].as_str().unwrap().to_string();
+    assert_eq!(
+        emu.token(&app_id, &sp_secret, &emu.arm_scope())
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Reads never show secret texts.
+    let r = emu
+        .graph(Method::GET, &format!("/applications/{id}"), &g, None)
+        .await;
+    assert_eq!(r.body["passwordCredentials"][0]["secretText"], Value::Null);
+    assert_eq!(r.body["passwordCredentials"][0]["keyId"], key_id.as_str());
+    let state = emu.admin(Method::GET, "/state", None).await;
+    assert!(!state.text.contains(&secret) && !state.text.contains(&sp_secret));
+    assert!(!state.text.contains(emu.var("AZURE_CLIENT_SECRET")));
+
+    // The default audience allows two secrets on the application.
+    let second = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{id}/addPassword"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::OK);
+    let third = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{id}/addPassword"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(third.status, StatusCode::BAD_REQUEST);
+    assert_eq!(third.code(), "TooManyAppPasswords");
+    assert_eq!(
+        third.body["error"]["details"][0]["code"],
+        "TooManyAppPasswords"
+    );
+
+    // removePassword: 204, the secret stops working, a second removal is an error.
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{id}/removePassword"),
+            &g,
+            Some(json!({"keyId": key_id})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = emu.token(&app_id, &secret, &emu.graph_scope()).await;
+    assert_aad_error(&r, 401, "invalid_client", 7000215);
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{id}/removePassword"),
+            &g,
+            Some(json!({"keyId": key_id})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("No password credential found with keyId"));
+
+    // An expired password gets AADSTS7000222.
+    let past = emu
+        .graph(
+            Method::POST,
+            &format!("/servicePrincipals/{sp_id}/addPassword"),
+            &g,
+            Some(json!({"passwordCredential": {
+                "startDateTime": (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339(),
+                "endDateTime": (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339()}})),
+        )
+        .await;
+    assert_eq!(past.status, StatusCode::OK, "{}", past.text);
+    let r = emu
+        .token(
+            &app_id,
+            past.body["secretText"].as_str().unwrap(),
+            &emu.graph_scope(),
+        )
+        .await;
+    assert_aad_error(&r, 401, "invalid_client", 7000222);
+
+    // Deleting the application removes its service principal; both go to deleted items.
+    let r = emu
+        .graph(Method::DELETE, &format!("/applications/{id}"), &g, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = emu
+        .graph(Method::GET, &format!("/applications/{id}"), &g, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "Request_ResourceNotFound");
+    assert!(r.body["error"]["innerError"]["request-id"].is_string());
+    assert!(r.headers.contains_key("request-id"));
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/servicePrincipals/{sp_id}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = emu.token(&app_id, &sp_secret, &emu.graph_scope()).await;
+    assert_aad_error(&r, 400, "unauthorized_client", 700016);
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/directory/deletedItems/{id}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["@odata.type"], "#microsoft.graph.application");
+    assert!(r.body["deletedDateTime"].is_string());
+    let r = emu
+        .graph(
+            Method::GET,
+            "/directory/deletedItems/microsoft.graph.servicePrincipal",
+            &g,
+            None,
+        )
+        .await;
+    assert!(r.body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["id"] == sp_id.as_str()));
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/directory/deletedItems/{id}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/directory/deletedItems/{id}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/directory/deletedItems/{sp_id}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+    // Bad input gets the Graph error shape.
+    let r = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &g,
+            Some(json!({"tags": ["a b"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "Request_BadRequest");
+    let r = emulator_support::to_resp(
+        emu.http
+            .post(emu.graph_url("/applications"))
+            .bearer_auth(&g)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["error"]["message"].is_string());
+    let r = emu
+        .graph(
+            Method::POST,
+            "/servicePrincipals",
+            &g,
+            Some(json!({"appId": uuid::Uuid::new_v4()})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.body["error"]["details"][0]["code"],
+        "NoBackingApplicationObject"
+    );
+}
+
+#[tokio::test]
+async fn audience_expiry_and_permissions() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let a = emu.root_arm().await;
+    let sub = emu.sub_scope();
+
+    let r = emu.graph(Method::GET, "/groups", &a, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "InvalidAuthenticationToken");
+    let r = emu
+        .arm(
+            Method::GET,
+            &format!("{sub}/providers/Microsoft.Authorization/roleDefinitions"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "InvalidAuthenticationToken");
+    assert!(r.headers.contains_key("www-authenticate"));
+    let r = emu
+        .send(Method::GET, &emu.graph_url("/groups"), None, None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "InvalidAuthenticationToken");
+    let r = emu.send(Method::GET, &emu.arm_url(&sub), None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "AuthenticationFailed");
+    let r = emu.graph(Method::GET, "/groups", "not.a.token", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // A token signed by another emulator is refused.
+    let mut tampered = g.clone();
+    tampered.pop();
+    tampered.push(if g.ends_with('A') { 'B' } else { 'A' });
+    let r = emu.graph(Method::GET, "/groups", &tampered, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // A fresh service principal can get tokens but has no Graph rights and no ARM rights.
+    let (_, client_id, sp_id, secret) = emu.new_principal(&g, "vault-fresh").await;
+    let fg = emu.token_for(&client_id, &secret, &emu.graph_scope()).await;
+    let r = emu.graph(Method::GET, "/applications", &fg, None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.code(), "Authorization_RequestDenied");
+    let fa = emu.token_for(&client_id, &secret, &emu.arm_scope()).await;
+    let body = json!({"properties": {
+        "roleDefinitionId": format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7"),
+        "principalId": sp_id, "principalType": "ServicePrincipal"}});
+    let path = format!(
+        "{sub}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let r = emu.arm(Method::PUT, &path, &fa, Some(body.clone())).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.code(), "AuthorizationFailed");
+
+    // Granted User Access Administrator on the subscription, it may assign roles.
+    let uaa = json!({"properties": {
+        "roleDefinitionId": format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"),
+        "principalId": sp_id}});
+    let r = emu
+        .arm(
+            Method::PUT,
+            &format!(
+                "{sub}/providers/Microsoft.Authorization/roleAssignments/{}",
+                uuid::Uuid::new_v4()
+            ),
+            &a,
+            Some(uaa),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = emu.arm(Method::PUT, &path, &fa, Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    // Expired tokens.
+    let s = emu
+        .admin(
+            Method::POST,
+            "/settings",
+            Some(json!({"token_lifetime_secs": 1})),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::OK);
+    let short = emu
+        .token(
+            emu.var("AZURE_CLIENT_ID"),
+            emu.var("AZURE_CLIENT_SECRET"),
+            &emu.arm_scope(),
+        )
+        .await;
+    assert_eq!(short.body["expires_in"], 1);
+    let short_arm = short.body["access_token"].as_str().unwrap().to_string();
+    let short_graph = emu.root_graph().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = emu.arm(Method::GET, &sub, &short_arm, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "ExpiredAuthenticationToken");
+    let r = emu.graph(Method::GET, "/groups", &short_graph, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.code(), "InvalidAuthenticationToken");
+}
+
+#[tokio::test]
+async fn arm_role_definitions_and_assignments() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let a = emu.root_arm().await;
+    let sub = emu.sub_scope();
+    let defs = format!("{sub}/providers/Microsoft.Authorization/roleDefinitions");
+
+    let r = emu
+        .arm(
+            Method::GET,
+            &format!("{defs}?$filter=roleName%20eq%20'Contributor'"),
+            &a,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let v = r.body["value"].as_array().unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0]["name"], "b24988ac-6180-42a0-ab88-20f7382dd24c");
+    assert_eq!(
+        v[0]["id"],
+        format!("{defs}/b24988ac-6180-42a0-ab88-20f7382dd24c").as_str()
+    );
+    assert_eq!(v[0]["properties"]["roleName"], "Contributor");
+    let r = emu.arm(Method::GET, &defs, &a, None).await;
+    let names: Vec<&str> = r.body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["properties"]["roleName"].as_str().unwrap())
+        .collect();
+    for n in [
+        "Owner",
+        "Contributor",
+        "Reader",
+        "User Access Administrator",
+        "Storage Blob Data Reader",
+    ] {
+        assert!(names.contains(&n), "{n}");
+    }
+    let r = emu
+        .arm(Method::GET, "/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-a75c-2fe8c4bcb635", &a, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["properties"]["roleName"], "Owner");
+    assert_eq!(
+        r.body["id"],
+        "/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+    );
+    let r = emu
+        .arm(
+            Method::GET,
+            &format!("{defs}/{}", uuid::Uuid::new_v4()),
+            &a,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "RoleDefinitionDoesNotExist");
+    let r = emu
+        .send(
+            Method::GET,
+            &format!("{}{defs}", emu.var("AZURE_RESOURCE_MANAGER_ENDPOINT")),
+            Some(&a),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "MissingApiVersionParameter");
+
+    // Resource groups.
+    let rg = format!("{sub}/resourceGroups/vault-rg");
+    assert_eq!(
+        emu.arm(Method::GET, &rg, &a, None).await.status,
+        StatusCode::OK
+    );
+    let r = emu
+        .arm(
+            Method::PUT,
+            &format!("{sub}/resourceGroups/other-rg"),
+            &a,
+            Some(json!({"location": "westeurope"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = emu
+        .arm(
+            Method::GET,
+            &format!("{sub}/resourceGroups/missing-rg"),
+            &a,
+            None,
+        )
+        .await;
+    assert_eq!(r.code(), "ResourceGroupNotFound");
+
+    // Role assignments.
+    let (_, _, sp_id, _) = emu.new_principal(&g, "vault-ra").await;
+    let reader = format!("{defs}/acdd72a7-3385-48ef-bd42-f606fba81ae7");
+    let name = uuid::Uuid::new_v4().to_string();
+    let ra_path = format!("{rg}/providers/Microsoft.Authorization/roleAssignments/{name}");
+    let body = json!({"properties": {"roleDefinitionId": reader, "principalId": sp_id, "principalType": "ServicePrincipal"}});
+    let r = emu.arm(Method::PUT, &ra_path, &a, Some(body.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["id"], ra_path.as_str());
+    assert_eq!(r.body["properties"]["principalId"], sp_id.as_str());
+    assert_eq!(r.body["properties"]["scope"], rg.as_str());
+    let r = emu.arm(Method::PUT, &ra_path, &a, Some(body.clone())).await;
+    assert!(r.status.is_success(), "replay: {}", r.text);
+    let other = format!(
+        "{rg}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let r = emu.arm(Method::PUT, &other, &a, Some(body.clone())).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "RoleAssignmentExists");
+    let changed = json!({"properties": {"roleDefinitionId": format!("{defs}/b24988ac-6180-42a0-ab88-20f7382dd24c"), "principalId": sp_id}});
+    let r = emu.arm(Method::PUT, &ra_path, &a, Some(changed)).await;
+    assert_eq!(r.code(), "RoleAssignmentUpdateNotPermitted");
+    let r = emu
+        .arm(
+            Method::PUT,
+            &format!("{rg}/providers/Microsoft.Authorization/roleAssignments/not-a-guid"),
+            &a,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "InvalidRoleAssignmentId");
+    let bad_role = json!({"properties": {"roleDefinitionId": format!("{defs}/{}", uuid::Uuid::new_v4()), "principalId": sp_id}});
+    let r = emu.arm(Method::PUT, &other, &a, Some(bad_role)).await;
+    assert_eq!(r.code(), "RoleDefinitionDoesNotExist");
+    let malformed = json!({"properties": {"roleDefinitionId": "Reader", "principalId": sp_id}});
+    let r = emu.arm(Method::PUT, &other, &a, Some(malformed)).await;
+    assert_eq!(r.code(), "InvalidRoleDefinitionId");
+    let ghost =
+        json!({"properties": {"roleDefinitionId": reader, "principalId": uuid::Uuid::new_v4()}});
+    let r = emu.arm(Method::PUT, &other, &a, Some(ghost)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "PrincipalNotFound");
+    let r = emu
+        .arm(
+            Method::PUT,
+            &format!(
+                "{sub}/resourceGroups/nope/providers/Microsoft.Authorization/roleAssignments/{}",
+                uuid::Uuid::new_v4()
+            ),
+            &a,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "ResourceGroupNotFound");
+    let r = emu
+        .arm(
+            Method::PUT,
+            &format!(
+                "/subscriptions/{}/providers/Microsoft.Authorization/roleAssignments/{}",
+                uuid::Uuid::new_v4(),
+                uuid::Uuid::new_v4()
+            ),
+            &a,
+            Some(body.clone()),
+        )
+        .await;
+    assert!(
+        r.code() == "SubscriptionNotFound" || r.code() == "AuthorizationFailed",
+        "{}",
+        r.text
+    );
+
+    let r = emu.arm(Method::GET, &ra_path, &a, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = emu
+        .arm(Method::GET, &format!("{sub}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'{sp_id}'"), &a, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 1);
+    let r = emu.arm(Method::DELETE, &ra_path, &a, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["name"], name.as_str());
+    let r = emu.arm(Method::DELETE, &ra_path, &a, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(r.text.is_empty());
+    let r = emu.arm(Method::GET, &ra_path, &a, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "RoleAssignmentNotFound");
+}
+
+#[tokio::test]
+async fn propagation_delay() {
+    let emu = Emu::start(&["--propagation-delay-ms", "1500"]);
+    let g = emu.root_graph().await;
+    let a = emu.root_arm().await;
+    let sub = emu.sub_scope();
+
+    let app = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &g,
+            Some(json!({"displayName": "vault-prop"})),
+        )
+        .await;
+    let app_id = app.body["appId"].as_str().unwrap().to_string();
+    let r = emu
+        .graph(
+            Method::POST,
+            "/servicePrincipals",
+            &g,
+            Some(json!({"appId": app_id})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.body["error"]["details"][0]["code"],
+        "NoBackingApplicationObject"
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let sp = emu
+        .graph(
+            Method::POST,
+            "/servicePrincipals",
+            &g,
+            Some(json!({"appId": app_id})),
+        )
+        .await;
+    assert_eq!(sp.status, StatusCode::CREATED, "{}", sp.text);
+    let sp_id = sp.body["id"].as_str().unwrap().to_string();
+
+    let reader = format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7");
+    let path = format!(
+        "{sub}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let r = emu
+        .arm(
+            Method::PUT,
+            &path,
+            &a,
+            Some(json!({"properties": {"roleDefinitionId": reader, "principalId": sp_id}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.code(), "PrincipalNotFound");
+    let r = emu
+        .arm(Method::PUT, &path, &a, Some(json!({"properties": {"roleDefinitionId": reader, "principalId": sp_id, "principalType": "ServicePrincipal"}})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    let groups = emu
+        .graph(
+            Method::GET,
+            "/groups?$filter=displayName%20eq%20'vault-test-group-1'",
+            &g,
+            None,
+        )
+        .await;
+    let gid = groups.body["value"][0]["id"].as_str().unwrap().to_string();
+    let member =
+        json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{sp_id}")});
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/groups/{gid}/members/$ref"),
+            &g,
+            Some(member.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "Request_ResourceNotFound");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/groups/{gid}/members/$ref"),
+            &g,
+            Some(member),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let path2 = format!(
+        "{sub}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let contributor = format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c");
+    let r = emu
+        .arm(
+            Method::PUT,
+            &path2,
+            &a,
+            Some(json!({"properties": {"roleDefinitionId": contributor, "principalId": sp_id}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn credential_delay() {
+    let emu = Emu::start(&["--credential-delay-ms", "1500"]);
+    let g = emu.root_graph().await;
+    let (id, client_id, _, secret) = emu.new_principal(&g, "vault-cred").await;
+    let r = emu.token(&client_id, &secret, &emu.graph_scope()).await;
+    assert_aad_error(&r, 400, "unauthorized_client", 700016);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(
+        emu.token(&client_id, &secret, &emu.graph_scope())
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let pw = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{id}/addPassword"),
+            &g,
+            None,
+        )
+        .await;
+    let fresh = pw.body["secretText"].as_str().unwrap().to_string();
+    let r = emu.token(&client_id, &fresh, &emu.graph_scope()).await;
+    assert_aad_error(&r, 401, "invalid_client", 7000215);
+    // The older secret keeps working meanwhile.
+    assert_eq!(
+        emu.token(&client_id, &secret, &emu.graph_scope())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let s = emu
+        .admin(
+            Method::POST,
+            "/settings",
+            Some(json!({"credential_delay_ms": 0})),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(
+        emu.token(&client_id, &fresh, &emu.graph_scope())
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn faults_latency_and_request_log() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let a = emu.root_arm().await;
+    let sub = emu.sub_scope();
+    let (_, _, sp_id, _) = emu.new_principal(&g, "vault-faults").await;
+
+    let r = emu
+        .admin(Method::POST, "/faults", Some(json!({"method": "PUT", "path_contains": "roleAssignments", "status": 429, "retry_after_secs": 1, "times": 2})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let path = format!(
+        "{sub}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let body = json!({"properties": {"roleDefinitionId": format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7"), "principalId": sp_id}});
+    for _ in 0..2 {
+        let r = emu.arm(Method::PUT, &path, &a, Some(body.clone())).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers["retry-after"], "1");
+        assert!(r.code().len() > 3, "ARM error envelope: {}", r.text);
+    }
+    let r = emu.arm(Method::PUT, &path, &a, Some(body.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    // 503 on Graph in Graph's shape, 500 on the token endpoint in AADSTS shape.
+    emu.admin(
+        Method::POST,
+        "/faults",
+        Some(json!({"path_contains": "/groups", "status": 503, "times": 1})),
+    )
+    .await;
+    let r = emu.graph(Method::GET, "/groups", &g, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.body["error"]["innerError"]["request-id"].is_string());
+    assert_eq!(
+        emu.graph(Method::GET, "/groups", &g, None).await.status,
+        StatusCode::OK
+    );
+    emu.admin(
+        Method::POST,
+        "/faults",
+        Some(json!({"path_contains": "oauth2", "status": 500, "times": 1})),
+    )
+    .await;
+    let r = emu
+        .token(
+            emu.var("AZURE_CLIENT_ID"),
+            emu.var("AZURE_CLIENT_SECRET"),
+            &emu.graph_scope(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.body["error_description"]
+        .as_str()
+        .unwrap()
+        .starts_with("AADSTS"));
+
+    // A dropped connection.
+    emu.admin(
+        Method::POST,
+        "/faults",
+        Some(json!({"method": "get", "path_contains": "/applications", "drop": true, "times": 1})),
+    )
+    .await;
+    let err = emu
+        .http
+        .get(emu.graph_url("/applications"))
+        .bearer_auth(&g)
+        .send()
+        .await;
+    assert!(err.is_err(), "the connection is closed without an answer");
+    assert_eq!(
+        emu.graph(Method::GET, "/applications", &g, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Unlimited rule, then lifted.
+    emu.admin(
+        Method::POST,
+        "/faults",
+        Some(json!({"path_contains": "/servicePrincipals", "status": 500})),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            emu.graph(Method::GET, "/servicePrincipals", &g, None)
+                .await
+                .status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    assert_eq!(
+        emu.admin(Method::DELETE, "/faults", None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        emu.graph(Method::GET, "/servicePrincipals", &g, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = emu
+        .admin(Method::POST, "/faults", Some(json!({"status": 700})))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // The request log.
+    let log = emu.admin(Method::GET, "/requests", None).await;
+    let entries = log.body.as_array().unwrap();
+    assert!(entries
+        .iter()
+        .any(|e| e["status"] == 0 && e["service"] == "graph"));
+    assert!(entries
+        .iter()
+        .any(|e| e["status"] == 429 && e["method"] == "PUT" && e["service"] == "arm"));
+    assert!(entries.iter().any(|e| e["service"] == "token"));
+    for e in entries {
+        assert!(e["finished_ms"].as_u64().unwrap() >= e["started_ms"].as_u64().unwrap());
+        assert!(e["path"].as_str().unwrap().starts_with('/'));
+    }
+    assert_eq!(
+        emu.admin(Method::DELETE, "/requests", None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        emu.admin(Method::GET, "/requests", None).await.body,
+        json!([])
+    );
+
+    // Latency applies to every API call.
+    emu.admin(Method::POST, "/settings", Some(json!({"latency_ms": 300})))
+        .await;
+    let t = Instant::now();
+    assert_eq!(
+        emu.graph(Method::GET, "/groups", &g, None).await.status,
+        StatusCode::OK
+    );
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    let log = emu.admin(Method::GET, "/requests", None).await;
+    let e = &log.body[0];
+    assert!(e["finished_ms"].as_u64().unwrap() - e["started_ms"].as_u64().unwrap() >= 300);
+    let r = emu
+        .admin(
+            Method::POST,
+            "/settings",
+            Some(json!({"no_such_setting": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn arc_challenge_flow() {
+    let emu = Emu::start(&[]);
+    let endpoint = format!(
+        "{}?api-version=2021-02-01&resource=https://management.azure.com/",
+        emu.var("IDENTITY_ENDPOINT")
+    );
+    let first = emu
+        .http
+        .get(&endpoint)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    let challenge = first.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let path = challenge
+        .strip_prefix("Basic realm=")
+        .expect("Basic realm=")
+        .to_string();
+    let p = std::path::Path::new(&path);
+    assert_eq!(p.extension().unwrap(), "key");
+    assert_eq!(
+        p.parent().unwrap(),
+        std::fs::canonicalize(&emu.token_dir).unwrap()
+    );
+    assert!(std::fs::metadata(p).unwrap().len() <= 4096);
+    let secret = std::fs::read_to_string(p).unwrap();
+
+    let wrong = emu
+        .http
+        .get(&endpoint)
+        .header("Metadata", "true")
+        .header("Authorization", "Basic not-the-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    let ok = emulator_support::to_resp(
+        emu.http
+            .get(&endpoint)
+            .header("Metadata", "true")
+            .header("Authorization", format!("Basic {secret}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    for k in [
+        "access_token",
+        "expires_in",
+        "expires_on",
+        "not_before",
+        "resource",
+        "token_type",
+    ] {
+        assert!(ok.body[k].is_string(), "{k} must be a string: {}", ok.text);
+    }
+    assert!(ok.body["expires_on"]
+        .as_str()
+        .unwrap()
+        .parse::<i64>()
+        .is_ok());
+    let token = ok.body["access_token"].as_str().unwrap();
+    // The machine identity is Owner of the subscription.
+    let r = emu.arm(Method::GET, &emu.sub_scope(), token, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // The key file was used up.
+    assert!(!p.exists());
+    let again = emu
+        .http
+        .get(&endpoint)
+        .header("Metadata", "true")
+        .header("Authorization", format!("Basic {secret}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+
+    // Graph token for the same identity, with the Graph permissions of the root.
+    let graph_ep = format!(
+        "{}?api-version=2020-06-01&resource={}",
+        emu.var("IDENTITY_ENDPOINT"),
+        emu.var("AZURE_GRAPH_ENDPOINT")
+    );
+    let c = emu
+        .http
+        .get(&graph_ep)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    let realm = c.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("Basic realm=")
+        .to_string();
+    let s = std::fs::read_to_string(&realm).unwrap();
+    let t = emulator_support::to_resp(
+        emu.http
+            .get(&graph_ep)
+            .header("Metadata", "true")
+            .header("Authorization", format!("Basic {s}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let gt = t.body["access_token"].as_str().unwrap();
+    assert_eq!(
+        emu.graph(Method::GET, "/applications", gt, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Bad requests.
+    let r = emu.http.get(&endpoint).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = emu
+        .http
+        .get(format!(
+            "{}?api-version=2017-01-01&resource=https://management.azure.com/",
+            emu.var("IDENTITY_ENDPOINT")
+        ))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // The realm override is returned verbatim.
+    emu.admin(
+        Method::POST,
+        "/settings",
+        Some(json!({"arc_realm_override": "/etc/passwd"})),
+    )
+    .await;
+    let r = emu
+        .http
+        .get(&endpoint)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Basic realm=/etc/passwd");
+    emu.admin(
+        Method::POST,
+        "/settings",
+        Some(json!({"arc_realm_override": null})),
+    )
+    .await;
+    let r = emu
+        .http
+        .get(&endpoint)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["www-authenticate"], "Basic realm=/etc/passwd");
+}
+
+#[tokio::test]
+async fn vm_imds() {
+    let emu = Emu::start(&[]);
+    let base = format!(
+        "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/",
+        emu.var("IMDS_VM_ENDPOINT")
+    );
+    let r = emulator_support::to_resp(emu.http.get(&base).send().await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "bad_request_102");
+    let r = emulator_support::to_resp(
+        emu.http
+            .get(&base)
+            .header("Metadata", "true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.body["expires_in"].is_string());
+    let system_client = r.body["client_id"].as_str().unwrap().to_string();
+    let state = emu.admin(Method::GET, "/state", None).await;
+    let uami = state.body["servicePrincipals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["displayName"] == "vault-uami")
+        .unwrap()["appId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = emulator_support::to_resp(
+        emu.http
+            .get(format!("{base}&client_id={uami}"))
+            .header("Metadata", "true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["client_id"], uami.as_str());
+    assert_ne!(uami, system_client);
+    let r = emulator_support::to_resp(
+        emu.http
+            .get(format!("{base}&client_id={}", uuid::Uuid::new_v4()))
+            .header("Metadata", "true")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn groups_members_and_paging() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let r = emu
+        .graph(
+            Method::GET,
+            "/groups?$filter=displayName%20eq%20'vault-duplicate-group'",
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 2);
+    let r = emu
+        .graph(
+            Method::GET,
+            "/groups?$filter=displayName%20eq%20'vault-test-group-2'",
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 1);
+
+    let created = emu
+        .graph(Method::POST, "/groups", &g, Some(json!({"displayName": "vault-new", "mailEnabled": false, "mailNickname": "vault-new", "securityEnabled": true})))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let gid = created.body["id"].as_str().unwrap().to_string();
+    let r = emu
+        .graph(Method::GET, &format!("/groups/{gid}"), &g, None)
+        .await;
+    assert_eq!(r.body["displayName"], "vault-new");
+    let r = emu
+        .graph(
+            Method::POST,
+            "/groups",
+            &g,
+            Some(json!({"displayName": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let (_, _, sp_id, _) = emu.new_principal(&g, "vault-member").await;
+    let member = json!({"@odata.id": format!("{}/v1.0/directoryObjects/{sp_id}", emu.var("AZURE_GRAPH_ENDPOINT"))});
+    let add = |body: Value| {
+        let emu = &emu;
+        let g = &g;
+        let gid = gid.clone();
+        async move {
+            emu.graph(
+                Method::POST,
+                &format!("/groups/{gid}/members/$ref"),
+                g,
+                Some(body),
+            )
+            .await
+        }
+    };
+    assert_eq!(add(member.clone()).await.status, StatusCode::NO_CONTENT);
+    let dup = add(member.clone()).await;
+    assert_eq!(dup.status, StatusCode::BAD_REQUEST);
+    assert!(dup.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("already exist"));
+    let ghost = add(json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", uuid::Uuid::new_v4())})).await;
+    assert_eq!(ghost.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        add(json!({"@odata.id": "nonsense"})).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let r = emu
+        .graph(Method::GET, &format!("/groups/{gid}/members"), &g, None)
+        .await;
+    assert_eq!(r.body["value"][0]["id"], sp_id.as_str());
+    assert_eq!(
+        r.body["value"][0]["@odata.type"],
+        "#microsoft.graph.servicePrincipal"
+    );
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/groups/{gid}/members/{sp_id}/$ref"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/groups/{gid}/members/{sp_id}/$ref"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/groups/{}", uuid::Uuid::new_v4()),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.code(), "Request_ResourceNotFound");
+
+    // Graph paging: $top and the page-size setting, following @odata.nextLink verbatim.
+    let r = emu.graph(Method::GET, "/groups?$top=2", &g, None).await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 2);
+    let mut next = r.body["@odata.nextLink"].as_str().map(str::to_string);
+    let mut seen = 2;
+    while let Some(url) = next {
+        assert!(
+            url.contains("$skiptoken=") || url.contains("%24skiptoken="),
+            "{url}"
+        );
+        let page = emu.send(Method::GET, &url, Some(&g), None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        seen += page.body["value"].as_array().unwrap().len();
+        next = page.body["@odata.nextLink"].as_str().map(str::to_string);
+    }
+    assert_eq!(seen, 5);
+    assert_eq!(
+        emu.graph(Method::GET, "/groups?$top=1000", &g, None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+
+    // ARM paging with nextLink.
+    emu.admin(Method::POST, "/settings", Some(json!({"arm_page_size": 4})))
+        .await;
+    let a = emu.root_arm().await;
+    let r = emu
+        .arm(
+            Method::GET,
+            &format!(
+                "{}/providers/Microsoft.Authorization/roleDefinitions",
+                emu.sub_scope()
+            ),
+            &a,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 4);
+    let mut total = 4;
+    let mut next = r.body["nextLink"].as_str().map(str::to_string);
+    while let Some(url) = next {
+        let page = emu.send(Method::GET, &url, Some(&a), None).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        total += page.body["value"].as_array().unwrap().len();
+        next = page.body["nextLink"].as_str().map(str::to_string);
+    }
+    assert!(total >= 9);
+}
+
+#[tokio::test]
+async fn concurrent_add_password_is_refused() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let app = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &g,
+            Some(json!({"displayName": "vault-conc", "signInAudience": "AzureADMyOrg"})),
+        )
+        .await;
+    let id = app.body["id"].as_str().unwrap().to_string();
+    emu.admin(
+        Method::POST,
+        "/settings",
+        Some(json!({"password_write_ms": 300})),
+    )
+    .await;
+    let path = format!("/applications/{id}/addPassword");
+    let calls = (0..8).map(|_| emu.graph(Method::POST, &path, &g, None));
+    let results = futures::future::join_all(calls).await;
+    let ok = results
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(ok >= 1, "some succeed");
+    assert!(
+        !refused.is_empty(),
+        "parallel calls beyond the limit are refused"
+    );
+    assert!(refused
+        .iter()
+        .all(|r| r.code() == "Directory_ConcurrencyViolation"));
+    // Serialised calls all succeed.
+    emu.admin(
+        Method::POST,
+        "/settings",
+        Some(json!({"password_write_ms": 10})),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            emu.graph(Method::POST, &path, &g, None).await.status,
+            StatusCode::OK
+        );
+    }
+}
+
+fn unsigned_jwt(claims: Value) -> String {
+    use base64::Engine;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.{}",
+        e.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
+        e.encode(claims.to_string()),
+        e.encode("signature")
+    )
+}
+
+#[tokio::test]
+async fn client_assertion_and_seed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.json");
+    std::fs::write(
+        &seed,
+        json!({
+            "resourceGroups": [{"name": "seeded-rg", "location": "westus"}],
+            "groups": [{"displayName": "seeded-group", "members": ["seeded-app"]}],
+            "applications": [{
+                "displayName": "seeded-app",
+                "passwords": [{"secretText": "seeded-secret-value"}],
+                "roleAssignments": [{"role": "Contributor", "scope": "/subscriptions/{subscriptionId}/resourceGroups/seeded-rg"}],
+                "federatedIdentityCredentials": [{"name": "k8s", "issuer": "https://issuer.example", "subject": "system:serviceaccount:vault:vault"}]
+            }]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let emu = Emu::start(&["--seed", seed.to_str().unwrap()]);
+    let state = emu.admin(Method::GET, "/state", None).await;
+    assert!(!state.text.contains("seeded-secret-value"));
+    let app = state.body["applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["displayName"] == "seeded-app")
+        .unwrap()
+        .clone();
+    let client_id = app["appId"].as_str().unwrap().to_string();
+    assert_eq!(
+        emu.token(&client_id, "seeded-secret-value", &emu.arm_scope())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(
+        state.body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["displayName"] == "seeded-group"
+                && g["members"].as_array().unwrap().len() == 1)
+    );
+
+    let tenant = emu.var("AZURE_TENANT_ID").to_string();
+    let now = chrono::Utc::now().timestamp();
+    let assertion = |sub: &str, exp: i64| {
+        unsigned_jwt(
+            json!({"iss": "https://issuer.example", "sub": sub, "aud": "api://AzureADTokenExchange", "exp": exp, "nbf": now - 10}),
+        )
+    };
+    let request = |a: String| {
+        form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &client_id),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &a),
+            ("scope", "https://management.azure.com/.default"),
+        ])
+    };
+    let r = emu
+        .post_form(
+            &emu.token_url(&tenant),
+            request(assertion("system:serviceaccount:vault:vault", now + 600)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let arm = r.body["access_token"].as_str().unwrap().to_string();
+    // Contributor on seeded-rg: can read it, cannot assign roles there.
+    let rg = format!("{}/resourceGroups/seeded-rg", emu.sub_scope());
+    assert_eq!(
+        emu.arm(Method::GET, &rg, &arm, None).await.status,
+        StatusCode::OK
+    );
+    let r = emu
+        .arm(Method::PUT, &format!("{rg}/providers/Microsoft.Authorization/roleAssignments/{}", uuid::Uuid::new_v4()), &arm,
+            Some(json!({"properties": {"roleDefinitionId": format!("{}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7", emu.sub_scope()), "principalId": app["id"]}})))
+        .await;
+    assert_eq!(r.code(), "AuthorizationFailed");
+
+    let r = emu
+        .post_form(
+            &emu.token_url(&tenant),
+            request(assertion("system:serviceaccount:other:x", now + 600)),
+        )
+        .await;
+    assert_aad_error(&r, 400, "invalid_request", 70021);
+    let r = emu
+        .post_form(
+            &emu.token_url(&tenant),
+            request(assertion("system:serviceaccount:vault:vault", now - 60)),
+        )
+        .await;
+    assert_aad_error(&r, 400, "invalid_client", 700024);
+}
+
+#[tokio::test]
+async fn graph_extras_and_admin_reads() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let (app_obj, client_id, sp_id, secret) = emu.new_principal(&g, "vault-extras").await;
+
+    // Service principal lookups.
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/servicePrincipals?$filter=appId%20eq%20'{client_id}'"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["value"][0]["id"], sp_id.as_str());
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/servicePrincipals(appId='{client_id}')"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["id"], sp_id.as_str());
+    assert_eq!(r.body["servicePrincipalType"], "Application");
+
+    // $select and advanced queries.
+    let r = emu
+        .graph(Method::GET, "/applications?$select=id,appId", &g, None)
+        .await;
+    let first = r.body["value"][0].as_object().unwrap();
+    assert!(first.contains_key("appId") && !first.contains_key("displayName"));
+    let r = emu
+        .send(
+            Method::GET,
+            &emu.graph_url("/applications?$filter=endswith(displayName,'extras')&$count=true"),
+            Some(&g),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = emulator_support::to_resp(
+        emu.http
+            .get(emu.graph_url("/applications?$filter=endswith(displayName,'extras')&$count=true"))
+            .bearer_auth(&g)
+            .header("ConsistencyLevel", "eventual")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["@odata.count"], 1);
+
+    // Federated identity credentials created through Graph.
+    let fic = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{app_obj}/federatedIdentityCredentials"),
+            &g,
+            Some(json!({"name": "gh", "issuer": "https://token.actions.example", "subject": "repo:x:ref:main", "audiences": ["api://AzureADTokenExchange"]})),
+        )
+        .await;
+    assert_eq!(fic.status, StatusCode::CREATED, "{}", fic.text);
+    let tenant = emu.var("AZURE_TENANT_ID").to_string();
+    let assertion = unsigned_jwt(
+        json!({"iss": "https://token.actions.example", "sub": "repo:x:ref:main",
+        "aud": ["api://AzureADTokenExchange"], "exp": chrono::Utc::now().timestamp() + 300}),
+    );
+    let r = emu
+        .post_form(
+            &emu.token_url(&tenant),
+            form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &client_id),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+                ("scope", &emu.graph_scope()),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/applications/{app_obj}/federatedIdentityCredentials"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.body["value"][0]["name"], "gh");
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/applications/{app_obj}/federatedIdentityCredentials/gh"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+    // The v1 endpoint.
+    let r = emu
+        .post_form(
+            &format!("{}{tenant}/oauth2/token", emu.var("AZURE_AUTHORITY_HOST")),
+            form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &client_id),
+                ("client_secret", &secret),
+                ("resource", "https://management.azure.com/"),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.body["expires_on"].is_string());
+
+    // DELETE .../members/{id} without $ref deletes the member object itself.
+    let groups = emu
+        .graph(
+            Method::GET,
+            "/groups?$filter=displayName%20eq%20'vault-test-group-2'",
+            &g,
+            None,
+        )
+        .await;
+    let gid = groups.body["value"][0]["id"].as_str().unwrap().to_string();
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/groups/{gid}/members/$ref"),
+            &g,
+            Some(json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{sp_id}")})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/groups/{gid}/members/{sp_id}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = emu
+        .graph(
+            Method::GET,
+            &format!("/servicePrincipals/{sp_id}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Restore from deleted items.
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/directory/deletedItems/{sp_id}/restore"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        emu.graph(
+            Method::GET,
+            &format!("/servicePrincipals/{sp_id}"),
+            &g,
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+
+    // Unknown segments and methods get Graph errors, never a panic.
+    let r = emu.graph(Method::GET, "/nothing/here", &g, None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["error"]["code"].is_string());
+    let r = emu.graph(Method::PUT, "/applications", &g, None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    let r = emu
+        .send(
+            Method::GET,
+            &format!("{}/beta/applications", emu.var("AZURE_GRAPH_ENDPOINT")),
+            Some(&g),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // ARM: resource group delete removes the assignments under it.
+    let a = emu.root_arm().await;
+    let rg = format!("{}/resourceGroups/tmp-rg", emu.sub_scope());
+    assert_eq!(
+        emu.arm(Method::PUT, &rg, &a, Some(json!({"location": "eastus"})))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let ra = format!(
+        "{rg}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let body = json!({"properties": {"roleDefinitionId": format!("{}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7", emu.sub_scope()), "principalId": sp_id}});
+    assert_eq!(
+        emu.arm(Method::PUT, &ra, &a, Some(body)).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        emu.arm(Method::DELETE, &rg, &a, None).await.status,
+        StatusCode::ACCEPTED
+    );
+    let state = emu.admin(Method::GET, "/state", None).await;
+    assert!(!state.text.contains("tmp-rg"));
+    assert!(state.body["roleAssignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["properties"]["principalId"] != sp_id.as_str()));
+    for key in [
+        "applications",
+        "servicePrincipals",
+        "deletedItems",
+        "groups",
+        "roleAssignments",
+        "resourceGroups",
+    ] {
+        assert!(state.body[key].is_array(), "{key}");
+    }
+
+    // Admin reads.
+    let s = emu.admin(Method::GET, "/settings", None).await;
+    assert_eq!(s.body["token_lifetime_secs"], 3599);
+    emu.admin(
+        Method::POST,
+        "/faults",
+        Some(json!({"service": "imds", "status": 410, "times": 3})),
+    )
+    .await;
+    let f = emu.admin(Method::GET, "/faults", None).await;
+    assert_eq!(f.body["faults"][0]["times"], 3);
+    let r = emu
+        .http
+        .get(format!("{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/", emu.var("IMDS_VM_ENDPOINT")))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::GONE);
+}
