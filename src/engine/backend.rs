@@ -1,36 +1,120 @@
-//! The engine's per-mount state and the backend it assembles from its paths.
+//! The engine's per-mount state (the cached Azure client, per-application locks, the
+//! pending root-password swap) and the backend it assembles from its paths.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use tokio::sync::Mutex;
 
+use super::store::{self, Config};
 use super::path_config;
+use crate::azure::{
+    self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError, AzureSettings,
+    Deadline, SecretString,
+};
 use crate::framework::{Backend, BackendBuilder};
-use crate::logical::{BackendConfig, SpecialPaths, SystemView};
+use crate::logical::{BackendConfig, LogicalError, SpecialPaths, Storage, SystemView};
 
-const BACKEND_HELP: &str =
-    "The Azure secrets engine dynamically generates Azure service principals \
+const BACKEND_HELP: &str = "The Azure secrets engine dynamically generates Azure service principals \
 and passwords on existing applications, with role assignments and group memberships, and removes \
 them when their lease ends.";
+
+/// A client is rebuilt (new credential, new tokens) after this long, as the Go engine does.
+const CLIENT_MAX_AGE: Duration = Duration::from_secs(30 * 60);
+
+struct CachedClient {
+    client: Arc<AzureClient>,
+    built: Instant,
+}
 
 /// State shared by every path of one mount.
 pub struct AzureBackend {
     pub(crate) system_view: Arc<dyn SystemView>,
-    /// Bumped whenever the configuration changes, so cached clients are rebuilt.
-    config_generation: Mutex<u64>,
+    client: Mutex<Option<CachedClient>>,
+    /// Serialises password changes per application object id within this process.
+    app_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// A new root password waits to replace the old one (checked on each periodic tick;
+    /// starts true so a swap pending before a restart is finished).
+    pub(crate) root_swap_pending: AtomicBool,
 }
 
 impl AzureBackend {
     pub fn new(config: &BackendConfig) -> Arc<Self> {
         Arc::new(Self {
             system_view: config.system_view.clone(),
-            config_generation: Mutex::new(0),
+            client: Mutex::new(None),
+            app_locks: std::sync::Mutex::new(HashMap::new()),
+            root_swap_pending: AtomicBool::new(true),
         })
     }
 
-    /// Drops what was derived from the stored configuration.
+    /// Drops the cached client: the next call builds one from the stored configuration.
     pub async fn reset_client(&self) {
-        *self.config_generation.lock().await += 1;
+        *self.client.lock().await = None;
+    }
+
+    /// The Azure client for the current configuration (stored config merged with the
+    /// `AZURE_*` environment). Building it does no network I/O.
+    pub(crate) async fn client(&self, storage: &dyn Storage) -> Result<Arc<AzureClient>, LogicalError> {
+        let mut cached = self.client.lock().await;
+        if let Some(c) = cached.as_ref().filter(|c| c.built.elapsed() < CLIENT_MAX_AGE) {
+            return Ok(c.client.clone());
+        }
+        let config = store::get_config(storage).await?.unwrap_or_default();
+        let client = Arc::new(self.build_client(&config).map_err(|e| LogicalError::internal(e.to_string()))?);
+        *cached = Some(CachedClient {
+            client: client.clone(),
+            built: Instant::now(),
+        });
+        Ok(client)
+    }
+
+    /// A client from `config` (and the environment), not cached.
+    pub(crate) fn build_client(&self, config: &Config) -> Result<AzureClient, AzureError> {
+        let azure_config = AzureConfig {
+            subscription_id: config.subscription_id.clone(),
+            tenant_id: config.tenant_id.clone(),
+            client_id: config.client_id.clone(),
+            client_secret: SecretString::new(config.client_secret.clone()),
+            environment: config.environment.clone(),
+            identity_token_audience: config.identity_token_audience.clone(),
+            identity_token_ttl: Some(config.identity_token_ttl).filter(|d| !d.is_zero()),
+        };
+        let settings = AzureSettings::resolve(&azure_config, &azure::process_env)?;
+        let assertion_provider: Option<Arc<dyn AssertionProvider>> = settings
+            .identity_token_audience
+            .clone()
+            .map(|audience| {
+                Arc::new(HostIdentityToken {
+                    system_view: self.system_view.clone(),
+                    audience,
+                    ttl: settings.identity_token_ttl.unwrap_or(Duration::from_secs(3600)),
+                }) as Arc<dyn AssertionProvider>
+            });
+        AzureClient::new(
+            settings,
+            AzureClientOptions {
+                assertion_provider,
+                ..AzureClientOptions::default()
+            },
+        )
+    }
+
+    /// The lock that serialises password changes on application `object_id`.
+    pub(crate) fn app_lock(&self, object_id: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.app_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(object_id.to_string()).or_default().clone()
+    }
+
+    pub(crate) fn swap_pending(&self) -> bool {
+        self.root_swap_pending.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_swap_pending(&self, pending: bool) {
+        self.root_swap_pending.store(pending, Ordering::SeqCst);
     }
 
     /// The framework backend for this mount.
@@ -38,19 +122,37 @@ impl AzureBackend {
         let invalidate = self.clone();
         BackendBuilder::new(BACKEND_HELP)
             .special_paths(SpecialPaths {
-                seal_wrap_storage: vec!["config".into()],
-                local_storage: vec!["wal/".into()],
+                seal_wrap_storage: vec![store::CONFIG_KEY.into()],
+                local_storage: vec![crate::framework::wal::WAL_PREFIX.into()],
                 ..SpecialPaths::default()
             })
             .path(path_config::path(self))
             .on_invalidate(Arc::new(move |key: String| {
                 let b = invalidate.clone();
                 Box::pin(async move {
-                    if key == super::store::CONFIG_KEY {
+                    if key == store::CONFIG_KEY {
                         b.reset_client().await;
                     }
                 })
             }))
             .build(config.storage.clone())
+    }
+}
+
+/// Client assertions from the host's plugin identity tokens (workload identity federation).
+struct HostIdentityToken {
+    system_view: Arc<dyn SystemView>,
+    audience: String,
+    ttl: Duration,
+}
+
+#[async_trait]
+impl AssertionProvider for HostIdentityToken {
+    async fn assertion(&self, _deadline: Deadline) -> Result<SecretString, AzureError> {
+        self.system_view
+            .generate_identity_token(&self.audience, self.ttl)
+            .await
+            .map(|(token, _)| SecretString::new(token))
+            .map_err(|e| AzureError::config(format!("cannot get a plugin identity token from the host: {e}")))
     }
 }

@@ -2,6 +2,7 @@
 
 mod backend;
 mod path_config;
+pub mod provision;
 pub mod store;
 
 use std::sync::Arc;

@@ -52,27 +52,17 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
         .help(SYNOPSIS, DESCRIPTION)
 }
 
-/// Cloud names accepted in `environment` (compared case-insensitively).
-const CLOUDS: &[&str] = &[
-    "AzurePublicCloud",
-    "AzureUSGovernmentCloud",
-    "AzureChinaCloud",
-];
-
+/// `environment` must name a supported cloud (case-insensitive); empty is not a name.
 fn check_environment(name: &str) -> Result<(), String> {
-    if CLOUDS.iter().any(|c| c.eq_ignore_ascii_case(name)) {
-        return Ok(());
+    if name.trim().is_empty() {
+        return Err(format!(
+            "environment: an empty name is not a cloud; supported clouds: {}",
+            crate::azure::SUPPORTED_CLOUDS.join(", ")
+        ));
     }
-    let retired = if name.eq_ignore_ascii_case("AzureGermanCloud") {
-        " (Azure Germany was retired in 2021)"
-    } else {
-        ""
-    };
-    Err(format!(
-        "environment: no cloud configuration matching the name {:?}{retired}; supported clouds: {}",
-        name.to_uppercase(),
-        CLOUDS.join(", ")
-    ))
+    crate::azure::Cloud::from_name(name)
+        .map(|_| ())
+        .map_err(|e| format!("environment: {e}"))
 }
 
 impl AzureBackend {

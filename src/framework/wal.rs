@@ -34,6 +34,24 @@ pub async fn put(storage: &dyn Storage, kind: &str, data: Value) -> Result<Strin
     Ok(id)
 }
 
+/// Replaces the data of entry `id` (keeping its kind and creation time semantics: the
+/// creation time is refreshed only if the entry is gone).
+pub async fn update(storage: &dyn Storage, id: &str, kind: &str, data: Value) -> Result<(), StorageError> {
+    let created_at = match get(storage, id).await? {
+        Some(e) => e.created_at,
+        None => chrono::Utc::now().timestamp(),
+    };
+    let entry = WalEntry {
+        id: id.to_string(),
+        kind: kind.to_string(),
+        data,
+        created_at,
+    };
+    storage
+        .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
+        .await
+}
+
 pub async fn get(storage: &dyn Storage, id: &str) -> Result<Option<WalEntry>, StorageError> {
     let Some(raw) = storage.get(&format!("{WAL_PREFIX}{id}")).await? else {
         return Ok(None);

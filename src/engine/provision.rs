@@ -1,0 +1,417 @@
+//! Creating and removing the Azure objects behind a credential, without orphans.
+//!
+//! Every object is covered by a write-ahead-log entry written *before* it is created (the
+//! application by its unique display name, role assignments by their pre-chosen names), so a
+//! crash at any point leaves something the rollback can find. After the service principal
+//! exists, its password, every role assignment and every group membership go out together:
+//! about three Azure round trips whatever the number of roles and groups. A failure undoes
+//! what was made before the error is returned.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+use super::store::{AzureGroup, AzureRole};
+use crate::azure::{
+    AzureClient, AzureError, Deadline, DeleteOutcome, NewApplication, NewPassword, SecretString,
+};
+use crate::framework::wal;
+use crate::logical::Storage;
+
+pub const WAL_APP_CREATE: &str = "appCreate";
+pub const WAL_ROLE_ASSIGN: &str = "appRoleAssign";
+pub const WAL_ADD_PASSWORD: &str = "addPassword";
+
+/// Display name of passwords the engine adds (the marker of engine-made passwords).
+pub const PASSWORD_DISPLAY_NAME: &str = "vault-plugin-secrets-azure";
+
+/// How long a WAL entry's objects are worth chasing.
+const WAL_EXPIRATION: chrono::Duration = chrono::Duration::hours(24);
+
+/// How many consecutive token requests must succeed before a new secret counts as usable
+/// (Entra ID replicates a new secret to its token servers one by one).
+const READY_SUCCESSES: u32 = 3;
+
+/// What to create.
+pub struct PrincipalSpec<'a> {
+    pub app: NewApplication,
+    pub roles: &'a [AzureRole],
+    pub groups: &'a [AzureGroup],
+    pub password_end: DateTime<Utc>,
+    /// Wait at most this long for the new password to work (`None`: don't wait).
+    pub ready_timeout: Option<Duration>,
+}
+
+/// A created application, its service principal, password, role assignments and group
+/// memberships.
+pub struct Principal {
+    pub app_object_id: String,
+    pub app_id: String,
+    pub sp_object_id: String,
+    pub secret: SecretString,
+    pub key_id: String,
+    pub key_end: DateTime<Utc>,
+    /// Full ARM ids, in role order.
+    pub role_assignment_ids: Vec<String>,
+    pub group_ids: Vec<String>,
+    pub readiness: Readiness,
+}
+
+/// Whether a new secret was proven to work before it was returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Readiness {
+    NotChecked,
+    Ready { waited: Duration },
+    TimedOut { waited: Duration, last_error: String },
+}
+
+impl Readiness {
+    /// Milliseconds waited, for the response.
+    pub fn waited_ms(&self) -> Option<u64> {
+        match self {
+            Self::NotChecked => None,
+            Self::Ready { waited } | Self::TimedOut { waited, .. } => {
+                Some(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX))
+            }
+        }
+    }
+
+    /// The warning for a response, if the wait ran out.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            Self::TimedOut { waited, last_error } => Some(format!(
+                "the new credential did not yet obtain a token after {:.1}s (last answer: {last_error}); \
+                 Entra ID may need more time to replicate it",
+                waited.as_secs_f64()
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Why provisioning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("error writing WAL: {0}")]
+    Wal(String),
+    #[error("error creating application: {0}")]
+    App(AzureError),
+    #[error("error creating service principal: {0}")]
+    ServicePrincipal(AzureError),
+    #[error("error creating password: {0}")]
+    Password(AzureError),
+    #[error("error while assigning roles: {0}")]
+    RoleAssignment(AzureError),
+    #[error("error while adding group membership: {0}")]
+    GroupMembership(AzureError),
+}
+
+pub fn role_assignment_id(scope: &str, name: &str) -> String {
+    format!(
+        "{}/providers/Microsoft.Authorization/roleAssignments/{name}",
+        scope.trim_end_matches('/')
+    )
+}
+
+fn expiration() -> String {
+    (Utc::now() + WAL_EXPIRATION).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// Creates an application with a service principal, a password on it, every role
+/// assignment and every group membership; undoes all of it on failure.
+pub async fn create_principal(
+    client: &AzureClient,
+    storage: &dyn Storage,
+    spec: PrincipalSpec<'_>,
+    deadline: Deadline,
+) -> Result<Principal, ProvisionError> {
+    let wal_err = |e: crate::logical::StorageError| ProvisionError::Wal(e.to_string());
+    let ra_names: Vec<String> = spec.roles.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let display_name = spec.app.display_name.clone();
+    let app_wal = wal::put(
+        storage,
+        WAL_APP_CREATE,
+        json!({"AppID": "", "AppObjID": "", "DisplayName": display_name, "Expiration": expiration()}),
+    )
+    .await
+    .map_err(wal_err)?;
+    let ra_wal = if spec.roles.is_empty() {
+        None
+    } else {
+        Some(
+            wal::put(
+                storage,
+                WAL_ROLE_ASSIGN,
+                json!({"SpID": "", "AssignmentIDs": ra_names, "AzureRoles": spec.roles, "Expiration": expiration()}),
+            )
+            .await
+            .map_err(wal_err)?,
+        )
+    };
+    let wal_ids: Vec<String> = std::iter::once(app_wal.clone()).chain(ra_wal.clone()).collect();
+
+    let app = match client.graph().create_application(&spec.app, deadline).await {
+        Ok(app) => app,
+        Err(e) => {
+            // The request may have created the application before it failed.
+            let undone = delete_apps_named(client, &display_name, deadline).await;
+            finish_wal(storage, &wal_ids, undone.is_ok()).await;
+            return Err(ProvisionError::App(e));
+        }
+    };
+    let app_wal_data = json!({"AppID": app.app_id, "AppObjID": app.id, "DisplayName": display_name, "Expiration": expiration()});
+    if let Err(e) = wal::update(storage, &app_wal, WAL_APP_CREATE, app_wal_data).await {
+        let undone = delete_app(client, &app.id, true, deadline).await;
+        finish_wal(storage, &wal_ids, undone.is_ok()).await;
+        return Err(wal_err(e));
+    }
+
+    let created = provision_rest(client, &app.app_id, &spec, &ra_names, deadline).await;
+    match created {
+        Ok(mut principal) => {
+            finish_wal(storage, &wal_ids, true).await;
+            principal.app_object_id = app.id;
+            principal.app_id = app.app_id;
+            Ok(principal)
+        }
+        Err(e) => {
+            let ra_ids: Vec<String> = spec
+                .roles
+                .iter()
+                .zip(&ra_names)
+                .map(|(r, n)| role_assignment_id(&r.scope, n))
+                .collect();
+            let undone_ras = delete_role_assignments(client, &ra_ids, deadline).await;
+            let undone_app = delete_app(client, &app.id, true, deadline).await;
+            finish_wal(storage, &wal_ids, undone_ras.is_empty() && undone_app.is_ok()).await;
+            Err(e)
+        }
+    }
+}
+
+/// Service principal, then password + role assignments + group memberships together.
+async fn provision_rest(
+    client: &AzureClient,
+    app_id: &str,
+    spec: &PrincipalSpec<'_>,
+    ra_names: &[String],
+    deadline: Deadline,
+) -> Result<Principal, ProvisionError> {
+    let sp = client
+        .graph()
+        .create_service_principal(app_id, deadline)
+        .await
+        .map_err(ProvisionError::ServicePrincipal)?;
+    let password = async {
+        let pw = client
+            .graph()
+            .add_service_principal_password(
+                &sp.id,
+                &NewPassword {
+                    display_name: Some(PASSWORD_DISPLAY_NAME.to_string()),
+                    start: Some(Utc::now()),
+                    end: Some(spec.password_end),
+                },
+                deadline,
+            )
+            .await
+            .map_err(ProvisionError::Password)?;
+        let secret = pw
+            .secret_text
+            .clone()
+            .ok_or_else(|| ProvisionError::Password(AzureError::config("Graph returned no secret text")))?;
+        let readiness = match spec.ready_timeout {
+            Some(t) => wait_until_usable(client, app_id, &secret, deadline.capped(t)).await,
+            None => Readiness::NotChecked,
+        };
+        Ok::<_, ProvisionError>((pw, secret, readiness))
+    };
+    let (password, assignments, memberships) = tokio::join!(
+        password,
+        assign_roles(client, &sp.id, spec.roles, ra_names, deadline),
+        add_memberships(client, &sp.id, spec.groups, deadline)
+    );
+    let role_assignment_ids = assignments?;
+    let group_ids = memberships?;
+    let (pw, secret, readiness) = password?;
+    Ok(Principal {
+        app_object_id: String::new(),
+        app_id: String::new(),
+        sp_object_id: sp.id,
+        secret,
+        key_id: pw.key_id,
+        key_end: pw.end_date_time.unwrap_or(spec.password_end),
+        role_assignment_ids,
+        group_ids,
+        readiness,
+    })
+}
+
+/// Creates every role assignment at once; returns their full ids in role order.
+pub async fn assign_roles(
+    client: &AzureClient,
+    sp_id: &str,
+    roles: &[AzureRole],
+    names: &[String],
+    deadline: Deadline,
+) -> Result<Vec<String>, ProvisionError> {
+    let results = join_all(roles.iter().zip(names).map(|(role, name)| {
+        client
+            .arm()
+            .create_role_assignment(&role.scope, name, &role.role_id, sp_id, deadline)
+    }))
+    .await;
+    results
+        .into_iter()
+        .map(|r| r.map(|ra| ra.id).map_err(ProvisionError::RoleAssignment))
+        .collect()
+}
+
+/// Adds the principal to every group at once; returns the group ids.
+pub async fn add_memberships(
+    client: &AzureClient,
+    sp_id: &str,
+    groups: &[AzureGroup],
+    deadline: Deadline,
+) -> Result<Vec<String>, ProvisionError> {
+    let results = join_all(
+        groups
+            .iter()
+            .map(|g| client.graph().add_group_member(&g.object_id, sp_id, deadline)),
+    )
+    .await;
+    for r in results {
+        r.map_err(ProvisionError::GroupMembership)?;
+    }
+    Ok(groups.iter().map(|g| g.object_id.clone()).collect())
+}
+
+/// Deletes role assignments at once; returns the errors (already-gone ones are success).
+pub async fn delete_role_assignments(client: &AzureClient, ids: &[String], deadline: Deadline) -> Vec<AzureError> {
+    join_all(ids.iter().map(|id| client.arm().delete_role_assignment(id, deadline)))
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
+}
+
+/// Removes the principal from groups at once; returns the errors (non-members are success).
+pub async fn remove_memberships(
+    client: &AzureClient,
+    sp_id: &str,
+    group_ids: &[String],
+    deadline: Deadline,
+) -> Vec<AzureError> {
+    join_all(
+        group_ids
+            .iter()
+            .map(|g| client.graph().remove_group_member(g, sp_id, deadline)),
+    )
+    .await
+    .into_iter()
+    .filter_map(Result::err)
+    .collect()
+}
+
+/// Deletes an application (its service principal goes with it), then purges it from
+/// deleted items when `permanently`. An application already gone counts as deleted.
+pub async fn delete_app(
+    client: &AzureClient,
+    object_id: &str,
+    permanently: bool,
+    deadline: Deadline,
+) -> Result<DeleteOutcome, AzureError> {
+    let outcome = client.graph().delete_application(object_id, deadline).await?;
+    if permanently {
+        client
+            .graph()
+            .permanently_delete(object_id, Duration::from_secs(10), deadline)
+            .await?;
+    }
+    Ok(outcome)
+}
+
+/// Deletes (and purges) every application with this exact display name.
+pub async fn delete_apps_named(client: &AzureClient, display_name: &str, deadline: Deadline) -> Result<(), AzureError> {
+    let apps = client
+        .graph()
+        .find_applications_by_display_name(display_name, deadline)
+        .await?;
+    for app in apps.into_iter().filter(|a| a.display_name == display_name) {
+        delete_app(client, &app.id, true, deadline).await?;
+    }
+    Ok(())
+}
+
+/// Proves `secret` obtains a token several times in a row, within `deadline`.
+pub async fn wait_until_usable(client: &AzureClient, app_id: &str, secret: &SecretString, deadline: Deadline) -> Readiness {
+    let start = std::time::Instant::now();
+    let mut successes = 0;
+    let mut delay = Duration::from_millis(100);
+    let mut last_error = String::new();
+    loop {
+        match client.verify_client_secret(app_id, secret, deadline).await {
+            Ok(()) => {
+                successes += 1;
+                if successes >= READY_SUCCESSES {
+                    return Readiness::Ready { waited: start.elapsed() };
+                }
+                delay = Duration::from_millis(100);
+            }
+            Err(e) => {
+                successes = 0;
+                last_error = e.message();
+            }
+        }
+        if deadline.remaining() <= delay {
+            return Readiness::TimedOut {
+                waited: start.elapsed(),
+                last_error: if last_error.is_empty() {
+                    "too few consecutive successes".into()
+                } else {
+                    last_error
+                },
+            };
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Removes WAL entries once their work is done or undone; keeps them for the rollback
+/// otherwise.
+async fn finish_wal(storage: &dyn Storage, ids: &[String], done: bool) {
+    if !done {
+        tracing::warn!(wal_ids = ?ids, "undo incomplete; the rollback will finish it");
+        return;
+    }
+    for id in ids {
+        if let Err(e) = wal::delete(storage, id).await {
+            tracing::warn!(wal_id = %id, error = %e, "cannot delete write-ahead-log entry");
+        }
+    }
+}
+
+/// Writes a WAL entry for a password about to be added to an existing application; the
+/// rollback removes passwords with this display name.
+pub async fn wal_password(storage: &dyn Storage, app_object_id: &str, display_name: &str) -> Result<String, ProvisionError> {
+    wal::put(
+        storage,
+        WAL_ADD_PASSWORD,
+        json!({"AppObjID": app_object_id, "DisplayName": display_name, "Expiration": expiration()}),
+    )
+    .await
+    .map_err(|e| ProvisionError::Wal(e.to_string()))
+}
+
+/// Deletes a WAL entry, logging a failure (the rollback will then find nothing to undo).
+pub async fn forget_wal(storage: &dyn Storage, id: &str) {
+    finish_wal(storage, &[id.to_string()], true).await;
+}
+
+/// Reads a string field of WAL data.
+pub fn wal_str(data: &Value, key: &str) -> String {
+    data.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+}
