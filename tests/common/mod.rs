@@ -367,3 +367,133 @@ pub fn read_env_lines(child: &mut Child) -> Vec<(String, String)> {
     }
     pairs
 }
+
+pub fn emulator_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_azure-emulator"))
+}
+
+/// A running Azure emulator, killed on drop.
+pub struct Emulator {
+    child: Child,
+    pub env: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Emulator {
+    pub fn start(extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = dir.path().join("arc-tokens");
+        let mut child = Command::new(emulator_bin())
+            .args(["--listen", "127.0.0.1:0", "--arc-token-dir"])
+            .arg(&tokens)
+            .args(extra_args)
+            .env("EMULATOR_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start azure-emulator");
+        let env = read_env_lines(&mut child);
+        assert!(!env.is_empty(), "emulator printed nothing");
+        Self { child, env, _dir: dir }
+    }
+
+    pub fn var(&self, key: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("emulator did not print {key}"))
+    }
+
+    /// The variables a plugin needs to reach this emulator as a custom cloud (no secrets).
+    pub fn cloud_env(&self) -> Vec<(String, String)> {
+        ["AZURE_AUTHORITY_HOST", "AZURE_GRAPH_ENDPOINT", "AZURE_RESOURCE_MANAGER_ENDPOINT", "SSL_CERT_FILE"]
+            .iter()
+            .map(|k| (k.to_string(), self.var(k)))
+            .collect()
+    }
+
+    /// `bao write <mount>/config ...` arguments for the seeded root identity.
+    pub fn config_args(&self) -> Vec<String> {
+        vec![
+            format!("tenant_id={}", self.var("AZURE_TENANT_ID")),
+            format!("subscription_id={}", self.var("AZURE_SUBSCRIPTION_ID")),
+            format!("client_id={}", self.var("AZURE_CLIENT_ID")),
+            format!("client_secret={}", self.var("AZURE_CLIENT_SECRET")),
+        ]
+    }
+
+    fn curl(&self, method: &str, path: &str, body: Option<&str>) -> String {
+        let url = format!("{}{}", self.var("EMULATOR_ADMIN"), path);
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-f", "-X", method, &url]);
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "-d", b]);
+        }
+        let out = cmd.output().expect("curl");
+        assert!(out.status.success(), "admin {method} {path}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every object in the emulator (`GET /state`).
+    pub fn state(&self) -> Value {
+        serde_json::from_str(&self.curl("GET", "/state", None)).expect("state JSON")
+    }
+
+    pub fn add_fault(&self, fault: Value) {
+        self.curl("POST", "/faults", Some(&fault.to_string()));
+    }
+
+    pub fn clear_faults(&self) {
+        self.curl("DELETE", "/faults", None);
+    }
+
+    pub fn settings(&self, settings: Value) {
+        self.curl("POST", "/settings", Some(&settings.to_string()));
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        let v: Value = serde_json::from_str(&self.curl("GET", "/requests", None)).expect("requests JSON");
+        match v {
+            Value::Array(a) => a,
+            other => other["requests"].as_array().cloned().unwrap_or_default(),
+        }
+    }
+
+    pub fn clear_requests(&self) {
+        self.curl("DELETE", "/requests", None);
+    }
+
+    /// Applications whose display name starts with `vault-`.
+    pub fn vault_apps(&self) -> Vec<Value> {
+        self.state()["applications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["displayName"].as_str().is_some_and(|n| n.starts_with("vault-")))
+            .collect()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An OpenBao dev server whose plugin reaches `emu` as its cloud, with the plugin enabled
+/// at `azure/` and configured with the emulator's root identity.
+pub fn bao_with_emulator(emu: &Emulator) -> Bao {
+    let env = emu.cloud_env();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let bao = Bao::dev_with_env(&pairs);
+    bao.register("azure");
+    bao.enable("azure", "azure");
+    let args = emu.config_args();
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    bao.write("azure/config", &refs).ok();
+    bao
+}
