@@ -38,7 +38,10 @@ fn handshake_times(runs: usize) -> Vec<f64> {
         .map(|_| {
             let start = Instant::now();
             let mut child = Command::new(common::plugin_bin())
-                .env("VAULT_BACKEND_PLUGIN", "6669da05-b1c8-4f49-97d9-c8e5bed98e20")
+                .env(
+                    "VAULT_BACKEND_PLUGIN",
+                    "6669da05-b1c8-4f49-97d9-c8e5bed98e20",
+                )
                 .env("PLUGIN_PROTOCOL_VERSIONS", "5")
                 .env("PLUGIN_CLIENT_CERT", &pem)
                 .stdout(Stdio::piped())
@@ -91,8 +94,13 @@ fn main() {
     let bao = Bao::dev();
     bao.register("azure");
     bao.enable("azure", "azure");
-    bao.write("azure/config", &["tenant_id=t", "subscription_id=s", "client_id=c"]).ok();
-    bao.cli(&["secrets", "enable", "-path=kv", "-version=1", "kv"]).ok();
+    bao.write(
+        "azure/config",
+        &["tenant_id=t", "subscription_id=s", "client_id=c"],
+    )
+    .ok();
+    bao.cli(&["secrets", "enable", "-path=kv", "-version=1", "kv"])
+        .ok();
     bao.write("kv/bench", &["value=x"]).ok();
     std::thread::sleep(Duration::from_secs(2));
     let pid = *bao.plugin_pids().first().expect("plugin process");
@@ -131,7 +139,8 @@ fn main() {
     let dir = common::root().join("bench-results");
     std::fs::create_dir_all(&dir).expect("bench-results dir");
     let file = dir.join("runtime.json");
-    std::fs::write(&file, serde_json::to_string_pretty(&results).expect("json")).expect("write results");
+    std::fs::write(&file, serde_json::to_string_pretty(&results).expect("json"))
+        .expect("write results");
     println!("{}", serde_json::to_string_pretty(&results).expect("json"));
     println!("written to {}", file.display());
 }

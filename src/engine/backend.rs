@@ -10,15 +10,16 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::store::{self, Config};
-use super::path_config;
+use super::{lease, path_config, path_creds, path_rotate_root, rollback};
 use crate::azure::{
-    self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError, AzureSettings,
-    Deadline, SecretString,
+    self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError,
+    AzureSettings, Deadline, SecretString,
 };
 use crate::framework::{Backend, BackendBuilder};
 use crate::logical::{BackendConfig, LogicalError, SpecialPaths, Storage, SystemView};
 
-const BACKEND_HELP: &str = "The Azure secrets engine dynamically generates Azure service principals \
+const BACKEND_HELP: &str =
+    "The Azure secrets engine dynamically generates Azure service principals \
 and passwords on existing applications, with role assignments and group memberships, and removes \
 them when their lease ends.";
 
@@ -58,13 +59,22 @@ impl AzureBackend {
 
     /// The Azure client for the current configuration (stored config merged with the
     /// `AZURE_*` environment). Building it does no network I/O.
-    pub(crate) async fn client(&self, storage: &dyn Storage) -> Result<Arc<AzureClient>, LogicalError> {
+    pub(crate) async fn client(
+        &self,
+        storage: &dyn Storage,
+    ) -> Result<Arc<AzureClient>, LogicalError> {
         let mut cached = self.client.lock().await;
-        if let Some(c) = cached.as_ref().filter(|c| c.built.elapsed() < CLIENT_MAX_AGE) {
+        if let Some(c) = cached
+            .as_ref()
+            .filter(|c| c.built.elapsed() < CLIENT_MAX_AGE)
+        {
             return Ok(c.client.clone());
         }
         let config = store::get_config(storage).await?.unwrap_or_default();
-        let client = Arc::new(self.build_client(&config).map_err(|e| LogicalError::internal(e.to_string()))?);
+        let client = Arc::new(
+            self.build_client(&config)
+                .map_err(|e| LogicalError::internal(e.to_string()))?,
+        );
         *cached = Some(CachedClient {
             client: client.clone(),
             built: Instant::now(),
@@ -84,14 +94,14 @@ impl AzureBackend {
             identity_token_ttl: Some(config.identity_token_ttl).filter(|d| !d.is_zero()),
         };
         let settings = AzureSettings::resolve(&azure_config, &azure::process_env)?;
-        let assertion_provider: Option<Arc<dyn AssertionProvider>> = settings
-            .identity_token_audience
-            .clone()
-            .map(|audience| {
+        let assertion_provider: Option<Arc<dyn AssertionProvider>> =
+            settings.identity_token_audience.clone().map(|audience| {
                 Arc::new(HostIdentityToken {
                     system_view: self.system_view.clone(),
                     audience,
-                    ttl: settings.identity_token_ttl.unwrap_or(Duration::from_secs(3600)),
+                    ttl: settings
+                        .identity_token_ttl
+                        .unwrap_or(Duration::from_secs(3600)),
                 }) as Arc<dyn AssertionProvider>
             });
         AzureClient::new(
@@ -127,6 +137,12 @@ impl AzureBackend {
                 ..SpecialPaths::default()
             })
             .path(path_config::path(self))
+            .path(path_creds::path(self))
+            .path(path_rotate_root::path(self))
+            .secret(lease::service_principal(self))
+            .secret(lease::static_service_principal(self))
+            .wal_rollback(rollback::handler(self), rollback::MIN_AGE)
+            .periodic(path_rotate_root::periodic(self))
             .on_invalidate(Arc::new(move |key: String| {
                 let b = invalidate.clone();
                 Box::pin(async move {
@@ -153,6 +169,10 @@ impl AssertionProvider for HostIdentityToken {
             .generate_identity_token(&self.audience, self.ttl)
             .await
             .map(|(token, _)| SecretString::new(token))
-            .map_err(|e| AzureError::config(format!("cannot get a plugin identity token from the host: {e}")))
+            .map_err(|e| {
+                AzureError::config(format!(
+                    "cannot get a plugin identity token from the host: {e}"
+                ))
+            })
     }
 }

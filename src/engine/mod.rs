@@ -1,8 +1,12 @@
 //! The Azure secrets engine, built on the framework and the Azure clients.
 
 mod backend;
+mod lease;
 mod path_config;
+mod path_creds;
+mod path_rotate_root;
 pub mod provision;
+mod rollback;
 pub mod store;
 
 use std::sync::Arc;

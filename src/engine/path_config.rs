@@ -250,5 +250,9 @@ fn validate_rotation(config: &mut Config, data: &FieldData) -> Result<(), Logica
     if let Some(p) = data.str_ok("rotation_policy") {
         config.rotation_policy = p;
     }
+    // Scheduled rotation counts from when it was configured.
+    if schedule.is_some() || period.is_some() {
+        config.last_rotation_time = Some(chrono::Utc::now());
+    }
     Ok(())
 }

@@ -63,8 +63,13 @@ pub struct Principal {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Readiness {
     NotChecked,
-    Ready { waited: Duration },
-    TimedOut { waited: Duration, last_error: String },
+    Ready {
+        waited: Duration,
+    },
+    TimedOut {
+        waited: Duration,
+        last_error: String,
+    },
 }
 
 impl Readiness {
@@ -128,7 +133,11 @@ pub async fn create_principal(
     deadline: Deadline,
 ) -> Result<Principal, ProvisionError> {
     let wal_err = |e: crate::logical::StorageError| ProvisionError::Wal(e.to_string());
-    let ra_names: Vec<String> = spec.roles.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let ra_names: Vec<String> = spec
+        .roles
+        .iter()
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
     let display_name = spec.app.display_name.clone();
     let app_wal = wal::put(
         storage,
@@ -150,7 +159,9 @@ pub async fn create_principal(
             .map_err(wal_err)?,
         )
     };
-    let wal_ids: Vec<String> = std::iter::once(app_wal.clone()).chain(ra_wal.clone()).collect();
+    let wal_ids: Vec<String> = std::iter::once(app_wal.clone())
+        .chain(ra_wal.clone())
+        .collect();
 
     let app = match client.graph().create_application(&spec.app, deadline).await {
         Ok(app) => app,
@@ -185,7 +196,12 @@ pub async fn create_principal(
                 .collect();
             let undone_ras = delete_role_assignments(client, &ra_ids, deadline).await;
             let undone_app = delete_app(client, &app.id, true, deadline).await;
-            finish_wal(storage, &wal_ids, undone_ras.is_empty() && undone_app.is_ok()).await;
+            finish_wal(
+                storage,
+                &wal_ids,
+                undone_ras.is_empty() && undone_app.is_ok(),
+            )
+            .await;
             Err(e)
         }
     }
@@ -218,10 +234,9 @@ async fn provision_rest(
             )
             .await
             .map_err(ProvisionError::Password)?;
-        let secret = pw
-            .secret_text
-            .clone()
-            .ok_or_else(|| ProvisionError::Password(AzureError::config("Graph returned no secret text")))?;
+        let secret = pw.secret_text.clone().ok_or_else(|| {
+            ProvisionError::Password(AzureError::config("Graph returned no secret text"))
+        })?;
         let readiness = match spec.ready_timeout {
             Some(t) => wait_until_usable(client, app_id, &secret, deadline.capped(t)).await,
             None => Readiness::NotChecked,
@@ -276,11 +291,11 @@ pub async fn add_memberships(
     groups: &[AzureGroup],
     deadline: Deadline,
 ) -> Result<Vec<String>, ProvisionError> {
-    let results = join_all(
-        groups
-            .iter()
-            .map(|g| client.graph().add_group_member(&g.object_id, sp_id, deadline)),
-    )
+    let results = join_all(groups.iter().map(|g| {
+        client
+            .graph()
+            .add_group_member(&g.object_id, sp_id, deadline)
+    }))
     .await;
     for r in results {
         r.map_err(ProvisionError::GroupMembership)?;
@@ -289,12 +304,19 @@ pub async fn add_memberships(
 }
 
 /// Deletes role assignments at once; returns the errors (already-gone ones are success).
-pub async fn delete_role_assignments(client: &AzureClient, ids: &[String], deadline: Deadline) -> Vec<AzureError> {
-    join_all(ids.iter().map(|id| client.arm().delete_role_assignment(id, deadline)))
-        .await
-        .into_iter()
-        .filter_map(Result::err)
-        .collect()
+pub async fn delete_role_assignments(
+    client: &AzureClient,
+    ids: &[String],
+    deadline: Deadline,
+) -> Vec<AzureError> {
+    join_all(
+        ids.iter()
+            .map(|id| client.arm().delete_role_assignment(id, deadline)),
+    )
+    .await
+    .into_iter()
+    .filter_map(Result::err)
+    .collect()
 }
 
 /// Removes the principal from groups at once; returns the errors (non-members are success).
@@ -323,7 +345,10 @@ pub async fn delete_app(
     permanently: bool,
     deadline: Deadline,
 ) -> Result<DeleteOutcome, AzureError> {
-    let outcome = client.graph().delete_application(object_id, deadline).await?;
+    let outcome = client
+        .graph()
+        .delete_application(object_id, deadline)
+        .await?;
     if permanently {
         client
             .graph()
@@ -334,7 +359,11 @@ pub async fn delete_app(
 }
 
 /// Deletes (and purges) every application with this exact display name.
-pub async fn delete_apps_named(client: &AzureClient, display_name: &str, deadline: Deadline) -> Result<(), AzureError> {
+pub async fn delete_apps_named(
+    client: &AzureClient,
+    display_name: &str,
+    deadline: Deadline,
+) -> Result<(), AzureError> {
     let apps = client
         .graph()
         .find_applications_by_display_name(display_name, deadline)
@@ -346,7 +375,12 @@ pub async fn delete_apps_named(client: &AzureClient, display_name: &str, deadlin
 }
 
 /// Proves `secret` obtains a token several times in a row, within `deadline`.
-pub async fn wait_until_usable(client: &AzureClient, app_id: &str, secret: &SecretString, deadline: Deadline) -> Readiness {
+pub async fn wait_until_usable(
+    client: &AzureClient,
+    app_id: &str,
+    secret: &SecretString,
+    deadline: Deadline,
+) -> Readiness {
     let start = std::time::Instant::now();
     let mut successes = 0;
     let mut delay = Duration::from_millis(100);
@@ -356,7 +390,9 @@ pub async fn wait_until_usable(client: &AzureClient, app_id: &str, secret: &Secr
             Ok(()) => {
                 successes += 1;
                 if successes >= READY_SUCCESSES {
-                    return Readiness::Ready { waited: start.elapsed() };
+                    return Readiness::Ready {
+                        waited: start.elapsed(),
+                    };
                 }
                 delay = Duration::from_millis(100);
             }
@@ -396,7 +432,11 @@ async fn finish_wal(storage: &dyn Storage, ids: &[String], done: bool) {
 
 /// Writes a WAL entry for a password about to be added to an existing application; the
 /// rollback removes passwords with this display name.
-pub async fn wal_password(storage: &dyn Storage, app_object_id: &str, display_name: &str) -> Result<String, ProvisionError> {
+pub async fn wal_password(
+    storage: &dyn Storage,
+    app_object_id: &str,
+    display_name: &str,
+) -> Result<String, ProvisionError> {
     wal::put(
         storage,
         WAL_ADD_PASSWORD,
@@ -413,5 +453,8 @@ pub async fn forget_wal(storage: &dyn Storage, id: &str) {
 
 /// Reads a string field of WAL data.
 pub fn wal_str(data: &Value, key: &str) -> String {
-    data.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+    data.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }

@@ -86,6 +86,10 @@ pub struct Config {
     pub rotation_period: Duration,
     pub disable_automated_rotation: bool,
     pub rotation_policy: String,
+    /// When the root credential was last rotated on schedule, or when the schedule was set
+    /// (not in the Go engine, which leaves scheduling to Vault Enterprise).
+    #[serde(with = "go_time", skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<DateTime<Utc>>,
 }
 
 /// An ARM role of a role definition.
@@ -128,6 +132,28 @@ pub struct Role {
     pub group_membership_ids: Option<Vec<String>>,
     pub sp_object_id: String,
     pub managed_application_object_id: String,
+    /// How long `creds` waits for a new secret to prove it works (not in the Go engine;
+    /// absent means the default).
+    #[serde(with = "go_duration_opt", skip_serializing_if = "Option::is_none")]
+    pub credential_ready_timeout: Option<Duration>,
+}
+
+/// An optional Go duration: absent or null is `None`.
+pub mod go_duration_opt {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_i64(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<i64>::deserialize(d)?
+            .map(|ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(0))))
+    }
 }
 
 pub async fn get_config(storage: &dyn Storage) -> Result<Option<Config>, LogicalError> {

@@ -19,7 +19,7 @@ pub use cache::CachedStorage;
 pub use duration::{format_duration_seconds, parse_duration};
 pub use field::{FieldData, FieldSchema, FieldType};
 pub use path::{handler, ExistenceFn, HandlerFn, OperationHandler, Path};
-pub use secret::SecretType;
+pub use secret::{secret_response, SecretType};
 
 /// What every handler returns: a response, none (204/404), or an error.
 pub type HandlerResult = Result<Option<crate::logical::Response>, crate::logical::LogicalError>;

@@ -36,7 +36,12 @@ pub async fn put(storage: &dyn Storage, kind: &str, data: Value) -> Result<Strin
 
 /// Replaces the data of entry `id` (keeping its kind and creation time semantics: the
 /// creation time is refreshed only if the entry is gone).
-pub async fn update(storage: &dyn Storage, id: &str, kind: &str, data: Value) -> Result<(), StorageError> {
+pub async fn update(
+    storage: &dyn Storage,
+    id: &str,
+    kind: &str,
+    data: Value,
+) -> Result<(), StorageError> {
     let created_at = match get(storage, id).await? {
         Some(e) => e.created_at,
         None => chrono::Utc::now().timestamp(),

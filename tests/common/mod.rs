@@ -395,7 +395,11 @@ impl Emulator {
             .expect("start azure-emulator");
         let env = read_env_lines(&mut child);
         assert!(!env.is_empty(), "emulator printed nothing");
-        Self { child, env, _dir: dir }
+        Self {
+            child,
+            env,
+            _dir: dir,
+        }
     }
 
     pub fn var(&self, key: &str) -> String {
@@ -408,10 +412,15 @@ impl Emulator {
 
     /// The variables a plugin needs to reach this emulator as a custom cloud (no secrets).
     pub fn cloud_env(&self) -> Vec<(String, String)> {
-        ["AZURE_AUTHORITY_HOST", "AZURE_GRAPH_ENDPOINT", "AZURE_RESOURCE_MANAGER_ENDPOINT", "SSL_CERT_FILE"]
-            .iter()
-            .map(|k| (k.to_string(), self.var(k)))
-            .collect()
+        [
+            "AZURE_AUTHORITY_HOST",
+            "AZURE_GRAPH_ENDPOINT",
+            "AZURE_RESOURCE_MANAGER_ENDPOINT",
+            "SSL_CERT_FILE",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), self.var(k)))
+        .collect()
     }
 
     /// `bao write <mount>/config ...` arguments for the seeded root identity.
@@ -432,7 +441,11 @@ impl Emulator {
             cmd.args(["-H", "Content-Type: application/json", "-d", b]);
         }
         let out = cmd.output().expect("curl");
-        assert!(out.status.success(), "admin {method} {path}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "admin {method} {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -454,7 +467,8 @@ impl Emulator {
     }
 
     pub fn requests(&self) -> Vec<Value> {
-        let v: Value = serde_json::from_str(&self.curl("GET", "/requests", None)).expect("requests JSON");
+        let v: Value =
+            serde_json::from_str(&self.curl("GET", "/requests", None)).expect("requests JSON");
         match v {
             Value::Array(a) => a,
             other => other["requests"].as_array().cloned().unwrap_or_default(),
@@ -472,7 +486,11 @@ impl Emulator {
             .cloned()
             .unwrap_or_default()
             .into_iter()
-            .filter(|a| a["displayName"].as_str().is_some_and(|n| n.starts_with("vault-")))
+            .filter(|a| {
+                a["displayName"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("vault-"))
+            })
             .collect()
     }
 }

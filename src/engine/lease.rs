@@ -1,0 +1,270 @@
+//! The two lease types and their renew and revoke: `service_principal` (a dynamic
+//! application and service principal) and `static_service_principal` (a password on an
+//! existing or persisted application). Internal data keeps the Go engine's keys, so leases
+//! issued by the Go engine renew and revoke here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::backend::AzureBackend;
+use super::provision;
+use super::store::{self, go_time};
+use crate::azure::{Deadline, DeleteOutcome};
+use crate::framework::{handler, FieldData, HandlerResult, SecretType};
+use crate::logical::{LogicalError, Map, Request, Response, Secret};
+
+pub const SERVICE_PRINCIPAL: &str = "service_principal";
+pub const STATIC_SERVICE_PRINCIPAL: &str = "static_service_principal";
+
+const REVOKE_DEADLINE: Duration = Duration::from_secs(60);
+/// What the Go engine assumed for leases issued before it recorded `key_end_date`.
+const LEGACY_KEY_LIFETIME: chrono::Duration = chrono::Duration::hours(87_600);
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// Internal data of a `service_principal` lease.
+pub struct ServicePrincipalLease {
+    pub app_object_id: String,
+    pub sp_object_id: String,
+    /// `None` when the role had no Azure roles (stored as JSON null, as the Go engine does).
+    pub role_assignment_ids: Option<Vec<String>>,
+    pub group_membership_ids: Vec<String>,
+    pub role: String,
+    pub permanently_delete: bool,
+    pub key_end_date: DateTime<Utc>,
+}
+
+impl ServicePrincipalLease {
+    pub fn to_map(&self) -> Map {
+        let v = json!({
+            "app_object_id": self.app_object_id,
+            "sp_object_id": self.sp_object_id,
+            "role_assignment_ids": self.role_assignment_ids,
+            "group_membership_ids": self.group_membership_ids,
+            "role": self.role,
+            "permanently_delete": self.permanently_delete,
+            "key_end_date": rfc3339(self.key_end_date),
+        });
+        crate::framework::object(v)
+    }
+}
+
+/// Internal data of a `static_service_principal` lease.
+pub struct StaticLease {
+    pub app_object_id: String,
+    pub key_id: String,
+    pub key_end_date: DateTime<Utc>,
+    pub role: String,
+}
+
+impl StaticLease {
+    pub fn to_map(&self) -> Map {
+        crate::framework::object(json!({
+            "app_object_id": self.app_object_id,
+            "key_id": self.key_id,
+            "key_end_date": rfc3339(self.key_end_date),
+            "role": self.role,
+        }))
+    }
+}
+
+fn internal_str(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .internal_data
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn internal_strings(secret: &Secret, key: &str) -> Vec<String> {
+    secret
+        .internal_data
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn secret_of(req: &Request) -> Result<Secret, LogicalError> {
+    req.secret
+        .clone()
+        .ok_or_else(|| LogicalError::bad_request("request has no secret"))
+}
+
+pub fn service_principal(b: &Arc<AzureBackend>) -> SecretType {
+    let (renew, revoke) = (b.clone(), b.clone());
+    SecretType {
+        name: SERVICE_PRINCIPAL.into(),
+        default_duration: Duration::ZERO,
+        renew: Some(handler(move |req, data| {
+            let b = renew.clone();
+            async move { b.renew(req, data).await }
+        })),
+        revoke: handler(move |req, _| {
+            let b = revoke.clone();
+            async move { b.revoke_service_principal(req).await }
+        }),
+    }
+}
+
+pub fn static_service_principal(b: &Arc<AzureBackend>) -> SecretType {
+    let (renew, revoke) = (b.clone(), b.clone());
+    SecretType {
+        name: STATIC_SERVICE_PRINCIPAL.into(),
+        default_duration: Duration::ZERO,
+        renew: Some(handler(move |req, data| {
+            let b = renew.clone();
+            async move { b.renew(req, data).await }
+        })),
+        revoke: handler(move |req, _| {
+            let b = revoke.clone();
+            async move { b.revoke_static(req).await }
+        }),
+    }
+}
+
+impl AzureBackend {
+    /// Extends a lease within the role's TTLs and the password's remaining life in Azure.
+    async fn renew(&self, req: Request, _data: FieldData) -> HandlerResult {
+        let mut secret = secret_of(&req)?;
+        let role_name = internal_str(&secret, "role")
+            .ok_or_else(|| LogicalError::internal("internal data 'role' not found"))?;
+        let Some(role) = store::get_role(req.storage.as_ref(), &role_name).await? else {
+            return Ok(None);
+        };
+        let key_end = match secret
+            .internal_data
+            .get("key_end_date")
+            .and_then(Value::as_str)
+        {
+            Some(text) => go_time::parse(text)
+                .map_err(|_| LogicalError::internal("cannot parse 'key_end_date' to timestamp"))?
+                .ok_or_else(|| {
+                    LogicalError::internal("cannot parse 'key_end_date' to timestamp")
+                })?,
+            None => {
+                let end = secret.lease.issue_time.unwrap_or_else(Utc::now) + LEGACY_KEY_LIFETIME;
+                secret
+                    .internal_data
+                    .insert("key_end_date".into(), json!(rfc3339(end)));
+                end
+            }
+        };
+        let remaining = (key_end - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        secret.lease.ttl = role.ttl.min(remaining);
+        secret.lease.max_ttl = role.max_ttl.min(remaining);
+        secret.lease.renewable = role.ttl < remaining;
+        Ok(Some(Response {
+            data: Some(req.data.clone()),
+            secret: Some(secret),
+            ..Response::default()
+        }))
+    }
+
+    async fn revoke_service_principal(&self, req: Request) -> HandlerResult {
+        let secret = secret_of(&req)?;
+        let app_object_id = internal_str(&secret, "app_object_id")
+            .ok_or_else(|| LogicalError::internal("internal data 'app_object_id' not found"))?;
+        let sp_object_id = internal_str(&secret, "sp_object_id").unwrap_or_default();
+        let ra_ids = internal_strings(&secret, "role_assignment_ids");
+        let group_ids = internal_strings(&secret, "group_membership_ids");
+        let permanently = secret
+            .internal_data
+            .get("permanently_delete")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if !group_ids.is_empty() && sp_object_id.is_empty() {
+            return Err(LogicalError::internal(
+                "internal data 'sp_object_id' not found",
+            ));
+        }
+        let client = self
+            .client(req.storage.as_ref())
+            .await
+            .map_err(|e| LogicalError::internal(format!("error during revoke: {e}")))?;
+        let deadline = Deadline::after(REVOKE_DEADLINE);
+
+        let (ra_errors, group_errors) = tokio::join!(
+            provision::delete_role_assignments(&client, &ra_ids, deadline),
+            provision::remove_memberships(&client, &sp_object_id, &group_ids, deadline)
+        );
+        let mut resp = Response::default();
+        for e in ra_errors {
+            resp.add_warning(format!("error unassigning role: {e}"));
+        }
+        for e in group_errors {
+            resp.add_warning(format!("error removing group membership: {e}"));
+        }
+        if !sp_object_id.is_empty() {
+            let sp = client
+                .graph()
+                .delete_service_principal(&sp_object_id, deadline)
+                .await;
+            let purged = match sp {
+                Ok(_) if permanently => client
+                    .graph()
+                    .permanently_delete(&sp_object_id, Duration::from_secs(10), deadline)
+                    .await
+                    .map(|_| ()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = purged {
+                resp.add_warning(format!("error removing service principal: {e}"));
+            }
+        }
+        match provision::delete_app(&client, &app_object_id, permanently, deadline).await {
+            Ok(DeleteOutcome::Deleted) => {
+                tracing::info!(app_object_id = %app_object_id, "revoked a service principal");
+            }
+            Ok(DeleteOutcome::AlreadyGone) => {
+                tracing::info!(app_object_id = %app_object_id, "application already gone; lease counts as revoked");
+            }
+            Err(e) => {
+                return Err(LogicalError::internal(format!(
+                    "error deleting application: {e}"
+                )))
+            }
+        }
+        Ok(Some(resp).filter(|r| !r.warnings.is_empty()))
+    }
+
+    async fn revoke_static(&self, req: Request) -> HandlerResult {
+        let secret = secret_of(&req)?;
+        let app_object_id = internal_str(&secret, "app_object_id")
+            .ok_or_else(|| LogicalError::internal("internal data 'app_object_id' not found"))?;
+        let client = self
+            .client(req.storage.as_ref())
+            .await
+            .map_err(|e| LogicalError::internal(format!("error during revoke: {e}")))?;
+        let key_id = internal_str(&secret, "key_id")
+            .ok_or_else(|| LogicalError::internal("internal data 'key_id' not found"))?;
+        let deadline = Deadline::after(REVOKE_DEADLINE);
+        let lock = self.app_lock(&app_object_id);
+        let _guard = lock.lock().await;
+        match client
+            .graph()
+            .remove_application_password(&app_object_id, &key_id, deadline)
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => {
+                tracing::info!(app_object_id = %app_object_id, "application or password already gone; lease counts as revoked");
+                Ok(None)
+            }
+            Err(e) => Err(LogicalError::internal(format!(
+                "error removing credentials: {e}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! `creds/<role>`: issue a credential: a new service principal (dynamic roles) or a new
+//! password on an existing or persisted application.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::backend::AzureBackend;
+use super::lease::{self, SERVICE_PRINCIPAL, STATIC_SERVICE_PRINCIPAL};
+use super::provision::{self, PrincipalSpec, Readiness, PASSWORD_DISPLAY_NAME};
+use super::store::{self, Role};
+use crate::azure::{Deadline, NewApplication, NewPassword, DISPLAY_NAME_PREFIX};
+use crate::framework::{
+    handler, secret_response, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler,
+    Path,
+};
+use crate::logical::{LogicalError, Map, Operation, Request, Response};
+
+/// Issuance must finish inside the host's request timeout (90 s by default).
+const ISSUE_DEADLINE: Duration = Duration::from_secs(75);
+/// Default bound of the wait for a new secret to work.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SYNOPSIS: &str = "Request Service Principal credentials for a given Vault role.";
+const DESCRIPTION: &str = "Reading this path issues a credential for the role: for a dynamic role, a new \
+application and service principal (named vault-...) with the role's Azure role assignments and group \
+memberships; for a role with application_object_id or persist_app, a new password on that application. \
+The credential is returned once it has been proven to obtain a token (see the role's \
+credential_ready_timeout), and is removed from Azure when its lease is revoked or expires.";
+
+pub fn path(b: &Arc<AzureBackend>) -> Path {
+    let b = b.clone();
+    Path::new(r"creds/(?P<role>\w(([\w.-]+)?\w)?)")
+        .field(
+            "role",
+            FieldSchema::new(FieldType::LowerCaseString, "Name of the Vault role."),
+        )
+        .operation(
+            Operation::Read,
+            OperationHandler::new(
+                handler(move |req, data| {
+                    let b = b.clone();
+                    async move { b.creds_read(req, data).await }
+                }),
+                "Request Service Principal credentials for a given Vault role.",
+                "request-service-principal-credentials",
+            ),
+        )
+        .help(SYNOPSIS, DESCRIPTION)
+}
+
+/// Lease TTL and max TTL of a role's credentials (explicit_max_ttl caps max_ttl).
+pub fn lease_ttls(role: &Role) -> (Duration, Duration) {
+    let mut max_ttl = role.max_ttl;
+    if !role.explicit_max_ttl.is_zero() && (max_ttl.is_zero() || role.explicit_max_ttl < max_ttl) {
+        max_ttl = role.explicit_max_ttl;
+    }
+    (role.ttl, max_ttl)
+}
+
+fn ready_timeout(role: &Role) -> Option<Duration> {
+    match role.credential_ready_timeout {
+        Some(t) if t.is_zero() => None,
+        Some(t) => Some(t),
+        None => Some(DEFAULT_READY_TIMEOUT),
+    }
+}
+
+impl AzureBackend {
+    /// The Azure-side end date of a new password: `explicit_max_ttl` if set, else the
+    /// lease's effective max TTL, so a password Vault forgets still expires in Azure.
+    async fn password_end(
+        &self,
+        role: &Role,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, LogicalError> {
+        let life = if !role.explicit_max_ttl.is_zero() {
+            role.explicit_max_ttl
+        } else if !role.max_ttl.is_zero() {
+            role.max_ttl
+        } else {
+            self.system_view
+                .max_lease_ttl()
+                .await
+                .map_err(|e| LogicalError::internal(e.to_string()))?
+        };
+        let life = chrono::Duration::from_std(life).unwrap_or(chrono::Duration::days(3650));
+        Ok(now + life)
+    }
+
+    async fn creds_read(&self, req: Request, data: FieldData) -> HandlerResult {
+        let name = data.str("role");
+        let client = self.client(req.storage.as_ref()).await?;
+        let role = store::get_role(req.storage.as_ref(), &name)
+            .await?
+            .ok_or_else(|| LogicalError::bad_request(format!("role '{name}' does not exist")))?;
+        let deadline = Deadline::after(ISSUE_DEADLINE);
+        let now = Utc::now();
+        let end = self.password_end(&role, now).await?;
+        let (ttl, max_ttl) = lease_ttls(&role);
+
+        let (mut resp, readiness) = if role.application_object_id.is_empty() {
+            self.issue_service_principal(&req, &client, &name, &role, end, deadline)
+                .await?
+        } else {
+            self.issue_password(&req, &client, &name, &role, end, deadline)
+                .await?
+        };
+        if let Some(secret) = resp.secret.as_mut() {
+            secret.lease.ttl = ttl;
+            secret.lease.max_ttl = max_ttl;
+        }
+        if let (Some(d), Some(ms)) = (resp.data.as_mut(), readiness.waited_ms()) {
+            d.insert("credential_ready_wait_ms".into(), json!(ms));
+        }
+        if let Some(w) = readiness.warning() {
+            resp.add_warning(w);
+        }
+        Ok(Some(resp))
+    }
+
+    async fn issue_service_principal(
+        &self,
+        req: &Request,
+        client: &crate::azure::AzureClient,
+        name: &str,
+        role: &Role,
+        end: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> Result<(Response, Readiness), LogicalError> {
+        let roles = role.azure_roles.clone().unwrap_or_default();
+        let groups = role.azure_groups.clone().unwrap_or_default();
+        let mut app = NewApplication::dynamic();
+        app.sign_in_audience = Some(role.sign_in_audience.clone()).filter(|s| !s.is_empty());
+        app.tags = role.tags.clone().unwrap_or_default();
+        let principal = provision::create_principal(
+            client,
+            req.storage.as_ref(),
+            PrincipalSpec {
+                app,
+                roles: &roles,
+                groups: &groups,
+                password_end: end,
+                ready_timeout: ready_timeout(role),
+            },
+            deadline,
+        )
+        .await
+        .map_err(|e| LogicalError::internal(e.to_string()))?;
+        tracing::info!(role = %name, app_id = %principal.app_id, "issued a service principal");
+
+        let mut data = Map::new();
+        data.insert("client_id".into(), json!(principal.app_id));
+        data.insert("client_secret".into(), json!(principal.secret.expose()));
+        let internal = lease::ServicePrincipalLease {
+            app_object_id: principal.app_object_id.clone(),
+            sp_object_id: principal.sp_object_id.clone(),
+            role_assignment_ids: if roles.is_empty() {
+                None
+            } else {
+                Some(principal.role_assignment_ids.clone())
+            },
+            group_membership_ids: principal.group_ids.clone(),
+            role: name.to_string(),
+            permanently_delete: role.permanently_delete,
+            key_end_date: principal.key_end,
+        };
+        Ok((
+            secret_response(SERVICE_PRINCIPAL, true, data, internal.to_map()),
+            principal.readiness,
+        ))
+    }
+
+    async fn issue_password(
+        &self,
+        req: &Request,
+        client: &crate::azure::AzureClient,
+        name: &str,
+        role: &Role,
+        end: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> Result<(Response, Readiness), LogicalError> {
+        let app_object_id = role.application_object_id.clone();
+        let display_name = format!("{PASSWORD_DISPLAY_NAME}-{}", uuid::Uuid::new_v4());
+        debug_assert!(display_name.starts_with(DISPLAY_NAME_PREFIX));
+        let storage = req.storage.as_ref();
+        let wal_id = provision::wal_password(storage, &app_object_id, &display_name)
+            .await
+            .map_err(|e| LogicalError::internal(e.to_string()))?;
+        let added = {
+            let lock = self.app_lock(&app_object_id);
+            let _guard = lock.lock().await;
+            client
+                .graph()
+                .add_application_password(
+                    &app_object_id,
+                    &NewPassword {
+                        display_name: Some(display_name.clone()),
+                        start: None,
+                        end: Some(end),
+                    },
+                    deadline,
+                )
+                .await
+        };
+        let password = match added {
+            Ok(p) => p,
+            Err(e) => {
+                if e.status().is_some_and(|s| (400..500).contains(&s)) {
+                    // Refused outright: nothing was created.
+                    provision::forget_wal(storage, &wal_id).await;
+                }
+                if e.is_too_many_passwords() {
+                    return Err(LogicalError::internal(
+                        "error updating credentials: maximum number of Application passwords reached",
+                    ));
+                }
+                return Err(LogicalError::internal(format!(
+                    "error updating credentials: {e}"
+                )));
+            }
+        };
+        provision::forget_wal(storage, &wal_id).await;
+        let secret = password.secret_text.clone().ok_or_else(|| {
+            LogicalError::internal("error updating credentials: Graph returned no secret text")
+        })?;
+        let readiness = match ready_timeout(role) {
+            Some(t) => {
+                provision::wait_until_usable(
+                    client,
+                    &role.application_id,
+                    &secret,
+                    deadline.capped(t),
+                )
+                .await
+            }
+            None => Readiness::NotChecked,
+        };
+        tracing::info!(role = %name, app_object_id = %app_object_id, "issued a password on an existing application");
+        let mut data = Map::new();
+        data.insert("client_id".into(), json!(role.application_id));
+        data.insert("client_secret".into(), json!(secret.expose()));
+        let internal = lease::StaticLease {
+            app_object_id,
+            key_id: password.key_id,
+            key_end_date: password.end_date_time.unwrap_or(end),
+            role: name.to_string(),
+        };
+        Ok((
+            secret_response(STATIC_SERVICE_PRINCIPAL, true, data, internal.to_map()),
+            readiness,
+        ))
+    }
+}

@@ -1,0 +1,200 @@
+//! Rollback of write-ahead-log entries left by an issuance or rotation that did not finish
+//! (a crash, a lost connection): run by the host's periodic rollback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::Value;
+
+use super::backend::AzureBackend;
+use super::provision::{self, wal_str, WAL_ADD_PASSWORD, WAL_APP_CREATE, WAL_ROLE_ASSIGN};
+use super::store::{self, go_time, AzureRole};
+use crate::azure::{AzureClient, AzureError, Deadline};
+use crate::framework::WalRollbackFn;
+use crate::logical::{LogicalError, Request};
+
+/// Entries younger than this belong to work that may still be running.
+pub const MIN_AGE: Duration = Duration::from_secs(600);
+pub const WAL_ROTATE_ROOT: &str = "rotateRootCreds";
+
+const ROLLBACK_DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn handler(b: &Arc<AzureBackend>) -> WalRollbackFn {
+    let b = b.clone();
+    Arc::new(move |req: Request, kind: String, data: Value| {
+        let b = b.clone();
+        Box::pin(async move { b.rollback(req, &kind, data).await })
+    })
+}
+
+/// True once the entry's objects are no longer worth chasing.
+fn expired(data: &Value) -> bool {
+    go_time::parse(&wal_str(data, "Expiration"))
+        .ok()
+        .flatten()
+        .is_some_and(|t| Utc::now() > t)
+}
+
+impl AzureBackend {
+    async fn rollback(&self, req: Request, kind: &str, data: Value) -> Result<(), LogicalError> {
+        if kind == WAL_ROTATE_ROOT {
+            return self.rollback_rotate_root(&req, &data).await;
+        }
+        if ![WAL_APP_CREATE, WAL_ROLE_ASSIGN, WAL_ADD_PASSWORD].contains(&kind) {
+            return Err(LogicalError::internal(format!(
+                "unknown rollback type {kind:?}"
+            )));
+        }
+        let client = self.client(req.storage.as_ref()).await?;
+        let deadline = Deadline::after(ROLLBACK_DEADLINE);
+        let outcome = match kind {
+            WAL_APP_CREATE => rollback_app(&client, &data, deadline).await,
+            WAL_ROLE_ASSIGN => rollback_role_assignments(&client, &data, deadline).await,
+            _ => rollback_password(&client, &data, deadline).await,
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(kind, "rolled back an unfinished operation");
+                Ok(())
+            }
+            Err(e) if expired(&data) => {
+                tracing::warn!(kind, error = %e, "giving up rollback of an expired write-ahead-log entry");
+                Ok(())
+            }
+            Err(e) => Err(LogicalError::internal(e)),
+        }
+    }
+
+    async fn rollback_rotate_root(&self, req: &Request, data: &Value) -> Result<(), LogicalError> {
+        let storage = req.storage.as_ref();
+        let Some(mut config) = store::get_config(storage).await? else {
+            return Ok(());
+        };
+        let app = wal_str(data, "AppObjID");
+        if !app.is_empty() {
+            // Remove the password the interrupted rotation made, unless it became the root one.
+            if let Ok(client) = self.client(storage).await {
+                let deadline = Deadline::after(ROLLBACK_DEADLINE);
+                let name = wal_str(data, "DisplayName");
+                let _ = remove_passwords_named(
+                    &client,
+                    &app,
+                    &name,
+                    Some(&config.client_secret_key_id),
+                    deadline,
+                )
+                .await;
+            }
+        }
+        config.new_client_secret.clear();
+        config.new_client_secret_key_id.clear();
+        config.new_client_secret_created = None;
+        store::put_config(storage, &config).await?;
+        self.reset_client().await;
+        self.set_swap_pending(false);
+        Ok(())
+    }
+}
+
+async fn rollback_app(
+    client: &AzureClient,
+    data: &Value,
+    deadline: Deadline,
+) -> Result<(), String> {
+    let object_id = wal_str(data, "AppObjID");
+    if !object_id.is_empty() {
+        return provision::delete_app(client, &object_id, true, deadline)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    let name = wal_str(data, "DisplayName");
+    if name.is_empty() {
+        return Ok(());
+    }
+    provision::delete_apps_named(client, &name, deadline)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn rollback_role_assignments(
+    client: &AzureClient,
+    data: &Value,
+    deadline: Deadline,
+) -> Result<(), String> {
+    let roles: Option<Vec<Option<AzureRole>>> =
+        serde_json::from_value(data.get("AzureRoles").cloned().unwrap_or(Value::Null))
+            .map_err(|e| e.to_string())?;
+    let Some(roles) = roles else {
+        return Ok(());
+    };
+    let names: Vec<String> = data
+        .get("AssignmentIDs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ids = Vec::new();
+    for (role, name) in roles.iter().zip(&names) {
+        let role = role.as_ref().ok_or_else(|| {
+            format!(
+                "azure role was nil for service principal: {}",
+                wal_str(data, "SpID")
+            )
+        })?;
+        ids.push(provision::role_assignment_id(&role.scope, name));
+    }
+    let errors = provision::delete_role_assignments(client, &ids, deadline).await;
+    match errors.first() {
+        None => Ok(()),
+        Some(e) => Err(format!("rollback error unassigning role: {e}")),
+    }
+}
+
+async fn rollback_password(
+    client: &AzureClient,
+    data: &Value,
+    deadline: Deadline,
+) -> Result<(), String> {
+    let app = wal_str(data, "AppObjID");
+    let name = wal_str(data, "DisplayName");
+    remove_passwords_named(client, &app, &name, None, deadline)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Removes the passwords of application `app` whose display name is exactly `name`, except
+/// the key `keep`. A missing application counts as done.
+pub(crate) async fn remove_passwords_named(
+    client: &AzureClient,
+    app: &str,
+    name: &str,
+    keep: Option<&str>,
+    deadline: Deadline,
+) -> Result<(), AzureError> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    let passwords = match client
+        .graph()
+        .list_application_passwords(app, deadline)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for p in passwords {
+        if p.display_name.as_deref() == Some(name) && Some(p.key_id.as_str()) != keep {
+            client
+                .graph()
+                .remove_application_password(app, &p.key_id, deadline)
+                .await?;
+        }
+    }
+    Ok(())
+}
