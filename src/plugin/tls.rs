@@ -2,8 +2,10 @@
 //!
 //! The host hands its certificate in `PLUGIN_CLIENT_CERT`; it is an ECDSA P-521 certificate
 //! with `CA:TRUE`, which webpki refuses as an end entity. Both directions therefore pin it by
-//! its exact DER bytes and verify handshake signatures with the aws-lc-rs provider (the only
-//! rustls provider that verifies P-521).
+//! its exact DER bytes and verify handshake signatures with aws-lc-rs's algorithms (ring has
+//! no P-521). Everything that needs randomness (our key, key exchange, signing) uses ring:
+//! aws-lc seeds its random generator from CPU jitter on first use, which costs about 100 ms
+//! of CPU, and that would sit between exec and the handshake line.
 
 use std::sync::Arc;
 
@@ -69,7 +71,7 @@ impl TlsIdentity {
             cert_der: cert.der().clone(),
             key_der: PrivatePkcs8KeyDer::from(key.serialize_der()),
             host_cert,
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            provider: Arc::new(provider()),
         })
     }
 
@@ -107,6 +109,15 @@ impl TlsIdentity {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
+}
+
+/// ring for randomness, key exchange and our signatures; aws-lc-rs's verification algorithms
+/// (which include ECDSA P-521 with SHA-512, the host's key) for the peer's signatures.
+fn provider() -> CryptoProvider {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.signature_verification_algorithms =
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
+    provider
 }
 
 /// Accepts exactly the host's certificate, in both directions.
@@ -260,6 +271,12 @@ mod tests {
         let pin = id.pinned();
         assert!(pin.check(host.cert.der()).is_ok());
         assert!(pin.check(other.cert.der()).is_err());
+    }
+
+    #[test]
+    fn host_signatures_with_p521_can_be_verified() {
+        let schemes = provider().signature_verification_algorithms.supported_schemes();
+        assert!(schemes.contains(&SignatureScheme::ECDSA_NISTP521_SHA512), "{schemes:?}");
     }
 
     #[test]
