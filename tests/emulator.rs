@@ -959,6 +959,43 @@ async fn propagation_delay() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    // Optional: no read-your-writes for objects addressed by id.
+    let s = emu
+        .admin(
+            Method::POST,
+            "/settings",
+            Some(json!({"read_delay_ms": 1000, "propagation_delay_ms": 0})),
+        )
+        .await;
+    assert_eq!(s.body["read_delay_ms"], 1000);
+    let app = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &g,
+            Some(json!({"displayName": "vault-read"})),
+        )
+        .await;
+    let id = app.body["id"].as_str().unwrap().to_string();
+    let r = emu
+        .graph(Method::GET, &format!("/applications/{id}"), &g, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{id}/addPassword"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.code(), "Request_ResourceNotFound");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = emu
+        .graph(Method::GET, &format!("/applications/{id}"), &g, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
 }
 
 #[tokio::test]

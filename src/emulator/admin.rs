@@ -125,6 +125,7 @@ fn apply(s: &mut Settings, key: &str, v: &Value) -> Result<(), String> {
             s.max_concurrent_password_writes = n;
         }
         "role_assignment_limit" => s.role_assignment_limit = to_usize(as_u64(v, key)?)?,
+        "read_delay_ms" => s.read_delay_ms = as_u64(v, key)?,
         other => return Err(format!("unknown setting '{other}'")),
     }
     Ok(())

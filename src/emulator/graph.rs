@@ -496,24 +496,31 @@ fn list_response(
 
 // ---------- applications ----------
 
+/// Resolves an application key (object id or `appId=…`). Objects younger than the
+/// `read_delay_ms` setting are not found yet (no read-your-writes in Entra ID).
 fn find_app_id(req: &Req, key: &str) -> Option<String> {
+    let delay = std::time::Duration::from_millis(req.shared.settings().read_delay_ms);
     let d = req.shared.dir();
-    if let Some(app_id) = key.strip_prefix("appId=") {
-        d.app_by_client_id(app_id).map(|a| a.id.clone())
+    let app = if let Some(app_id) = key.strip_prefix("appId=") {
+        d.app_by_client_id(app_id)
     } else {
-        let k = key.to_ascii_lowercase();
-        d.applications.contains_key(&k).then_some(k)
-    }
+        d.applications.get(&key.to_ascii_lowercase())
+    };
+    app.filter(|a| settled(a.created_at, delay))
+        .map(|a| a.id.clone())
 }
 
+/// Resolves a service principal key, like [`find_app_id`].
 fn find_sp_id(req: &Req, key: &str) -> Option<String> {
+    let delay = std::time::Duration::from_millis(req.shared.settings().read_delay_ms);
     let d = req.shared.dir();
-    if let Some(app_id) = key.strip_prefix("appId=") {
-        d.sp_by_client_id(app_id).map(|s| s.id.clone())
+    let sp = if let Some(app_id) = key.strip_prefix("appId=") {
+        d.sp_by_client_id(app_id)
     } else {
-        let k = key.to_ascii_lowercase();
-        d.service_principals.contains_key(&k).then_some(k)
-    }
+        d.service_principals.get(&key.to_ascii_lowercase())
+    };
+    sp.filter(|s| settled(s.created_at, delay))
+        .map(|s| s.id.clone())
 }
 
 fn key_display(key: &str) -> &str {

@@ -132,6 +132,9 @@ pub struct Settings {
     /// Password writes in flight on one object beyond this get 503 `Directory_ConcurrencyViolation`.
     pub max_concurrent_password_writes: usize,
     pub role_assignment_limit: usize,
+    /// For this long after creation, Graph calls addressing an application or service
+    /// principal by id answer 404 (Entra ID has no read-your-writes guarantee).
+    pub read_delay_ms: u64,
 }
 
 impl Settings {
@@ -147,6 +150,7 @@ impl Settings {
             password_write_ms: 50,
             max_concurrent_password_writes: 3,
             role_assignment_limit: 4000,
+            read_delay_ms: 0,
         }
     }
 
