@@ -99,6 +99,11 @@ impl Config {
                     c.listen = v
                         .parse()
                         .map_err(|_| EmulatorError::Args(format!("--listen: bad address '{v}'")))?;
+                    if !c.listen.ip().is_loopback() {
+                        return Err(EmulatorError::Args(format!(
+                            "--listen: {v} is not a loopback address; the emulator serves loopback only"
+                        )));
+                    }
                 }
                 "--latency-ms" => c.latency_ms = number(value()?)?,
                 "--propagation-delay-ms" => c.propagation_delay_ms = number(value()?)?,
@@ -283,6 +288,12 @@ fn prepare_arc_dir(dir: &Path) -> Option<PathBuf> {
 impl Emulator {
     /// Binds every listener, generates the CA, seeds the directory and starts serving.
     pub async fn start(config: Config) -> Result<Emulator, EmulatorError> {
+        if !config.listen.ip().is_loopback() {
+            return Err(EmulatorError::Args(format!(
+                "{} is not a loopback address",
+                config.listen
+            )));
+        }
         let (token_l, token_addr) = bind(config.listen).await?;
         let mut other = config.listen;
         other.set_port(0);
@@ -453,5 +464,42 @@ impl Emulator {
         if let Some(dir) = &self.temp_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Config, EmulatorError> {
+        Config::from_args(a.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn flags() {
+        let c = args(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--latency-ms=5",
+            "--propagation-delay-ms",
+            "7",
+            "--credential-delay-ms",
+            "9",
+            "--arc-token-dir",
+            "/tmp/x",
+            "--cert-file",
+            "/tmp/ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.latency_ms, c.propagation_delay_ms, c.credential_delay_ms),
+            (5, 7, 9)
+        );
+        assert_eq!(c.arc_token_dir, PathBuf::from("/tmp/x"));
+        assert!(args(&["--listen", "0.0.0.0:0"]).is_err());
+        assert!(args(&["--latency-ms", "x"]).is_err());
+        assert!(args(&["--latency-ms"]).is_err());
+        assert!(args(&["--bogus"]).is_err());
+        assert!(args(&["--listen", "[::1]:0"]).is_ok());
     }
 }
