@@ -2003,3 +2003,120 @@ async fn graph_extras_and_admin_reads() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::GONE);
 }
+
+#[tokio::test]
+async fn malformed_requests_get_error_shapes() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let a = emu.root_arm().await;
+    let sub = emu.sub_scope();
+    let junk: [&[u8]; 5] = [b"", b"{", b"[]", b"null", b"\xff\xfe"];
+    let graph_paths = [
+        "/applications",
+        "/applications/x/addPassword",
+        "/applications(appId='')/removePassword",
+        "/applications(appId=)",
+        "/applications(/x",
+        "/servicePrincipals",
+        "/groups/x/members/$ref",
+        "/groups/%ZZ/members",
+        "/directory/deletedItems/microsoft.graph.nothing",
+        "/applications/00000000-0000-0000-0000-000000000000/federatedIdentityCredentials",
+        "/applications?$filter=(((",
+        "/applications?$filter=displayName%20eq%20'x'%20and%20startswith(",
+        "/applications?$top=0",
+        "/applications?$skiptoken=!!",
+    ];
+    for path in graph_paths {
+        for body in junk {
+            for method in [Method::POST, Method::GET, Method::PATCH, Method::DELETE] {
+                let r = emu
+                    .http
+                    .request(method.clone(), emu.graph_url(path))
+                    .bearer_auth(&g)
+                    .header("content-type", "application/json")
+                    .body(body.to_vec())
+                    .send()
+                    .await
+                    .expect("the emulator answers");
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                if status.is_client_error() {
+                    let v: Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+                    assert!(v["error"]["code"].is_string(), "{method} {path}: {text}");
+                } else {
+                    assert!(status.is_success(), "{method} {path}: {status} {text}");
+                }
+            }
+        }
+    }
+    let arm_paths = [
+        format!(
+            "{sub}/providers/Microsoft.Authorization/roleAssignments/{}",
+            uuid::Uuid::new_v4()
+        ),
+        format!("{sub}/providers/Microsoft.Authorization/roleAssignments?$filter=weird(('"),
+        format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/not-a-guid"),
+        format!("{sub}/providers/Microsoft.Authorization/roleDefinitions?$filter=roleName%20eq%20"),
+        format!("{sub}/resourceGroups/bad..name."),
+        "/providers/Microsoft.Authorization/roleAssignments/x/y/z".to_string(),
+        "/totally/unknown".to_string(),
+        format!("{sub}/providers/Microsoft.Authorization/"),
+    ];
+    for path in &arm_paths {
+        for body in junk {
+            for method in [Method::PUT, Method::GET, Method::DELETE, Method::POST] {
+                let r = emu
+                    .http
+                    .request(method.clone(), emu.arm_url(path))
+                    .bearer_auth(&a)
+                    .header("content-type", "application/json")
+                    .body(body.to_vec())
+                    .send()
+                    .await
+                    .expect("the emulator answers");
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                assert!(
+                    !status.is_server_error(),
+                    "{method} {path}: {status} {text}"
+                );
+                if status.is_client_error() {
+                    let v: Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+                    assert!(v["error"]["code"].is_string(), "{method} {path}: {text}");
+                }
+            }
+        }
+    }
+    // Token endpoint and identity endpoints with nonsense.
+    let tenant = emu.var("AZURE_TENANT_ID").to_string();
+    for body in [
+        "grant_type=client_credentials&client_id=%ZZ",
+        "client_assertion=a.b.c&grant_type=client_credentials&client_id=x&scope=y",
+        "&&&==",
+    ] {
+        let r = emu
+            .post_form(&emu.token_url(&tenant), body.to_string())
+            .await;
+        assert!(r.status.is_client_error(), "{body}: {}", r.text);
+        assert!(r.body["error"].is_string(), "{body}: {}", r.text);
+    }
+    let r = emu
+        .http
+        .get(format!(
+            "{}?api-version=2021-02-01&resource=https://management.azure.com/&client_id=x",
+            emu.var("IDENTITY_ENDPOINT")
+        ))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Still alive and well.
+    assert_eq!(
+        emu.graph(Method::GET, "/groups", &g, None).await.status,
+        StatusCode::OK
+    );
+}
