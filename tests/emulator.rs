@@ -855,7 +855,7 @@ async fn arm_role_definitions_and_assignments() {
 
 #[tokio::test]
 async fn propagation_delay() {
-    let emu = Emu::start(&["--propagation-delay-ms", "1500"]);
+    let emu = Emu::start(&["--propagation-delay-ms", "3000"]);
     let g = emu.root_graph().await;
     let a = emu.root_arm().await;
     let sub = emu.sub_scope();
@@ -882,7 +882,7 @@ async fn propagation_delay() {
         r.body["error"]["details"][0]["code"],
         "NoBackingApplicationObject"
     );
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let sp = emu
         .graph(
             Method::POST,
@@ -935,7 +935,7 @@ async fn propagation_delay() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "Request_ResourceNotFound");
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let r = emu
         .graph(
             Method::POST,
@@ -965,10 +965,10 @@ async fn propagation_delay() {
         .admin(
             Method::POST,
             "/settings",
-            Some(json!({"read_delay_ms": 1000, "propagation_delay_ms": 0})),
+            Some(json!({"read_delay_ms": 2000, "propagation_delay_ms": 0})),
         )
         .await;
-    assert_eq!(s.body["read_delay_ms"], 1000);
+    assert_eq!(s.body["read_delay_ms"], 2000);
     let app = emu
         .graph(
             Method::POST,
@@ -991,7 +991,7 @@ async fn propagation_delay() {
         )
         .await;
     assert_eq!(r.code(), "Request_ResourceNotFound");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = emu
         .graph(Method::GET, &format!("/applications/{id}"), &g, None)
         .await;
@@ -1000,12 +1000,12 @@ async fn propagation_delay() {
 
 #[tokio::test]
 async fn credential_delay() {
-    let emu = Emu::start(&["--credential-delay-ms", "1500"]);
+    let emu = Emu::start(&["--credential-delay-ms", "3000"]);
     let g = emu.root_graph().await;
     let (id, client_id, _, secret) = emu.new_principal(&g, "vault-cred").await;
     let r = emu.token(&client_id, &secret, &emu.graph_scope()).await;
     assert_aad_error(&r, 400, "unauthorized_client", 700016);
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
         emu.token(&client_id, &secret, &emu.graph_scope())
             .await
