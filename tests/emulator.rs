@@ -1200,6 +1200,44 @@ async fn faults_latency_and_request_log() {
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Opt-in write throttling: a token bucket per service.
+    emu.admin(
+        Method::POST,
+        "/settings",
+        Some(json!({"latency_ms": 0, "arm_writes_per_sec": 0.5, "arm_write_burst": 2})),
+    )
+    .await;
+    let rg = format!("{sub}/resourceGroups/throttled-rg");
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = emu
+            .arm(Method::PUT, &rg, &a, Some(json!({"location": "eastus"})))
+            .await;
+        statuses.push(r.status.as_u16());
+        last = Some(r);
+    }
+    assert_eq!(statuses, [201, 200, 429]);
+    let last = last.unwrap();
+    assert_eq!(last.code(), "SubscriptionRequestsThrottled");
+    assert!(
+        last.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        last.headers["x-ms-ratelimit-remaining-subscription-writes"],
+        "0"
+    );
+    // Reads are not throttled.
+    assert_eq!(
+        emu.arm(Method::GET, &rg, &a, None).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ pub mod roles;
 pub mod seed;
 pub mod server;
 pub mod state;
+pub mod throttle;
 pub mod tls;
 pub mod token;
 
@@ -140,6 +141,14 @@ pub struct Settings {
     /// For this long after creation, Graph calls addressing an application or service
     /// principal by id answer 404 (Entra ID has no read-your-writes guarantee).
     pub read_delay_ms: u64,
+    /// Graph writes (POST/PATCH/PUT/DELETE) allowed per second; 0 turns throttling off.
+    pub graph_writes_per_sec: f64,
+    /// Graph write burst size.
+    pub graph_write_burst: u64,
+    /// ARM writes (PUT/PATCH/POST/DELETE) allowed per second; 0 turns throttling off.
+    pub arm_writes_per_sec: f64,
+    /// ARM write burst size.
+    pub arm_write_burst: u64,
 }
 
 impl Settings {
@@ -156,6 +165,10 @@ impl Settings {
             max_concurrent_password_writes: 3,
             role_assignment_limit: 4000,
             read_delay_ms: 0,
+            graph_writes_per_sec: 0.0,
+            graph_write_burst: 100,
+            arm_writes_per_sec: 0.0,
+            arm_write_burst: 200,
         }
     }
 
@@ -196,6 +209,8 @@ pub struct Shared {
     pub arc_keys: Mutex<HashMap<PathBuf, String>>,
     /// Password writes in flight per object id.
     pub inflight: Mutex<HashMap<String, usize>>,
+    /// Write token buckets of Graph and ARM.
+    buckets: Mutex<HashMap<&'static str, throttle::Bucket>>,
 }
 
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,6 +258,24 @@ impl Shared {
 
     pub fn inflight(&self) -> MutexGuard<'_, HashMap<String, usize>> {
         relock(&self.inflight)
+    }
+
+    /// Takes a write token for `service` when write throttling is on (`None` when off).
+    pub fn take_write_token(&self, service: Service) -> Option<throttle::Take> {
+        let s = self.settings();
+        let (rate, burst) = match service {
+            Service::Graph => (s.graph_writes_per_sec, s.graph_write_burst),
+            Service::Arm => (s.arm_writes_per_sec, s.arm_write_burst),
+            _ => return None,
+        };
+        if rate <= 0.0 || !rate.is_finite() {
+            return None;
+        }
+        let mut buckets = relock(&self.buckets);
+        let bucket = buckets
+            .entry(service.as_str())
+            .or_insert_with(|| throttle::Bucket::full(burst));
+        Some(bucket.take(rate, burst, Instant::now()))
     }
 }
 
@@ -349,6 +382,7 @@ impl Emulator {
             arc_dir: prepare_arc_dir(&config.arc_token_dir),
             arc_keys: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
         });
 
         let acceptor = TlsAcceptor::from(tls.server_config.clone());
