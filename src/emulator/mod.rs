@@ -206,7 +206,7 @@ pub struct Shared {
     /// The Arc token directory, when it exists or could be created.
     pub arc_dir: Option<PathBuf>,
     /// Outstanding Arc challenge files and their secrets.
-    pub arc_keys: Mutex<HashMap<PathBuf, String>>,
+    pub arc_keys: Mutex<HashMap<PathBuf, arc::ArcKey>>,
     /// Password writes in flight per object id.
     pub inflight: Mutex<HashMap<String, usize>>,
     /// Write token buckets of Graph and ARM.
@@ -252,7 +252,7 @@ impl Shared {
         relock(&self.faults)
     }
 
-    pub fn arc_keys(&self) -> MutexGuard<'_, HashMap<PathBuf, String>> {
+    pub fn arc_keys(&self) -> MutexGuard<'_, HashMap<PathBuf, arc::ArcKey>> {
         relock(&self.arc_keys)
     }
 
