@@ -40,9 +40,9 @@ async fn startup_contract_and_clean_shutdown() {
             "AZURE_RESOURCE_MANAGER_ENDPOINT",
             "IDENTITY_ENDPOINT",
             "IMDS_ENDPOINT",
-            "IMDS_VM_ENDPOINT",
             "EMULATOR_ADMIN",
             "SSL_CERT_FILE",
+            "IMDS_VM_ENDPOINT",
             "READY"
         ]
     );

@@ -445,12 +445,12 @@ impl Emulator {
                 urls.identity_endpoint.clone(),
             ),
             ("IMDS_ENDPOINT".to_string(), urls.imds.clone()),
-            ("IMDS_VM_ENDPOINT".to_string(), urls.imds_vm.clone()),
             ("EMULATOR_ADMIN".to_string(), urls.admin.clone()),
             (
                 "SSL_CERT_FILE".to_string(),
                 cert_path.to_string_lossy().into_owned(),
             ),
+            ("IMDS_VM_ENDPOINT".to_string(), urls.imds_vm.clone()),
         ];
         tracing::info!(
             authority = %urls.authority,
