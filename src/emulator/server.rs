@@ -149,7 +149,7 @@ async fn handle(
     let fault = shared
         .faults()
         .take(service.as_str(), &method, &path_and_query);
-    let delay = latency + fault.as_ref().map(|f| f.delay_ms).unwrap_or(0);
+    let delay = latency.saturating_add(fault.as_ref().map(|f| f.delay_ms).unwrap_or(0));
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
