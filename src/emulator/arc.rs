@@ -22,10 +22,18 @@ use super::Shared;
 const KEY_LIFETIME: Duration = Duration::from_secs(300);
 
 /// An outstanding challenge: the secret written into its `.key` file.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ArcKey {
     pub secret: String,
     pub created: Instant,
+}
+
+impl std::fmt::Debug for ArcKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArcKey")
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
 }
 
 /// api-versions the Arc agent accepts.
