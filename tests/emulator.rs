@@ -2158,3 +2158,37 @@ async fn malformed_requests_get_error_shapes() {
         StatusCode::OK
     );
 }
+
+#[test]
+fn startup_failures_exit_non_zero_without_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.json");
+    std::fs::write(&seed, r#"{"applications": [{"displayName": "x", "roleAssignments": [{"role": "Nope", "scope": "/"}]}]}"#).unwrap();
+    let cert = dir.path().join("ca.pem");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_azure-emulator"))
+        .args(["--listen", "127.0.0.1:0", "--seed"])
+        .arg(&seed)
+        .arg("--cert-file")
+        .arg(&cert)
+        .arg("--arc-token-dir")
+        .arg(dir.path().join("tokens"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+    assert!(!cert.exists(), "no files written on a failed start");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_azure-emulator"))
+        .args(["--listen", "192.0.2.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_azure-emulator"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--propagation-delay-ms"));
+}

@@ -350,7 +350,15 @@ impl Emulator {
             admin: format!("http://{host}:{}", admin_addr.port()),
         };
 
+        // Everything that can fail is done before any file is written.
+        let seed_doc = match &config.seed {
+            Some(p) => Some(seed::SeedFile::load(p)?),
+            None => None,
+        };
+        let (dir, root_secret, root_client_id) = seed::build_directory(seed_doc.as_ref())?;
+        let jwt = JwtKey::generate()?;
         let tls = tls::generate()?;
+
         let (cert_path, temp_dir) = match &config.cert_file {
             Some(p) => (p.clone(), None),
             None => {
@@ -361,15 +369,16 @@ impl Emulator {
                 (dir.join("ca.pem"), Some(dir))
             }
         };
-        std::fs::write(&cert_path, &tls.ca_pem)
-            .map_err(|e| EmulatorError::io(format!("write {}", cert_path.display()), e))?;
+        if let Err(e) = std::fs::write(&cert_path, &tls.ca_pem) {
+            if let Some(dir) = &temp_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(EmulatorError::io(
+                format!("write {}", cert_path.display()),
+                e,
+            ));
+        }
         let cert_path = std::fs::canonicalize(&cert_path).unwrap_or(cert_path);
-
-        let seed_doc = match &config.seed {
-            Some(p) => Some(seed::SeedFile::load(p)?),
-            None => None,
-        };
-        let (dir, root_secret, root_client_id) = seed::build_directory(seed_doc.as_ref())?;
 
         let shared = Arc::new(Shared {
             dir: Mutex::new(dir),
@@ -377,7 +386,7 @@ impl Emulator {
             faults: Mutex::new(Faults::default()),
             log: Mutex::new(Vec::new()),
             started: Instant::now(),
-            jwt: JwtKey::generate()?,
+            jwt,
             urls: urls.clone(),
             arc_dir: prepare_arc_dir(&config.arc_token_dir),
             arc_keys: Mutex::new(HashMap::new()),
