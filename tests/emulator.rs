@@ -991,11 +991,32 @@ async fn propagation_delay() {
         )
         .await;
     assert_eq!(r.code(), "Request_ResourceNotFound");
+    let ra = format!(
+        "{sub}/resourceGroups/vault-rg/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let r = emu
+        .arm(
+            Method::PUT,
+            &ra,
+            &a,
+            Some(json!({"properties": {"roleDefinitionId": reader, "principalId": sp_id}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        emu.arm(Method::GET, &ra, &a, None).await.code(),
+        "RoleAssignmentNotFound"
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = emu
         .graph(Method::GET, &format!("/applications/{id}"), &g, None)
         .await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        emu.arm(Method::GET, &ra, &a, None).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
