@@ -399,6 +399,23 @@ async fn graph_applications_passwords_and_deleted_items() {
         third.body["error"]["details"][0]["code"],
         "TooManyAppPasswords"
     );
+    let s = emu
+        .admin(
+            Method::POST,
+            "/settings",
+            Some(json!({"msa_app_password_limit": 0})),
+        )
+        .await;
+    assert_eq!(s.body["msa_app_password_limit"], 0);
+    let third = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{id}/addPassword"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(third.status, StatusCode::OK, "{}", third.text);
 
     // removePassword: 204, the secret stops working, a second removal is an error.
     let r = emu

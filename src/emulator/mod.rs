@@ -149,6 +149,8 @@ pub struct Settings {
     pub arm_writes_per_sec: f64,
     /// ARM write burst size.
     pub arm_write_burst: u64,
+    /// Passwords allowed on an application with a Microsoft-account audience (0: no limit).
+    pub msa_app_password_limit: usize,
 }
 
 impl Settings {
@@ -169,6 +171,7 @@ impl Settings {
             graph_write_burst: 100,
             arm_writes_per_sec: 0.0,
             arm_write_burst: 200,
+            msa_app_password_limit: 2,
         }
     }
 
