@@ -126,17 +126,26 @@ impl Config {
 /// Run-time settings, changeable through `POST /settings`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
+    /// Added to every API call.
     pub latency_ms: u64,
+    /// How long a new object stays invisible to ARM principal lookups, group member adds and
+    /// `POST /servicePrincipals`.
     pub propagation_delay_ms: u64,
+    /// How long a new application or password is refused by the token endpoint.
     pub credential_delay_ms: u64,
+    /// Lifetime of the tokens issued from now on.
     pub token_lifetime_secs: u64,
+    /// A realm the Arc challenge returns verbatim instead of a fresh key file.
     pub arc_realm_override: Option<String>,
+    /// Default Graph page size.
     pub graph_page_size: usize,
+    /// ARM page size.
     pub arm_page_size: usize,
     /// How long an `addPassword` / `removePassword` call keeps its object busy.
     pub password_write_ms: u64,
     /// Password writes in flight on one object beyond this get 503 `Directory_ConcurrencyViolation`.
     pub max_concurrent_password_writes: usize,
+    /// Role assignments allowed per subscription.
     pub role_assignment_limit: usize,
     /// For this long after creation, Graph calls addressing an application or service
     /// principal by id answer 404 (Entra ID has no read-your-writes guarantee).
