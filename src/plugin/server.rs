@@ -18,7 +18,7 @@ use super::proto::plugin as go_plugin;
 use super::proto::pluginutil::multiplexing as mux;
 use super::storage::HostStorage;
 use super::system_view::HostSystemView;
-use crate::logical::{Backend, BackendConfig, BackendType, Factory, Storage};
+use crate::logical::{self, Backend, BackendConfig, BackendType, Factory, Storage};
 
 const MULTIPLEX_ID: &str = "multiplex_id";
 
@@ -166,12 +166,7 @@ impl pb::backend_server::Backend for BackendService {
                 }))
             }
         };
-        // Run the handler in a task of its own: if the host cancels the call (its client went
-        // away), the handler still finishes or rolls back instead of stopping half-way.
-        let backend = instance.backend.clone();
-        let outcome = tokio::spawn(async move { backend.handle_request(req).await })
-            .await
-            .map_err(|e| Status::internal(format!("request handler failed: {e}")))?;
+        let outcome = run_to_completion(instance, req).await?;
         let reply = match outcome {
             Ok(response) => pb::HandleRequestReply {
                 response: response.map(convert::response_to_proto),
@@ -235,6 +230,63 @@ impl pb::backend_server::Backend for BackendService {
             tracing::debug!(multiplex_id = %id, "backend instance cleaned up");
         }
         Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// Runs a request in a task of its own, so that a host cancelling the call (its client went
+/// away) never stops a handler half-way. If the call is cancelled and the handler then
+/// returns a secret, nobody will hold a lease for it: it is revoked at once, as the host
+/// does when it cannot register a lease.
+async fn run_to_completion(
+    instance: Arc<Instance>,
+    req: logical::Request,
+) -> Result<Result<Option<logical::Response>, logical::LogicalError>, Status> {
+    let backend = instance.backend.clone();
+    let storage = instance.storage.clone();
+    let task = tokio::spawn(async move { backend.handle_request(req).await });
+    let mut guard = CancelGuard {
+        task: Some(task),
+        instance,
+        storage,
+    };
+    let outcome = guard
+        .task
+        .as_mut()
+        .ok_or_else(|| Status::internal("request task missing"))?
+        .await;
+    guard.task = None;
+    outcome.map_err(|e| Status::internal(format!("request handler failed: {e}")))
+}
+
+/// Revokes the secret of a request whose caller went away before it finished.
+struct CancelGuard {
+    task: Option<tokio::task::JoinHandle<Result<Option<logical::Response>, logical::LogicalError>>>,
+    instance: Arc<Instance>,
+    storage: Arc<dyn Storage>,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        let backend = self.instance.backend.clone();
+        let storage = self.storage.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(Some(resp))) = task.await else {
+                return;
+            };
+            let Some(secret) = resp.secret else {
+                return;
+            };
+            tracing::warn!("the host cancelled a request that issued a secret; revoking it");
+            let mut revoke = logical::Request::new(logical::Operation::Revoke, "", storage);
+            revoke.data = resp.data.unwrap_or_default();
+            revoke.secret = Some(secret);
+            if let Err(e) = backend.handle_request(revoke).await {
+                tracing::error!(error = %e, "revoking the secret of a cancelled request failed");
+            }
+        });
     }
 }
 

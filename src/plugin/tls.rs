@@ -275,8 +275,13 @@ mod tests {
 
     #[test]
     fn host_signatures_with_p521_can_be_verified() {
-        let schemes = provider().signature_verification_algorithms.supported_schemes();
-        assert!(schemes.contains(&SignatureScheme::ECDSA_NISTP521_SHA512), "{schemes:?}");
+        let schemes = provider()
+            .signature_verification_algorithms
+            .supported_schemes();
+        assert!(
+            schemes.contains(&SignatureScheme::ECDSA_NISTP521_SHA512),
+            "{schemes:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The demo: an OpenBao dev server, the Azure emulator and the plugin, end to end:
+# register, enable, configure, write a role with two Azure roles and a group, issue a
+# credential, show the new service principal in the emulator, revoke it, show it gone.
+# Expects `cargo build --release --bins` and scripts/install-tools.sh to have run
+# (`make demo` does both).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bao="$root/.venv/bin/bao"
+plugin="$root/target/release/vault-plugin-secrets-azure"
+emulator="$root/target/release/azure-emulator"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+state() { curl -sf "$EMULATOR_ADMIN/state"; }
+
+step "Start the Azure emulator"
+"$emulator" --listen 127.0.0.1:0 --arc-token-dir "$work/arc" > "$work/emulator.env" 2> "$work/emulator.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^READY$' "$work/emulator.env" 2>/dev/null && break; sleep 0.1; done
+grep -q '^READY$' "$work/emulator.env" || { echo "emulator did not start" >&2; cat "$work/emulator.log" >&2; exit 1; }
+set -a; source <(grep '=' "$work/emulator.env"); set +a
+echo "tenant $AZURE_TENANT_ID, subscription $AZURE_SUBSCRIPTION_ID"
+echo "Graph $AZURE_GRAPH_ENDPOINT, ARM $AZURE_RESOURCE_MANAGER_ENDPOINT, login $AZURE_AUTHORITY_HOST"
+# The engine's own identity is given through `config` below, not the environment.
+root_client_id="$AZURE_CLIENT_ID"; root_client_secret="$AZURE_CLIENT_SECRET"
+unset AZURE_CLIENT_ID AZURE_CLIENT_SECRET AZURE_TENANT_ID AZURE_SUBSCRIPTION_ID IDENTITY_ENDPOINT IMDS_ENDPOINT
+
+step "Start an OpenBao dev server (the plugin reaches the emulator as a custom cloud)"
+mkdir -p "$work/plugins"
+cp "$plugin" "$work/plugins/azure"
+port="$(free_port)"
+export BAO_ADDR="http://127.0.0.1:$port" BAO_TOKEN=root
+"$bao" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$port" \
+  -dev-plugin-dir="$work/plugins" > "$work/bao.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do "$bao" status >/dev/null 2>&1 && break; sleep 0.1; done
+"$bao" status >/dev/null
+
+step "Register and enable the plugin"
+version="v$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)"
+sha="$(sha256sum "$work/plugins/azure" | cut -d' ' -f1)"
+"$bao" plugin register -sha256="$sha" -version="$version" secret azure
+"$bao" secrets enable azure
+"$bao" secrets list -detailed | awk 'NR<=2 || /^azure\//' | cut -c1-140
+
+step "Configure it with the emulator's root identity"
+"$bao" write azure/config tenant_id="$AZURE_TENANT_ID" subscription_id="$AZURE_SUBSCRIPTION_ID" \
+  client_id="$root_client_id" client_secret="$root_client_secret"
+"$bao" read azure/config
+
+step "Write a role with two Azure roles and a group"
+cat > "$work/roles.json" <<JSON
+[
+  {"role_name": "Reader", "scope": "/subscriptions/$AZURE_SUBSCRIPTION_ID"},
+  {"role_name": "Contributor", "scope": "/subscriptions/$AZURE_SUBSCRIPTION_ID/resourceGroups/vault-rg"}
+]
+JSON
+cat > "$work/groups.json" <<JSON
+[{"group_name": "vault-test-group-1"}]
+JSON
+"$bao" write azure/roles/demo azure_roles=@"$work/roles.json" azure_groups=@"$work/groups.json" ttl=1h max_ttl=4h
+"$bao" read azure/roles/demo
+
+step "Issue a credential"
+"$bao" read -format=json azure/creds/demo > "$work/creds.json"
+python3 - "$work/creds.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+d = c["data"]
+print(f"lease_id       {c['lease_id']}")
+print(f"lease_duration {c['lease_duration']}s")
+print(f"client_id      {d['client_id']}")
+print(f"client_secret  {d['client_secret'][:3]}... ({len(d['client_secret'])} characters)")
+if "credential_ready_wait_ms" in d:
+    print(f"proven usable after {d['credential_ready_wait_ms']} ms")
+PY
+lease_id="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["lease_id"])' "$work/creds.json")"
+client_id="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["client_id"])' "$work/creds.json")"
+
+step "The new service principal in the emulator"
+state | python3 -c '
+import json, sys
+s = json.load(sys.stdin); app_id = sys.argv[1]
+apps = [a for a in s["applications"] if a.get("appId") == app_id]
+sps = [p for p in s["servicePrincipals"] if p.get("appId") == app_id]
+print("application:", [a["displayName"] for a in apps])
+sp_ids = {p["id"] for p in sps}
+print("service principal:", sorted(sp_ids))
+for ra in s["roleAssignments"]:
+    p = ra.get("properties", ra)
+    if p.get("principalId") in sp_ids:
+        print("role assignment:", p.get("roleDefinitionId", "").rsplit("/", 1)[-1], "at", p.get("scope"))
+for g in s["groups"]:
+    members = [m if isinstance(m, str) else m.get("id") for m in g.get("members", [])]
+    if sp_ids & set(members):
+        print("member of group:", g["displayName"])
+' "$client_id"
+
+step "Revoke the lease"
+"$bao" lease revoke "$lease_id"
+
+step "The service principal is gone"
+state | python3 -c '
+import json, sys
+s = json.load(sys.stdin); app_id = sys.argv[1]
+left = [a for a in s["applications"] if a.get("appId") == app_id]
+print("applications left for", app_id, ":", len(left))
+sys.exit(1 if left else 0)
+' "$client_id"
+echo
+echo "Demo finished."
