@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::store::{self, Config};
-use super::path_config;
+use super::{path_config, path_roles};
 use crate::azure::{
     self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError, AzureSettings,
     Deadline, SecretString,
@@ -127,6 +127,8 @@ impl AzureBackend {
                 ..SpecialPaths::default()
             })
             .path(path_config::path(self))
+            .path(path_roles::path(self))
+            .path(path_roles::list_path(self))
             .on_invalidate(Arc::new(move |key: String| {
                 let b = invalidate.clone();
                 Box::pin(async move {

@@ -2,6 +2,7 @@
 
 mod backend;
 mod path_config;
+mod path_roles;
 pub mod provision;
 pub mod store;
 
