@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use super::store::{self, Config};
-use super::{lease, path_config, path_creds, path_rotate_root, rollback};
+use super::{lease, path_config, path_creds, path_roles, path_rotate_root, rollback};
 use crate::azure::{
     self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError,
     AzureSettings, Deadline, SecretString,
@@ -137,6 +137,8 @@ impl AzureBackend {
                 ..SpecialPaths::default()
             })
             .path(path_config::path(self))
+            .path(path_roles::path(self))
+            .path(path_roles::list_path(self))
             .path(path_creds::path(self))
             .path(path_rotate_root::path(self))
             .secret(lease::service_principal(self))

@@ -5,6 +5,7 @@ mod lease;
 mod path_config;
 mod path_creds;
 mod path_rotate_root;
+mod path_roles;
 pub mod provision;
 mod rollback;
 pub mod store;

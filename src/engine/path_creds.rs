@@ -20,8 +20,6 @@ use crate::logical::{LogicalError, Map, Operation, Request, Response};
 
 /// Issuance must finish inside the host's request timeout (90 s by default).
 const ISSUE_DEADLINE: Duration = Duration::from_secs(75);
-/// Default bound of the wait for a new secret to work.
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 const SYNOPSIS: &str = "Request Service Principal credentials for a given Vault role.";
 const DESCRIPTION: &str = "Reading this path issues a credential for the role: for a dynamic role, a new \
@@ -58,14 +56,6 @@ pub fn lease_ttls(role: &Role) -> (Duration, Duration) {
         max_ttl = role.explicit_max_ttl;
     }
     (role.ttl, max_ttl)
-}
-
-fn ready_timeout(role: &Role) -> Option<Duration> {
-    match role.credential_ready_timeout {
-        Some(t) if t.is_zero() => None,
-        Some(t) => Some(t),
-        None => Some(DEFAULT_READY_TIMEOUT),
-    }
 }
 
 impl AzureBackend {
@@ -143,7 +133,7 @@ impl AzureBackend {
                 roles: &roles,
                 groups: &groups,
                 password_end: end,
-                ready_timeout: ready_timeout(role),
+                ready_timeout: role.ready_timeout(),
             },
             deadline,
         )
@@ -226,7 +216,7 @@ impl AzureBackend {
         let secret = password.secret_text.clone().ok_or_else(|| {
             LogicalError::internal("error updating credentials: Graph returned no secret text")
         })?;
-        let readiness = match ready_timeout(role) {
+        let readiness = match role.ready_timeout() {
             Some(t) => {
                 provision::wait_until_usable(
                     client,

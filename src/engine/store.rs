@@ -27,6 +27,25 @@ pub mod go_duration {
     }
 }
 
+/// An optional Go `time.Duration` in JSON: integer nanoseconds, `None` when absent or null.
+/// Pair with `skip_serializing_if = "Option::is_none"` so that an unset value is omitted.
+pub mod go_duration_opt {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => go_duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<i64>::deserialize(d)?
+            .map(|ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(0))))
+    }
+}
+
 /// Go `time.Time` in JSON: RFC 3339 with nanoseconds; the zero time means "unset".
 pub mod go_time {
     use super::*;
@@ -132,27 +151,23 @@ pub struct Role {
     pub group_membership_ids: Option<Vec<String>>,
     pub sp_object_id: String,
     pub managed_application_object_id: String,
-    /// How long `creds` waits for a new secret to prove it works (not in the Go engine;
-    /// absent means the default).
+    /// How long `creds` waits for a new secret to obtain a token (zero: no wait). Not in
+    /// the Go engine, which ignores the key; absent means [`DEFAULT_CREDENTIAL_READY_TIMEOUT`].
     #[serde(with = "go_duration_opt", skip_serializing_if = "Option::is_none")]
     pub credential_ready_timeout: Option<Duration>,
 }
 
-/// An optional Go duration: absent or null is `None`.
-pub mod go_duration_opt {
-    use super::*;
-    use serde::{Deserializer, Serializer};
+/// `credential_ready_timeout` of a role that never set it.
+pub const DEFAULT_CREDENTIAL_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_i64(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<i64>::deserialize(d)?
-            .map(|ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(0))))
+impl Role {
+    /// How long `creds` waits for a new secret to work; `None` when waiting is turned off.
+    pub fn ready_timeout(&self) -> Option<Duration> {
+        Some(
+            self.credential_ready_timeout
+                .unwrap_or(DEFAULT_CREDENTIAL_READY_TIMEOUT),
+        )
+        .filter(|d| !d.is_zero())
     }
 }
 
@@ -226,5 +241,31 @@ mod tests {
         let back = serde_json::to_value(&r).unwrap();
         assert_eq!(back["azure_groups"], serde_json::Value::Null);
         assert_eq!(back["ttl"], 3_600_000_000_000i64);
+        assert!(
+            back.get("credential_ready_timeout").is_none(),
+            "an unset timeout is not written, so the Go engine sees its own layout"
+        );
+        assert_eq!(r.ready_timeout(), Some(DEFAULT_CREDENTIAL_READY_TIMEOUT));
+    }
+
+    #[test]
+    fn credential_ready_timeout_is_stored_in_nanoseconds() {
+        let mut r = Role {
+            credential_ready_timeout: Some(Duration::from_secs(45)),
+            ..Role::default()
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["credential_ready_timeout"], 45_000_000_000i64);
+        let back: Role = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.ready_timeout(), Some(Duration::from_secs(45)));
+
+        r.credential_ready_timeout = Some(Duration::ZERO);
+        let back: Role = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(back.credential_ready_timeout, Some(Duration::ZERO));
+        assert_eq!(back.ready_timeout(), None, "zero turns the wait off");
+
+        let null: Role = serde_json::from_str(r#"{"credential_ready_timeout":null}"#).unwrap();
+        assert_eq!(null.credential_ready_timeout, None);
     }
 }
