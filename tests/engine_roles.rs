@@ -533,6 +533,22 @@ fn persisted_app_lifecycle() {
     );
     assert_eq!(members(&state, "vault-test-group-1"), vec![sp.clone()]);
 
+    // The role's application stays the engine's own.
+    let existing = env.app_object_id("existing-app");
+    env.write_fails(
+        "azure/roles/p1",
+        &[format!("application_object_id={existing}")],
+        400,
+        "application_object_id cannot be given together with persist_app=true",
+    );
+    env.write_fails(
+        "azure/roles/p1",
+        &[s("persist_app=false")],
+        400,
+        "persist_app cannot be turned off on a role that has a persisted application",
+    );
+    assert_eq!(env.read("azure/roles/p1"), Some(p1.clone()));
+
     // Later write: same application; assignments and memberships replaced.
     env.write(
         "azure/roles/p1",

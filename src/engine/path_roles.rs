@@ -404,19 +404,32 @@ impl AzureBackend {
             role.azure_groups = parse_azure_groups(&raw)?;
         }
 
+        // The application of a persisted role is always the one the engine made for it.
+        if let Some(p) = data.bool_ok("persist_app") {
+            if !p && role.persist_app && !role.managed_application_object_id.is_empty() {
+                return Err(LogicalError::bad_request(
+                    "persist_app cannot be turned off on a role that has a persisted application; \
+                     delete the role to remove that application",
+                ));
+            }
+            role.persist_app = p;
+        }
         if let Some(id) = data.str_ok("application_object_id") {
+            if role.persist_app && !id.is_empty() && id != role.managed_application_object_id {
+                return Err(LogicalError::bad_request(
+                    "application_object_id cannot be given together with persist_app=true: \
+                     the engine makes the role's application itself",
+                ));
+            }
             role.application_object_id = id;
         }
-        let persist_app = data.bool_ok("persist_app").unwrap_or(role.persist_app);
-        if !role.application_object_id.is_empty() {
-            self.check_application(&client, &mut role, persist_app, deadline)
-                .await?;
+        if role.persist_app {
+            role.application_object_id = role.managed_application_object_id.clone();
         }
-        if let Some(p) = data.bool_ok("persist_app") {
-            role.persist_app = p;
-            if p {
-                role.application_object_id = role.managed_application_object_id.clone();
-            }
+        if role.application_object_id.is_empty() {
+            role.application_id.clear();
+        } else {
+            self.check_application(&client, &mut role, deadline).await?;
         }
 
         if let Some(roles) = role.azure_roles.take() {
@@ -453,7 +466,6 @@ impl AzureBackend {
         &self,
         client: &AzureClient,
         role: &mut Role,
-        persist_app: bool,
         deadline: Deadline,
     ) -> Result<(), LogicalError> {
         let app = client
@@ -480,9 +492,7 @@ impl AzureBackend {
         role.application_id = app.app_id;
         // The role's own persisted application may be purged on delete; an existing
         // application the role does not own may not.
-        let owns_app =
-            persist_app && role.application_object_id == role.managed_application_object_id;
-        if role.permanently_delete && !owns_app {
+        if role.permanently_delete && !role.persist_app {
             return Err(LogicalError::bad_request(
                 "permanently_delete must be false if application_object_id is provided",
             ));
@@ -766,5 +776,37 @@ mod tests {
         ] {
             assert!(!data.contains_key(hidden), "{hidden}");
         }
+    }
+
+    #[test]
+    fn a_role_stored_by_the_go_engine_reads_back() {
+        let go = r#"{"credential_type":0,
+            "azure_roles":[{"role_name":"Reader","role_id":"/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7","scope":"/subscriptions/s/resourceGroups/rg"}],
+            "azure_groups":[{"group_name":"devs","object_id":"0b1f5e2c-0000-4000-8000-000000000001"}],
+            "application_id":"11111111-0000-4000-8000-000000000001","application_object_id":"22222222-0000-4000-8000-000000000002",
+            "sign_in_audience":"AzureADMyOrg","tags":["team:eng"],
+            "ttl":3600000000000,"max_ttl":7200000000000,"explicit_max_ttl":86400000000000,
+            "permanently_delete":true,"persist_app":true,
+            "role_assignment_ids":["/subscriptions/s/resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments/a"],
+            "group_membership_ids":["0b1f5e2c-0000-4000-8000-000000000001"],
+            "sp_object_id":"33333333-0000-4000-8000-000000000003",
+            "managed_application_object_id":"22222222-0000-4000-8000-000000000002"}"#;
+        let role: Role = serde_json::from_str(go).unwrap();
+        let data = role_data(&role);
+        assert_eq!(
+            serde_json::Value::Object(data),
+            json!({
+                "ttl": 3600, "max_ttl": 7200, "explicit_max_ttl": 86400,
+                "azure_roles": [{"role_name": "Reader", "role_id": "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7", "scope": "/subscriptions/s/resourceGroups/rg"}],
+                "azure_groups": [{"group_name": "devs", "object_id": "0b1f5e2c-0000-4000-8000-000000000001"}],
+                "application_object_id": "22222222-0000-4000-8000-000000000002",
+                "permanently_delete": true, "persist_app": true,
+                "sign_in_audience": "AzureADMyOrg", "tags": ["team:eng"],
+                "credential_ready_timeout": 30
+            })
+        );
+        // Written back, it is the Go engine's layout, key for key.
+        let original: serde_json::Value = serde_json::from_str(go).unwrap();
+        assert_eq!(serde_json::to_value(&role).unwrap(), original);
     }
 }
