@@ -306,9 +306,24 @@ fn role_fields_resolution_errors_and_listing() {
     // Group-only role; existing-app role.
     env.write(
         "azure/roles/groups-only",
-        &[s(r#"azure_groups=[{"group_name":"vault-test-group-1"}]"#)],
+        &[
+            s(r#"azure_groups=[{"group_name":"vault-test-group-1"}]"#),
+            s("permanently_delete=true"),
+        ],
     )
     .ok();
+    let read_pd =
+        || env.read("azure/roles/groups-only").expect("stored")["permanently_delete"].clone();
+    assert_eq!(read_pd(), true);
+    env.write("azure/roles/groups-only", &[s("ttl=5")]).ok();
+    assert_eq!(
+        read_pd(),
+        true,
+        "permanently_delete omitted on update keeps its value"
+    );
+    env.write("azure/roles/groups-only", &[s("permanently_delete=false")])
+        .ok();
+    assert_eq!(read_pd(), false);
     let existing = env.app_object_id("existing-app");
     env.write(
         "azure/roles/existing",

@@ -809,4 +809,56 @@ mod tests {
         let original: serde_json::Value = serde_json::from_str(go).unwrap();
         assert_eq!(serde_json::to_value(&role).unwrap(), original);
     }
+
+    #[tokio::test]
+    async fn update_of_a_missing_role_is_an_internal_error() {
+        use crate::logical::{
+            Backend as _, BackendConfig, InmemStorage, StaticSystemView, Storage,
+        };
+
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let config = BackendConfig {
+            config: Default::default(),
+            backend_uuid: "test".into(),
+            storage: storage.clone(),
+            system_view: Arc::new(StaticSystemView::default()),
+        };
+        let backend = AzureBackend::new(&config).build(&config).unwrap();
+        let request = |op| {
+            Request::new(op, "roles/ghost", storage.clone()).with_data(crate::framework::object(
+                json!({"application_object_id": "00000000-0000-0000-0000-000000000000"}),
+            ))
+        };
+        let err = backend
+            .handle_request(request(Operation::Update))
+            .await
+            .unwrap_err();
+        assert_eq!(err, LogicalError::internal("config is nil"));
+
+        // Through the backend's storage cache, as a handler would.
+        store::put_config(
+            backend.storage().as_ref(),
+            &store::Config {
+                tenant_id: "tenant".into(),
+                subscription_id: "sub".into(),
+                client_id: "client".into(),
+                client_secret: "secret".into(),
+                ..store::Config::default()
+            },
+        )
+        .await
+        .unwrap();
+        let err = backend
+            .handle_request(request(Operation::Update))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            LogicalError::internal("role entry not found during update operation")
+        );
+        assert!(store::get_role(storage.as_ref(), "ghost")
+            .await
+            .unwrap()
+            .is_none());
+    }
 }
