@@ -586,6 +586,28 @@ fn persisted_app_lifecycle() {
     );
     assert!(members(&state, "vault-test-group-1").is_empty());
     assert_eq!(members(&state, "vault-test-group-2"), vec![sp.clone()]);
+    // A failed re-application undoes its half and stores nothing.
+    env.emu.add_fault(
+        json!({"method": "PUT", "path_contains": "roleAssignments", "status": 403, "times": 1}),
+    );
+    env.write_fails(
+        "azure/roles/p1",
+        &[format!(
+            r#"azure_roles=[{{"role_name":"Reader","scope":"{rg_scope}"}},{{"role_name":"Contributor","scope":"{rg_scope}"}}]"#
+        )],
+        500,
+        "could not create persisted app",
+    );
+    env.emu.clear_faults();
+    assert_eq!(env.read("azure/roles/p1"), Some(p1b.clone()));
+    let state = env.emu.state();
+    assert!(
+        assignments_of(&state, &sp).is_empty(),
+        "{:?}",
+        assignments_of(&state, &sp)
+    );
+    assert!(members(&state, "vault-test-group-2").is_empty());
+
     // A ttl-only write re-applies the same assignments.
     env.write("azure/roles/p1", &[s("ttl=600")]).ok();
     let state = env.emu.state();

@@ -51,20 +51,19 @@ pub const NAME_PATTERN: &str = r"\w(([\w.-]+)?\w)?";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
     let (read, write, delete) = (b.clone(), b.clone(), b.clone());
-    let schema = |ty, text: &str| FieldSchema::new(ty, text);
     Path::new(format!("roles/(?P<name>{NAME_PATTERN})"))
-        .field("name", schema(FieldType::LowerCaseString, "Name of the role (lower-cased).").required())
-        .field("azure_roles", schema(FieldType::String, "JSON list of Azure roles to assign: [{\"role_name\", \"role_id\", \"scope\"}]."))
-        .field("azure_groups", schema(FieldType::String, "JSON list of Entra ID groups to join: [{\"group_name\", \"object_id\"}]."))
-        .field("application_object_id", schema(FieldType::String, "Object id of an existing application: credentials are passwords on it."))
-        .field("persist_app", schema(FieldType::Bool, "Make one application for the role, kept until the role is deleted."))
-        .field("ttl", schema(FieldType::DurationSecond, "Default lease duration of credentials. Default: the mount's."))
-        .field("max_ttl", schema(FieldType::DurationSecond, "Maximum lease duration of credentials. Default: the mount's."))
-        .field("explicit_max_ttl", schema(FieldType::DurationSecond, "Hard limit of a credential's life, also its end date in Azure."))
-        .field("permanently_delete", schema(FieldType::Bool, "Purge deleted applications from Entra ID's deleted items."))
-        .field("sign_in_audience", schema(FieldType::String, "signInAudience of the applications made: AzureADMyOrg, AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or PersonalMicrosoftAccount."))
-        .field("tags", schema(FieldType::CommaStringSlice, "Tags of the applications made (comma-separated, no whitespace, 1 to 256 characters each)."))
-        .field("credential_ready_timeout", schema(FieldType::DurationSecond, "How long creds waits for a new secret to obtain a token before returning it. Default 30s; 0 turns the wait off."))
+        .field("name", FieldSchema::new(FieldType::LowerCaseString, "Name of the role (lower-cased).").required())
+        .field("azure_roles", FieldSchema::new(FieldType::String, "JSON list of Azure roles to assign: [{\"role_name\", \"role_id\", \"scope\"}]."))
+        .field("azure_groups", FieldSchema::new(FieldType::String, "JSON list of Entra ID groups to join: [{\"group_name\", \"object_id\"}]."))
+        .field("application_object_id", FieldSchema::new(FieldType::String, "Object id of an existing application: credentials are passwords on it."))
+        .field("persist_app", FieldSchema::new(FieldType::Bool, "Make one application for the role, kept until the role is deleted."))
+        .field("ttl", FieldSchema::new(FieldType::DurationSecond, "Default lease duration of credentials. Default: the mount's."))
+        .field("max_ttl", FieldSchema::new(FieldType::DurationSecond, "Maximum lease duration of credentials. Default: the mount's."))
+        .field("explicit_max_ttl", FieldSchema::new(FieldType::DurationSecond, "Hard limit of a credential's life, also its end date in Azure."))
+        .field("permanently_delete", FieldSchema::new(FieldType::Bool, "Purge deleted applications from Entra ID's deleted items."))
+        .field("sign_in_audience", FieldSchema::new(FieldType::String, "signInAudience of the applications made: AzureADMyOrg, AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or PersonalMicrosoftAccount."))
+        .field("tags", FieldSchema::new(FieldType::CommaStringSlice, "Tags of the applications made (comma-separated, no whitespace, 1 to 256 characters each)."))
+        .field("credential_ready_timeout", FieldSchema::new(FieldType::DurationSecond, "How long creds waits for a new secret to obtain a token before returning it. Default 30s; 0 turns the wait off."))
         .operation(Operation::Read, OperationHandler::new(handler(move |req, data| { let b = read.clone(); async move { b.role_read(req, data).await } }), "Read a role.", "read-role"))
         .operation(Operation::Create, OperationHandler::new(handler({ let b = write.clone(); move |req, data| { let b = b.clone(); async move { b.role_write(req, data).await } } }), "Create or update a role.", "write-role"))
         .operation(Operation::Update, OperationHandler::new(handler(move |req, data| { let b = write.clone(); async move { b.role_write(req, data).await } }), "Create or update a role.", "write-role"))
@@ -562,13 +561,13 @@ impl AzureBackend {
             provision::assign_roles(client, &sp, &roles, &names, deadline),
             provision::add_memberships(client, &sp, &groups, deadline)
         );
-        match (assigned, joined) {
-            (Ok(ras), Ok(group_ids)) => {
+        match assigned.and_then(|ras| joined.map(|group_ids| (ras, group_ids))) {
+            Ok((ras, group_ids)) => {
                 role.role_assignment_ids = Some(ras);
                 role.group_membership_ids = Some(group_ids);
                 Ok(())
             }
-            (assigned, joined) => {
+            Err(e) => {
                 // Undo what was made, so that a retry starts clean.
                 let new_ras: Vec<String> = roles
                     .iter()
@@ -576,14 +575,14 @@ impl AzureBackend {
                     .map(|(r, n)| provision::role_assignment_id(&r.scope, n))
                     .collect();
                 let new_groups: Vec<String> = groups.iter().map(|g| g.object_id.clone()).collect();
-                tokio::join!(
+                let (ra_errors, group_errors) = tokio::join!(
                     provision::delete_role_assignments(client, &new_ras, deadline),
                     provision::remove_memberships(client, &sp, &new_groups, deadline)
                 );
-                Err(match (assigned, joined) {
-                    (Err(e), _) | (_, Err(e)) => e.to_string(),
-                    _ => String::new(),
-                })
+                for e in ra_errors.iter().chain(&group_errors) {
+                    tracing::warn!(role = %name, error = %e, "could not undo an assignment of a persisted app");
+                }
+                Err(e.to_string())
             }
         }
     }
