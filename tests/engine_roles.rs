@@ -400,6 +400,18 @@ fn role_fields_resolution_errors_and_listing() {
             )],
             &dup_role,
         ),
+        (
+            vec![s(r#"azure_roles=[{"role_id":"not-a-role-id"}]"#)],
+            "no role found for role_id: 'not-a-role-id'",
+        ),
+        (
+            vec![format!(r#"azure_roles=[{{"role_name":"Reader","scope":"{sub_scope}/resourceGroups/no-such-rg"}}]"#)],
+            "unable to lookup Azure role by name at scope",
+        ),
+        (
+            vec![s(r#"azure_groups=[{"object_id":"not-a-guid"}]"#)],
+            "no group found for object_id: 'not-a-guid'",
+        ),
         (vec![s(r#"azure_groups=[{"group_name":"no-such-group"}]"#)], "no group found for group_name: 'no-such-group'"),
         (
             vec![s(r#"azure_groups=[{"object_id":"11111111-2222-3333-4444-555555555555"}]"#)],
