@@ -306,9 +306,24 @@ fn role_fields_resolution_errors_and_listing() {
     // Group-only role; existing-app role.
     env.write(
         "azure/roles/groups-only",
-        &[s(r#"azure_groups=[{"group_name":"vault-test-group-1"}]"#)],
+        &[
+            s(r#"azure_groups=[{"group_name":"vault-test-group-1"}]"#),
+            s("permanently_delete=true"),
+        ],
     )
     .ok();
+    let read_pd =
+        || env.read("azure/roles/groups-only").expect("stored")["permanently_delete"].clone();
+    assert_eq!(read_pd(), true);
+    env.write("azure/roles/groups-only", &[s("ttl=5")]).ok();
+    assert_eq!(
+        read_pd(),
+        true,
+        "permanently_delete omitted on update keeps its value"
+    );
+    env.write("azure/roles/groups-only", &[s("permanently_delete=false")])
+        .ok();
+    assert_eq!(read_pd(), false);
     let existing = env.app_object_id("existing-app");
     env.write(
         "azure/roles/existing",
@@ -384,6 +399,18 @@ fn role_fields_resolution_errors_and_listing() {
                 env.role_id(READER)
             )],
             &dup_role,
+        ),
+        (
+            vec![s(r#"azure_roles=[{"role_id":"not-a-role-id"}]"#)],
+            "no role found for role_id: 'not-a-role-id'",
+        ),
+        (
+            vec![format!(r#"azure_roles=[{{"role_name":"Reader","scope":"{sub_scope}/resourceGroups/no-such-rg"}}]"#)],
+            "unable to lookup Azure role by name at scope",
+        ),
+        (
+            vec![s(r#"azure_groups=[{"object_id":"not-a-guid"}]"#)],
+            "no group found for object_id: 'not-a-guid'",
         ),
         (vec![s(r#"azure_groups=[{"group_name":"no-such-group"}]"#)], "no group found for group_name: 'no-such-group'"),
         (
@@ -533,6 +560,22 @@ fn persisted_app_lifecycle() {
     );
     assert_eq!(members(&state, "vault-test-group-1"), vec![sp.clone()]);
 
+    // The role's application stays the engine's own.
+    let existing = env.app_object_id("existing-app");
+    env.write_fails(
+        "azure/roles/p1",
+        &[format!("application_object_id={existing}")],
+        400,
+        "application_object_id cannot be given together with persist_app=true",
+    );
+    env.write_fails(
+        "azure/roles/p1",
+        &[s("persist_app=false")],
+        400,
+        "persist_app cannot be turned off on a role that has a persisted application",
+    );
+    assert_eq!(env.read("azure/roles/p1"), Some(p1.clone()));
+
     // Later write: same application; assignments and memberships replaced.
     env.write(
         "azure/roles/p1",
@@ -555,6 +598,28 @@ fn persisted_app_lifecycle() {
     );
     assert!(members(&state, "vault-test-group-1").is_empty());
     assert_eq!(members(&state, "vault-test-group-2"), vec![sp.clone()]);
+    // A failed re-application undoes its half and stores nothing.
+    env.emu.add_fault(
+        json!({"method": "PUT", "path_contains": "roleAssignments", "status": 403, "times": 1}),
+    );
+    env.write_fails(
+        "azure/roles/p1",
+        &[format!(
+            r#"azure_roles=[{{"role_name":"Reader","scope":"{rg_scope}"}},{{"role_name":"Contributor","scope":"{rg_scope}"}}]"#
+        )],
+        500,
+        "could not create persisted app",
+    );
+    env.emu.clear_faults();
+    assert_eq!(env.read("azure/roles/p1"), Some(p1b.clone()));
+    let state = env.emu.state();
+    assert!(
+        assignments_of(&state, &sp).is_empty(),
+        "{:?}",
+        assignments_of(&state, &sp)
+    );
+    assert!(members(&state, "vault-test-group-2").is_empty());
+
     // A ttl-only write re-applies the same assignments.
     env.write("azure/roles/p1", &[s("ttl=600")]).ok();
     let state = env.emu.state();

@@ -51,20 +51,19 @@ pub const NAME_PATTERN: &str = r"\w(([\w.-]+)?\w)?";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
     let (read, write, delete) = (b.clone(), b.clone(), b.clone());
-    let schema = |ty, text: &str| FieldSchema::new(ty, text);
     Path::new(format!("roles/(?P<name>{NAME_PATTERN})"))
-        .field("name", schema(FieldType::LowerCaseString, "Name of the role (lower-cased).").required())
-        .field("azure_roles", schema(FieldType::String, "JSON list of Azure roles to assign: [{\"role_name\", \"role_id\", \"scope\"}]."))
-        .field("azure_groups", schema(FieldType::String, "JSON list of Entra ID groups to join: [{\"group_name\", \"object_id\"}]."))
-        .field("application_object_id", schema(FieldType::String, "Object id of an existing application: credentials are passwords on it."))
-        .field("persist_app", schema(FieldType::Bool, "Make one application for the role, kept until the role is deleted."))
-        .field("ttl", schema(FieldType::DurationSecond, "Default lease duration of credentials. Default: the mount's."))
-        .field("max_ttl", schema(FieldType::DurationSecond, "Maximum lease duration of credentials. Default: the mount's."))
-        .field("explicit_max_ttl", schema(FieldType::DurationSecond, "Hard limit of a credential's life, also its end date in Azure."))
-        .field("permanently_delete", schema(FieldType::Bool, "Purge deleted applications from Entra ID's deleted items."))
-        .field("sign_in_audience", schema(FieldType::String, "signInAudience of the applications made: AzureADMyOrg, AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or PersonalMicrosoftAccount."))
-        .field("tags", schema(FieldType::CommaStringSlice, "Tags of the applications made (comma-separated, no whitespace, 1 to 256 characters each)."))
-        .field("credential_ready_timeout", schema(FieldType::DurationSecond, "How long creds waits for a new secret to obtain a token before returning it. Default 30s; 0 turns the wait off."))
+        .field("name", FieldSchema::new(FieldType::LowerCaseString, "Name of the role (lower-cased).").required())
+        .field("azure_roles", FieldSchema::new(FieldType::String, "JSON list of Azure roles to assign: [{\"role_name\", \"role_id\", \"scope\"}]."))
+        .field("azure_groups", FieldSchema::new(FieldType::String, "JSON list of Entra ID groups to join: [{\"group_name\", \"object_id\"}]."))
+        .field("application_object_id", FieldSchema::new(FieldType::String, "Object id of an existing application: credentials are passwords on it."))
+        .field("persist_app", FieldSchema::new(FieldType::Bool, "Make one application for the role, kept until the role is deleted."))
+        .field("ttl", FieldSchema::new(FieldType::DurationSecond, "Default lease duration of credentials. Default: the mount's."))
+        .field("max_ttl", FieldSchema::new(FieldType::DurationSecond, "Maximum lease duration of credentials. Default: the mount's."))
+        .field("explicit_max_ttl", FieldSchema::new(FieldType::DurationSecond, "Hard limit of a credential's life, also its end date in Azure."))
+        .field("permanently_delete", FieldSchema::new(FieldType::Bool, "Purge deleted applications from Entra ID's deleted items."))
+        .field("sign_in_audience", FieldSchema::new(FieldType::String, "signInAudience of the applications made: AzureADMyOrg, AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or PersonalMicrosoftAccount."))
+        .field("tags", FieldSchema::new(FieldType::CommaStringSlice, "Tags of the applications made (comma-separated, no whitespace, 1 to 256 characters each)."))
+        .field("credential_ready_timeout", FieldSchema::new(FieldType::DurationSecond, "How long creds waits for a new secret to obtain a token before returning it. Default 30s; 0 turns the wait off."))
         .operation(Operation::Read, OperationHandler::new(handler(move |req, data| { let b = read.clone(); async move { b.role_read(req, data).await } }), "Read a role.", "read-role"))
         .operation(Operation::Create, OperationHandler::new(handler({ let b = write.clone(); move |req, data| { let b = b.clone(); async move { b.role_write(req, data).await } } }), "Create or update a role.", "write-role"))
         .operation(Operation::Update, OperationHandler::new(handler(move |req, data| { let b = write.clone(); async move { b.role_write(req, data).await } }), "Create or update a role.", "write-role"))
@@ -404,19 +403,32 @@ impl AzureBackend {
             role.azure_groups = parse_azure_groups(&raw)?;
         }
 
+        // The application of a persisted role is always the one the engine made for it.
+        if let Some(p) = data.bool_ok("persist_app") {
+            if !p && role.persist_app && !role.managed_application_object_id.is_empty() {
+                return Err(LogicalError::bad_request(
+                    "persist_app cannot be turned off on a role that has a persisted application; \
+                     delete the role to remove that application",
+                ));
+            }
+            role.persist_app = p;
+        }
         if let Some(id) = data.str_ok("application_object_id") {
+            if role.persist_app && !id.is_empty() && id != role.managed_application_object_id {
+                return Err(LogicalError::bad_request(
+                    "application_object_id cannot be given together with persist_app=true: \
+                     the engine makes the role's application itself",
+                ));
+            }
             role.application_object_id = id;
         }
-        let persist_app = data.bool_ok("persist_app").unwrap_or(role.persist_app);
-        if !role.application_object_id.is_empty() {
-            self.check_application(&client, &mut role, persist_app, deadline)
-                .await?;
+        if role.persist_app {
+            role.application_object_id = role.managed_application_object_id.clone();
         }
-        if let Some(p) = data.bool_ok("persist_app") {
-            role.persist_app = p;
-            if p {
-                role.application_object_id = role.managed_application_object_id.clone();
-            }
+        if role.application_object_id.is_empty() {
+            role.application_id.clear();
+        } else {
+            self.check_application(&client, &mut role, deadline).await?;
         }
 
         if let Some(roles) = role.azure_roles.take() {
@@ -453,7 +465,6 @@ impl AzureBackend {
         &self,
         client: &AzureClient,
         role: &mut Role,
-        persist_app: bool,
         deadline: Deadline,
     ) -> Result<(), LogicalError> {
         let app = client
@@ -480,9 +491,7 @@ impl AzureBackend {
         role.application_id = app.app_id;
         // The role's own persisted application may be purged on delete; an existing
         // application the role does not own may not.
-        let owns_app =
-            persist_app && role.application_object_id == role.managed_application_object_id;
-        if role.permanently_delete && !owns_app {
+        if role.permanently_delete && !role.persist_app {
             return Err(LogicalError::bad_request(
                 "permanently_delete must be false if application_object_id is provided",
             ));
@@ -552,13 +561,13 @@ impl AzureBackend {
             provision::assign_roles(client, &sp, &roles, &names, deadline),
             provision::add_memberships(client, &sp, &groups, deadline)
         );
-        match (assigned, joined) {
-            (Ok(ras), Ok(group_ids)) => {
+        match assigned.and_then(|ras| joined.map(|group_ids| (ras, group_ids))) {
+            Ok((ras, group_ids)) => {
                 role.role_assignment_ids = Some(ras);
                 role.group_membership_ids = Some(group_ids);
                 Ok(())
             }
-            (assigned, joined) => {
+            Err(e) => {
                 // Undo what was made, so that a retry starts clean.
                 let new_ras: Vec<String> = roles
                     .iter()
@@ -566,14 +575,14 @@ impl AzureBackend {
                     .map(|(r, n)| provision::role_assignment_id(&r.scope, n))
                     .collect();
                 let new_groups: Vec<String> = groups.iter().map(|g| g.object_id.clone()).collect();
-                tokio::join!(
+                let (ra_errors, group_errors) = tokio::join!(
                     provision::delete_role_assignments(client, &new_ras, deadline),
                     provision::remove_memberships(client, &sp, &new_groups, deadline)
                 );
-                Err(match (assigned, joined) {
-                    (Err(e), _) | (_, Err(e)) => e.to_string(),
-                    _ => String::new(),
-                })
+                for e in ra_errors.iter().chain(&group_errors) {
+                    tracing::warn!(role = %name, error = %e, "could not undo an assignment of a persisted app");
+                }
+                Err(e.to_string())
             }
         }
     }
@@ -766,5 +775,89 @@ mod tests {
         ] {
             assert!(!data.contains_key(hidden), "{hidden}");
         }
+    }
+
+    #[test]
+    fn a_role_stored_by_the_go_engine_reads_back() {
+        let go = r#"{"credential_type":0,
+            "azure_roles":[{"role_name":"Reader","role_id":"/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7","scope":"/subscriptions/s/resourceGroups/rg"}],
+            "azure_groups":[{"group_name":"devs","object_id":"0b1f5e2c-0000-4000-8000-000000000001"}],
+            "application_id":"11111111-0000-4000-8000-000000000001","application_object_id":"22222222-0000-4000-8000-000000000002",
+            "sign_in_audience":"AzureADMyOrg","tags":["team:eng"],
+            "ttl":3600000000000,"max_ttl":7200000000000,"explicit_max_ttl":86400000000000,
+            "permanently_delete":true,"persist_app":true,
+            "role_assignment_ids":["/subscriptions/s/resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments/a"],
+            "group_membership_ids":["0b1f5e2c-0000-4000-8000-000000000001"],
+            "sp_object_id":"33333333-0000-4000-8000-000000000003",
+            "managed_application_object_id":"22222222-0000-4000-8000-000000000002"}"#;
+        let role: Role = serde_json::from_str(go).unwrap();
+        let data = role_data(&role);
+        assert_eq!(
+            serde_json::Value::Object(data),
+            json!({
+                "ttl": 3600, "max_ttl": 7200, "explicit_max_ttl": 86400,
+                "azure_roles": [{"role_name": "Reader", "role_id": "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7", "scope": "/subscriptions/s/resourceGroups/rg"}],
+                "azure_groups": [{"group_name": "devs", "object_id": "0b1f5e2c-0000-4000-8000-000000000001"}],
+                "application_object_id": "22222222-0000-4000-8000-000000000002",
+                "permanently_delete": true, "persist_app": true,
+                "sign_in_audience": "AzureADMyOrg", "tags": ["team:eng"],
+                "credential_ready_timeout": 30
+            })
+        );
+        // Written back, it is the Go engine's layout, key for key.
+        let original: serde_json::Value = serde_json::from_str(go).unwrap();
+        assert_eq!(serde_json::to_value(&role).unwrap(), original);
+    }
+
+    #[tokio::test]
+    async fn update_of_a_missing_role_is_an_internal_error() {
+        use crate::logical::{
+            Backend as _, BackendConfig, InmemStorage, StaticSystemView, Storage,
+        };
+
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let config = BackendConfig {
+            config: Default::default(),
+            backend_uuid: "test".into(),
+            storage: storage.clone(),
+            system_view: Arc::new(StaticSystemView::default()),
+        };
+        let backend = AzureBackend::new(&config).build(&config).unwrap();
+        let request = |op| {
+            Request::new(op, "roles/ghost", storage.clone()).with_data(crate::framework::object(
+                json!({"application_object_id": "00000000-0000-0000-0000-000000000000"}),
+            ))
+        };
+        let err = backend
+            .handle_request(request(Operation::Update))
+            .await
+            .unwrap_err();
+        assert_eq!(err, LogicalError::internal("config is nil"));
+
+        // Through the backend's storage cache, as a handler would.
+        store::put_config(
+            backend.storage().as_ref(),
+            &store::Config {
+                tenant_id: "tenant".into(),
+                subscription_id: "sub".into(),
+                client_id: "client".into(),
+                client_secret: "secret".into(),
+                ..store::Config::default()
+            },
+        )
+        .await
+        .unwrap();
+        let err = backend
+            .handle_request(request(Operation::Update))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            LogicalError::internal("role entry not found during update operation")
+        );
+        assert!(store::get_role(storage.as_ref(), "ghost")
+            .await
+            .unwrap()
+            .is_none());
     }
 }
