@@ -162,8 +162,21 @@ impl AzureBackend {
         };
         let remaining = (key_end - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         secret.lease.ttl = role.ttl.min(remaining);
-        secret.lease.max_ttl = role.max_ttl.min(remaining);
         secret.lease.renewable = role.ttl < remaining;
+        // The host caps the lease at issue time + max TTL. Unlike the Go engine, the cap also
+        // holds explicit_max_ttl and the password's end in Azure, so a lease never outlives
+        // the credential it stands for.
+        let key_life = secret
+            .lease
+            .issue_time
+            .and_then(|issued| (key_end - issued).to_std().ok())
+            .unwrap_or(remaining);
+        let (_, role_max) = super::path_creds::lease_ttls(&role);
+        secret.lease.max_ttl = if role_max.is_zero() {
+            key_life
+        } else {
+            role_max.min(key_life)
+        };
         Ok(Some(Response {
             data: Some(req.data.clone()),
             secret: Some(secret),
