@@ -23,6 +23,7 @@ test: tools
 # Figures written to bench-results/.
 bench: tools
 	$(CARGO) bench --bench runtime
+	$(CARGO) bench --bench issuance
 
 lint:
 	$(CARGO) fmt --all -- --check

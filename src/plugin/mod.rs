@@ -49,8 +49,9 @@ pub fn serve(factory: Arc<dyn Factory>, version: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: requests are short and I/O-bound, and a single thread keeps each gRPC
+    // round trip on one core (no hand-off between workers) and the process small.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -138,6 +139,14 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
 
     handshake::announce(&line)?;
     tracing::debug!("plugin ready");
+    // The Azure clients' TLS (aws-lc) seeds its random generator from CPU jitter on first
+    // use, about 100 ms of CPU: do it now, off the request path.
+    tokio::task::spawn_blocking(|| {
+        let mut seed = [0u8; 1];
+        let _ = rustls::crypto::aws_lc_rs::default_provider()
+            .secure_random
+            .fill(&mut seed);
+    });
 
     let stop = shutdown.clone();
     let served = router

@@ -79,7 +79,7 @@ def bao(workdir, emulator):
         assert time.time() < deadline, "OpenBao did not start"
         time.sleep(0.1)
     sha = hashlib.sha256(open(plugin, "rb").read()).hexdigest()
-    client.sys.register_plugin(name="azure", plugin_type="secret", command="azure", sha256=sha, version=VERSION)
+    client.adapter.put("/v1/sys/plugins/catalog/secret/azure", json={"sha256": sha, "command": "azure", "version": VERSION})
     client.sys.enable_secrets_engine(backend_type="azure", path="azure")
     yield client
     proc.terminate()
