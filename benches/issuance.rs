@@ -12,11 +12,19 @@ use serde_json::{json, Value};
 
 const LATENCY_MS: u64 = 100;
 const RUNS: usize = 5;
-const ROLES: [&str; 4] = ["Reader", "Contributor", "User Access Administrator", "Owner"];
+const ROLES: [&str; 4] = [
+    "Reader",
+    "Contributor",
+    "User Access Administrator",
+    "Owner",
+];
 
 fn role_json(emu: &Emulator, n: usize) -> Value {
     let sub = emu.var("AZURE_SUBSCRIPTION_ID");
-    let scopes = [format!("/subscriptions/{sub}"), format!("/subscriptions/{sub}/resourceGroups/vault-rg")];
+    let scopes = [
+        format!("/subscriptions/{sub}"),
+        format!("/subscriptions/{sub}/resourceGroups/vault-rg"),
+    ];
     let roles: Vec<Value> = (0..n)
         .map(|i| json!({"role_name": ROLES[i % ROLES.len()], "scope": scopes[i / ROLES.len()]}))
         .collect();
@@ -32,7 +40,10 @@ fn main() {
         std::fs::write(&file, role_json(&emu, n).to_string()).expect("roles file");
         bao.write(
             "azure/roles/bench",
-            &[&format!("azure_roles=@{}", file.display()), "azure_groups=[{\"group_name\":\"vault-test-group-1\"}]"],
+            &[
+                &format!("azure_roles=@{}", file.display()),
+                "azure_groups=[{\"group_name\":\"vault-test-group-1\"}]",
+            ],
         )
         .ok();
         emu.settings(json!({"latency_ms": LATENCY_MS}));
@@ -46,7 +57,11 @@ fn main() {
             samples.push(start.elapsed().as_secs_f64() * 1000.0);
             if run == 0 {
                 let reqs = emu.requests();
-                let t0 = reqs.iter().filter_map(|r| r["started_ms"].as_u64()).min().unwrap_or(0);
+                let t0 = reqs
+                    .iter()
+                    .filter_map(|r| r["started_ms"].as_u64())
+                    .min()
+                    .unwrap_or(0);
                 timeline = reqs
                     .iter()
                     .map(|r| {
@@ -60,12 +75,21 @@ fn main() {
                     })
                     .collect();
             }
-            bao.cli(&["lease", "revoke", "-sync", creds["lease_id"].as_str().unwrap_or("")]).ok();
+            bao.cli(&[
+                "lease",
+                "revoke",
+                "-sync",
+                creds["lease_id"].as_str().unwrap_or(""),
+            ])
+            .ok();
         }
         samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         let token_calls = timeline.iter().filter(|r| r["service"] == "token").count();
         let api_calls = timeline.len() - token_calls;
-        println!("{n} roles: median {:.0} ms over {RUNS} issuances; {api_calls} API calls", samples[RUNS / 2]);
+        println!(
+            "{n} roles: median {:.0} ms over {RUNS} issuances; {api_calls} API calls",
+            samples[RUNS / 2]
+        );
         results.insert(
             format!("{n}_roles"),
             json!({

@@ -125,8 +125,13 @@ impl Bao {
         bao
     }
 
-    /// A server on file storage in its own directory, initialised and unsealed.
+    /// A server on raft storage in its own directory, initialised and unsealed, with the
+    /// raw storage endpoint on (so tests can write storage in the Go engine's layout).
     pub fn persistent() -> Self {
+        Self::persistent_with_env(&[])
+    }
+
+    pub fn persistent_with_env(env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugin_dir).expect("plugin dir");
@@ -141,7 +146,7 @@ impl Bao {
                 "storage \"raft\" {{\n path = \"{data}\"\n node_id = \"node1\"\n}}\n\
                  listener \"tcp\" {{\n address = \"127.0.0.1:{port}\"\n cluster_address = \"127.0.0.1:{cluster_port}\"\n tls_disable = true\n}}\n\
                  plugin_directory = \"{plugins}\"\napi_addr = \"http://127.0.0.1:{port}\"\n\
-                 cluster_addr = \"http://127.0.0.1:{cluster_port}\"\n",
+                 cluster_addr = \"http://127.0.0.1:{cluster_port}\"\nraw_storage_endpoint = true\n",
                 data = data.display(),
                 plugins = plugin_dir.display(),
             ),
@@ -156,7 +161,10 @@ impl Bao {
             child: None,
             config: Some(config),
             unseal_key: None,
-            extra_env: Vec::new(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         bao.install_plugin("azure");
         bao.spawn_persistent();
