@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Bao, Emulator};
@@ -73,64 +72,6 @@ fn raw_put(bao: &Bao, key: &str, value: &Value) {
         .ok();
 }
 
-/// Creates an application with the emulator's root identity (as a crashed Go engine would
-/// have), returning (object id, app id).
-fn graph_create_app(emu: &Emulator, name: &str) -> (String, String) {
-    let url = format!(
-        "{}{}/oauth2/v2.0/token",
-        emu.var("AZURE_AUTHORITY_HOST"),
-        emu.var("AZURE_TENANT_ID")
-    );
-    let cacert = emu.var("SSL_CERT_FILE");
-    let out = Command::new("curl")
-        .args(["-s", "--cacert", &cacert, &url])
-        .args(["--data-urlencode", "grant_type=client_credentials"])
-        .args([
-            "--data-urlencode",
-            &format!("client_id={}", emu.var("AZURE_CLIENT_ID")),
-        ])
-        .args([
-            "--data-urlencode",
-            &format!("client_secret={}", emu.var("AZURE_CLIENT_SECRET")),
-        ])
-        .args([
-            "--data-urlencode",
-            &format!("scope={}/.default", emu.var("AZURE_GRAPH_ENDPOINT")),
-        ])
-        .output()
-        .expect("curl");
-    let token: Value = serde_json::from_slice(&out.stdout).expect("token");
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--cacert",
-            &cacert,
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .args([
-            "-H",
-            &format!(
-                "Authorization: Bearer {}",
-                token["access_token"].as_str().expect("t")
-            ),
-        ])
-        .args(["-d", &json!({"displayName": name}).to_string()])
-        .arg(format!(
-            "{}/v1.0/applications",
-            emu.var("AZURE_GRAPH_ENDPOINT")
-        ))
-        .output()
-        .expect("curl");
-    let app: Value = serde_json::from_slice(&out.stdout).expect("app");
-    (
-        app["id"].as_str().expect("id").into(),
-        app["appId"].as_str().expect("appId").into(),
-    )
-}
-
 #[test]
 fn storage_in_the_go_layout_is_read_and_its_wal_rolled_back() {
     let emu = Emulator::start(&[]);
@@ -187,7 +128,7 @@ fn storage_in_the_go_layout_is_read_and_its_wal_rolled_back() {
 
     // A WAL entry a crashed Go engine left behind 15 minutes ago: the periodic rollback
     // (about once a minute) deletes the application it covers.
-    let (object_id, app_id) = graph_create_app(&emu, "vault-crashed-issuance");
+    let (object_id, app_id) = emu.create_app("vault-crashed-issuance", false);
     let created_at = chrono::Utc::now().timestamp() - 15 * 60;
     raw_put(
         &bao,

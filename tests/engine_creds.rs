@@ -457,74 +457,11 @@ fn explicit_max_ttl_caps_the_lease_and_the_azure_password() {
     );
 }
 
-/// Creates an application with the root identity through Graph, returning (object id, app id).
-fn create_app(emu: &Emulator, name: &str) -> (String, String) {
-    let url = format!(
-        "{}{}/oauth2/v2.0/token",
-        emu.var("AZURE_AUTHORITY_HOST"),
-        emu.var("AZURE_TENANT_ID")
-    );
-    let cacert = emu.var("SSL_CERT_FILE");
-    let token = Command::new("curl")
-        .args(["-s", "--cacert", &cacert, &url])
-        .args(["--data-urlencode", "grant_type=client_credentials"])
-        .args([
-            "--data-urlencode",
-            &format!("client_id={}", emu.var("AZURE_CLIENT_ID")),
-        ])
-        .args([
-            "--data-urlencode",
-            &format!("client_secret={}", emu.var("AZURE_CLIENT_SECRET")),
-        ])
-        .args([
-            "--data-urlencode",
-            &format!("scope={}/.default", emu.var("AZURE_GRAPH_ENDPOINT")),
-        ])
-        .output()
-        .expect("curl");
-    let token: Value = serde_json::from_slice(&token.stdout).expect("token json");
-    let token = token["access_token"].as_str().expect("access token");
-    let out = Command::new("curl")
-        .args(["-s", "--cacert", &cacert, "-X", "POST"])
-        .args([
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "-H",
-            "Content-Type: application/json",
-        ])
-        .args([
-            "-d",
-            &json!({"displayName": name, "signInAudience": "AzureADMyOrg"}).to_string(),
-        ])
-        .arg(format!(
-            "{}/v1.0/applications",
-            emu.var("AZURE_GRAPH_ENDPOINT")
-        ))
-        .output()
-        .expect("curl");
-    let app: Value = serde_json::from_slice(&out.stdout).expect("app json");
-    let app_id = app["appId"].as_str().expect("appId").to_string();
-    // An application obtains tokens in its tenant through its service principal.
-    let out = Command::new("curl")
-        .args(["-s", "-f", "--cacert", &cacert, "-X", "POST"])
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args(["-H", "Content-Type: application/json"])
-        .args(["-d", &json!({ "appId": app_id }).to_string()])
-        .arg(format!(
-            "{}/v1.0/servicePrincipals",
-            emu.var("AZURE_GRAPH_ENDPOINT")
-        ))
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "create service principal");
-    (app["id"].as_str().expect("id").to_string(), app_id)
-}
-
 #[test]
 fn passwords_on_an_existing_application() {
     let emu = Emulator::start(&[]);
     let bao = bao_with_emulator(&emu);
-    let (object_id, app_id) = create_app(&emu, "my-existing-app");
+    let (object_id, app_id) = emu.create_app("my-existing-app", true);
     bao.write(
         "azure/roles/existing",
         &[

@@ -13,7 +13,7 @@ use super::store::{self, Config};
 use super::{lease, path_config, path_creds, path_roles, path_rotate_root, rollback};
 use crate::azure::{
     self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError,
-    AzureSettings, Deadline, SecretString,
+    AzureSettings, Deadline, NewPassword, PasswordCredential, SecretString,
 };
 use crate::framework::{Backend, BackendBuilder};
 use crate::logical::{BackendConfig, LogicalError, SpecialPaths, Storage, SystemView};
@@ -117,6 +117,34 @@ impl AzureBackend {
     pub(crate) fn app_lock(&self, object_id: &str) -> Arc<Mutex<()>> {
         let mut locks = self.app_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(object_id.to_string()).or_default().clone()
+    }
+
+    /// Adds `password` to application `app_object_id`, with
+    /// the application's lock held. The caller wrote WAL entry `wal_id` for it first; if
+    /// Azure refuses outright (4xx: nothing was created), the entry is removed here.
+    pub(crate) async fn add_app_password(
+        &self,
+        client: &AzureClient,
+        storage: &dyn Storage,
+        wal_id: &str,
+        app_object_id: &str,
+        password: &NewPassword,
+        deadline: Deadline,
+    ) -> Result<PasswordCredential, AzureError> {
+        let added = {
+            let lock = self.app_lock(app_object_id);
+            let _guard = lock.lock().await;
+            client
+                .graph()
+                .add_application_password(app_object_id, password, deadline)
+                .await
+        };
+        if let Err(e) = &added {
+            if e.status().is_some_and(|s| (400..500).contains(&s)) {
+                super::provision::forget_wal(storage, wal_id).await;
+            }
+        }
+        added
     }
 
     pub(crate) fn swap_pending(&self) -> bool {

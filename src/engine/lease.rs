@@ -13,7 +13,7 @@ use super::backend::AzureBackend;
 use super::provision;
 use super::store::{self, go_time};
 use crate::azure::{Deadline, DeleteOutcome};
-use crate::framework::{handler, FieldData, HandlerResult, SecretType};
+use crate::framework::{handler, FieldData, HandlerFn, HandlerResult, SecretType};
 use crate::logical::{LogicalError, Map, Request, Response, Secret};
 
 pub const SERVICE_PRINCIPAL: &str = "service_principal";
@@ -102,34 +102,40 @@ fn secret_of(req: &Request) -> Result<Secret, LogicalError> {
 }
 
 pub fn service_principal(b: &Arc<AzureBackend>) -> SecretType {
-    let (renew, revoke) = (b.clone(), b.clone());
-    SecretType {
-        name: SERVICE_PRINCIPAL.into(),
-        default_duration: Duration::ZERO,
-        renew: Some(handler(move |req, data| {
-            let b = renew.clone();
-            async move { b.renew(req, data).await }
-        })),
-        revoke: handler(move |req, _| {
+    let revoke = b.clone();
+    secret_type(
+        SERVICE_PRINCIPAL,
+        b,
+        handler(move |req, _| {
             let b = revoke.clone();
             async move { b.revoke_service_principal(req).await }
         }),
-    }
+    )
 }
 
 pub fn static_service_principal(b: &Arc<AzureBackend>) -> SecretType {
-    let (renew, revoke) = (b.clone(), b.clone());
+    let revoke = b.clone();
+    secret_type(
+        STATIC_SERVICE_PRINCIPAL,
+        b,
+        handler(move |req, _| {
+            let b = revoke.clone();
+            async move { b.revoke_static(req).await }
+        }),
+    )
+}
+
+/// Both lease types renew the same way and differ in how they are revoked.
+fn secret_type(name: &str, b: &Arc<AzureBackend>, revoke: HandlerFn) -> SecretType {
+    let renew = b.clone();
     SecretType {
-        name: STATIC_SERVICE_PRINCIPAL.into(),
+        name: name.into(),
         default_duration: Duration::ZERO,
         renew: Some(handler(move |req, data| {
             let b = renew.clone();
             async move { b.renew(req, data).await }
         })),
-        revoke: handler(move |req, _| {
-            let b = revoke.clone();
-            async move { b.revoke_static(req).await }
-        }),
+        revoke,
     }
 }
 

@@ -179,39 +179,18 @@ impl AzureBackend {
         let wal_id = provision::wal_password(storage, &app_object_id, &display_name)
             .await
             .map_err(|e| LogicalError::internal(e.to_string()))?;
-        let added = {
-            let lock = self.app_lock(&app_object_id);
-            let _guard = lock.lock().await;
-            client
-                .graph()
-                .add_application_password(
-                    &app_object_id,
-                    &NewPassword {
-                        display_name: Some(display_name.clone()),
-                        start: None,
-                        end: Some(end),
-                    },
-                    deadline,
-                )
-                .await
-        };
-        let password = match added {
-            Ok(p) => p,
-            Err(e) => {
-                if e.status().is_some_and(|s| (400..500).contains(&s)) {
-                    // Refused outright: nothing was created.
-                    provision::forget_wal(storage, &wal_id).await;
-                }
+        let password = self
+            .add_app_password(client, storage, &wal_id, &app_object_id, &NewPassword { display_name: Some(display_name.clone()), start: None, end: Some(end) }, deadline)
+            .await
+            .map_err(|e| {
                 if e.is_too_many_passwords() {
-                    return Err(LogicalError::internal(
+                    LogicalError::internal(
                         "error updating credentials: maximum number of Application passwords reached",
-                    ));
+                    )
+                } else {
+                    LogicalError::internal(format!("error updating credentials: {e}"))
                 }
-                return Err(LogicalError::internal(format!(
-                    "error updating credentials: {e}"
-                )));
-            }
-        };
+            })?;
         provision::forget_wal(storage, &wal_id).await;
         let secret = password.secret_text.clone().ok_or_else(|| {
             LogicalError::internal("error updating credentials: Graph returned no secret text")

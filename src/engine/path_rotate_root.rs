@@ -107,33 +107,21 @@ impl AzureBackend {
         )
         .await
         .map_err(|e| LogicalError::internal(format!("error writing WAL: {e}")))?;
-        let added = {
-            let lock = self.app_lock(&app.id);
-            let _guard = lock.lock().await;
-            client
-                .graph()
-                .add_application_password(
-                    &app.id,
-                    &NewPassword {
-                        display_name: Some(display_name),
-                        start: None,
-                        end: Some(end),
-                    },
-                    deadline,
-                )
-                .await
-        };
-        let password = match added {
-            Ok(p) => p,
-            Err(e) => {
-                if e.status().is_some_and(|s| (400..500).contains(&s)) {
-                    provision::forget_wal(storage, &wal_id).await;
-                }
-                return Err(LogicalError::internal(format!(
-                    "failed to add new password: {e}"
-                )));
-            }
-        };
+        let password = self
+            .add_app_password(
+                &client,
+                storage,
+                &wal_id,
+                &app.id,
+                &NewPassword {
+                    display_name: Some(display_name.clone()),
+                    start: None,
+                    end: Some(end),
+                },
+                deadline,
+            )
+            .await
+            .map_err(|e| LogicalError::internal(format!("failed to add new password: {e}")))?;
         let secret = password.secret_text.clone().ok_or_else(|| {
             LogicalError::internal("failed to add new password: Graph returned no secret text")
         })?;

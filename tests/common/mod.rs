@@ -487,6 +487,79 @@ impl Emulator {
         self.curl("DELETE", "/requests", None);
     }
 
+    /// A Graph token of the seeded root identity.
+    pub fn root_graph_token(&self) -> String {
+        let url = format!(
+            "{}{}/oauth2/v2.0/token",
+            self.var("AZURE_AUTHORITY_HOST"),
+            self.var("AZURE_TENANT_ID")
+        );
+        let out = Command::new("curl")
+            .args(["-s", "--cacert", &self.var("SSL_CERT_FILE"), &url])
+            .args(["--data-urlencode", "grant_type=client_credentials"])
+            .args([
+                "--data-urlencode",
+                &format!("client_id={}", self.var("AZURE_CLIENT_ID")),
+            ])
+            .args([
+                "--data-urlencode",
+                &format!("client_secret={}", self.var("AZURE_CLIENT_SECRET")),
+            ])
+            .args([
+                "--data-urlencode",
+                &format!("scope={}/.default", self.var("AZURE_GRAPH_ENDPOINT")),
+            ])
+            .output()
+            .expect("curl");
+        let token: Value = serde_json::from_slice(&out.stdout).expect("token JSON");
+        token["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_string()
+    }
+
+    /// POSTs `body` to Graph `path` (under `/v1.0/`) as the root identity.
+    pub fn graph_post(&self, path: &str, body: &Value) -> Value {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-f",
+                "--cacert",
+                &self.var("SSL_CERT_FILE"),
+                "-X",
+                "POST",
+            ])
+            .args([
+                "-H",
+                &format!("Authorization: Bearer {}", self.root_graph_token()),
+            ])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body.to_string(),
+            ])
+            .arg(format!("{}/v1.0/{path}", self.var("AZURE_GRAPH_ENDPOINT")))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "POST {path} failed");
+        serde_json::from_slice(&out.stdout).expect("Graph JSON")
+    }
+
+    /// Creates an application (and, with `with_sp`, its service principal, which it needs to
+    /// obtain tokens) as the root identity; returns (object id, app id).
+    pub fn create_app(&self, name: &str, with_sp: bool) -> (String, String) {
+        let app = self.graph_post(
+            "applications",
+            &serde_json::json!({"displayName": name, "signInAudience": "AzureADMyOrg"}),
+        );
+        let app_id = app["appId"].as_str().expect("appId").to_string();
+        if with_sp {
+            self.graph_post("servicePrincipals", &serde_json::json!({ "appId": app_id }));
+        }
+        (app["id"].as_str().expect("id").to_string(), app_id)
+    }
+
     /// Applications whose display name starts with `vault-`.
     pub fn vault_apps(&self) -> Vec<Value> {
         self.state()["applications"]
