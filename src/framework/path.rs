@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use regex::Regex;
+use regex_lite::Regex;
 
 use super::field::{FieldData, FieldSchema};
 use super::HandlerResult;
@@ -107,7 +107,7 @@ pub(crate) struct CompiledPath {
 }
 
 impl CompiledPath {
-    pub fn compile(path: Path) -> Result<Self, regex::Error> {
+    pub fn compile(path: Path) -> Result<Self, regex_lite::Error> {
         let regex = Regex::new(&format!("^(?:{})$", path.pattern))?;
         let fields = Arc::new(path.fields.clone());
         Ok(Self {

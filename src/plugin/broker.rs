@@ -122,7 +122,7 @@ pub async fn dial(addr: HostAddress, tls: Arc<rustls::ClientConfig>) -> Result<C
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             match addr.network.as_str() {
                 "unix" => {
-                    let sock = UnixStream::connect(&addr.address).await?;
+                    let sock = super::buffered(UnixStream::connect(&addr.address).await?);
                     Ok::<_, std::io::Error>(TokioIo::new(
                         Box::new(tls.connect(name, sock).await?) as Box<dyn AsyncStream>
                     ))
@@ -130,6 +130,7 @@ pub async fn dial(addr: HostAddress, tls: Arc<rustls::ClientConfig>) -> Result<C
                 "tcp" => {
                     let sock = TcpStream::connect(&addr.address).await?;
                     sock.set_nodelay(true)?;
+                    let sock = super::buffered(sock);
                     Ok(TokioIo::new(
                         Box::new(tls.connect(name, sock).await?) as Box<dyn AsyncStream>
                     ))

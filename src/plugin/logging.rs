@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
 
 /// Formats each event as one hclog JSON object.
 pub struct HclogJson;
@@ -115,11 +115,19 @@ pub fn level_from_env(get: impl Fn(&str) -> Option<String>) -> String {
 /// Installs the stderr JSON logger for this crate and its dependencies.
 pub fn init(level: &str) {
     // Our own code logs at the chosen level; dependencies only at warn and above.
-    let filter = EnvFilter::new(format!("warn,vault_plugin_secrets_azure={level}"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .event_format(HclogJson)
+    let ours = level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO);
+    let filter = Targets::new()
+        .with_default(LevelFilter::WARN)
+        .with_target("vault_plugin_secrets_azure", ours);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .event_format(HclogJson),
+        )
+        .with(filter)
         .try_init();
 }
 

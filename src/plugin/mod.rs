@@ -187,7 +187,7 @@ fn listener_stream(listener: Listener) -> mpsc::Receiver<Accepted> {
                     let conn = l
                         .accept()
                         .await
-                        .map(|(s, _)| Box::new(s) as Box<dyn AsyncStream>);
+                        .map(|(s, _)| Box::new(buffered(s)) as Box<dyn AsyncStream>);
                     if tx.send(conn).await.is_err() {
                         break;
                     }
@@ -199,7 +199,7 @@ fn listener_stream(listener: Listener) -> mpsc::Receiver<Accepted> {
                 loop {
                     let conn = l.accept().await.and_then(|(s, _)| {
                         s.set_nodelay(true)?;
-                        Ok(Box::new(s) as Box<dyn AsyncStream>)
+                        Ok(Box::new(buffered(s)) as Box<dyn AsyncStream>)
                     });
                     if tx.send(conn).await.is_err() {
                         break;
@@ -209,6 +209,12 @@ fn listener_stream(listener: Listener) -> mpsc::Receiver<Accepted> {
         }
     }
     rx
+}
+
+/// Buffers writes below TLS, so that the records of one HTTP/2 flush (headers, data,
+/// trailers) leave in one system call instead of one each.
+pub(crate) fn buffered<S: tokio::io::AsyncRead + AsyncWrite>(stream: S) -> tokio::io::BufWriter<S> {
+    tokio::io::BufWriter::with_capacity(16 * 1024, stream)
 }
 
 /// Runs the TLS handshake of each connection in its own task and hands the authenticated
