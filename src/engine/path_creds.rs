@@ -30,7 +30,7 @@ credential_ready_timeout), and is removed from Azure when its lease is revoked o
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
     let b = b.clone();
-    Path::new(r"creds/(?P<role>\w(([\w.-]+)?\w)?)")
+    Path::new(format!("creds/(?P<role>{})", super::path_roles::NAME_PATTERN))
         .field(
             "role",
             FieldSchema::new(FieldType::LowerCaseString, "Name of the Vault role."),
