@@ -32,6 +32,7 @@ set -a; source <(grep '=' "$work/emulator.env"); set +a
 echo "tenant $AZURE_TENANT_ID, subscription $AZURE_SUBSCRIPTION_ID"
 echo "Graph $AZURE_GRAPH_ENDPOINT, ARM $AZURE_RESOURCE_MANAGER_ENDPOINT, login $AZURE_AUTHORITY_HOST"
 # The engine's own identity is given through `config` below, not the environment.
+tenant="$AZURE_TENANT_ID"; subscription="$AZURE_SUBSCRIPTION_ID"
 root_client_id="$AZURE_CLIENT_ID"; root_client_secret="$AZURE_CLIENT_SECRET"
 unset AZURE_CLIENT_ID AZURE_CLIENT_SECRET AZURE_TENANT_ID AZURE_SUBSCRIPTION_ID IDENTITY_ENDPOINT IMDS_ENDPOINT
 
@@ -54,15 +55,15 @@ sha="$(sha256sum "$work/plugins/azure" | cut -d' ' -f1)"
 "$bao" secrets list -detailed | awk 'NR<=2 || /^azure\//' | cut -c1-140
 
 step "Configure it with the emulator's root identity"
-"$bao" write azure/config tenant_id="$AZURE_TENANT_ID" subscription_id="$AZURE_SUBSCRIPTION_ID" \
+"$bao" write azure/config tenant_id="$tenant" subscription_id="$subscription" \
   client_id="$root_client_id" client_secret="$root_client_secret"
 "$bao" read azure/config
 
 step "Write a role with two Azure roles and a group"
 cat > "$work/roles.json" <<JSON
 [
-  {"role_name": "Reader", "scope": "/subscriptions/$AZURE_SUBSCRIPTION_ID"},
-  {"role_name": "Contributor", "scope": "/subscriptions/$AZURE_SUBSCRIPTION_ID/resourceGroups/vault-rg"}
+  {"role_name": "Reader", "scope": "/subscriptions/$subscription"},
+  {"role_name": "Contributor", "scope": "/subscriptions/$subscription/resourceGroups/vault-rg"}
 ]
 JSON
 cat > "$work/groups.json" <<JSON
@@ -107,7 +108,7 @@ for g in s["groups"]:
 ' "$client_id"
 
 step "Revoke the lease"
-"$bao" lease revoke "$lease_id"
+"$bao" lease revoke -sync "$lease_id"
 
 step "The service principal is gone"
 state | python3 -c '
