@@ -40,9 +40,9 @@ async fn startup_contract_and_clean_shutdown() {
             "AZURE_RESOURCE_MANAGER_ENDPOINT",
             "IDENTITY_ENDPOINT",
             "IMDS_ENDPOINT",
-            "IMDS_VM_ENDPOINT",
             "EMULATOR_ADMIN",
             "SSL_CERT_FILE",
+            "IMDS_VM_ENDPOINT",
             "READY"
         ]
     );
@@ -855,7 +855,7 @@ async fn arm_role_definitions_and_assignments() {
 
 #[tokio::test]
 async fn propagation_delay() {
-    let emu = Emu::start(&["--propagation-delay-ms", "1500"]);
+    let emu = Emu::start(&["--propagation-delay-ms", "3000"]);
     let g = emu.root_graph().await;
     let a = emu.root_arm().await;
     let sub = emu.sub_scope();
@@ -882,7 +882,7 @@ async fn propagation_delay() {
         r.body["error"]["details"][0]["code"],
         "NoBackingApplicationObject"
     );
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let sp = emu
         .graph(
             Method::POST,
@@ -935,7 +935,7 @@ async fn propagation_delay() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "Request_ResourceNotFound");
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let r = emu
         .graph(
             Method::POST,
@@ -959,16 +959,53 @@ async fn propagation_delay() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+
+    // Optional: no read-your-writes for objects addressed by id.
+    let s = emu
+        .admin(
+            Method::POST,
+            "/settings",
+            Some(json!({"read_delay_ms": 2000, "propagation_delay_ms": 0})),
+        )
+        .await;
+    assert_eq!(s.body["read_delay_ms"], 2000);
+    let app = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &g,
+            Some(json!({"displayName": "vault-read"})),
+        )
+        .await;
+    let id = app.body["id"].as_str().unwrap().to_string();
+    let r = emu
+        .graph(Method::GET, &format!("/applications/{id}"), &g, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{id}/addPassword"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.code(), "Request_ResourceNotFound");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = emu
+        .graph(Method::GET, &format!("/applications/{id}"), &g, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn credential_delay() {
-    let emu = Emu::start(&["--credential-delay-ms", "1500"]);
+    let emu = Emu::start(&["--credential-delay-ms", "3000"]);
     let g = emu.root_graph().await;
     let (id, client_id, _, secret) = emu.new_principal(&g, "vault-cred").await;
     let r = emu.token(&client_id, &secret, &emu.graph_scope()).await;
     assert_aad_error(&r, 400, "unauthorized_client", 700016);
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
         emu.token(&client_id, &secret, &emu.graph_scope())
             .await
@@ -1163,6 +1200,44 @@ async fn faults_latency_and_request_log() {
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Opt-in write throttling: a token bucket per service.
+    emu.admin(
+        Method::POST,
+        "/settings",
+        Some(json!({"latency_ms": 0, "arm_writes_per_sec": 0.5, "arm_write_burst": 2})),
+    )
+    .await;
+    let rg = format!("{sub}/resourceGroups/throttled-rg");
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = emu
+            .arm(Method::PUT, &rg, &a, Some(json!({"location": "eastus"})))
+            .await;
+        statuses.push(r.status.as_u16());
+        last = Some(r);
+    }
+    assert_eq!(statuses, [201, 200, 429]);
+    let last = last.unwrap();
+    assert_eq!(last.code(), "SubscriptionRequestsThrottled");
+    assert!(
+        last.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        last.headers["x-ms-ratelimit-remaining-subscription-writes"],
+        "0"
+    );
+    // Reads are not throttled.
+    assert_eq!(
+        emu.arm(Method::GET, &rg, &a, None).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -1965,4 +2040,155 @@ async fn graph_extras_and_admin_reads() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::GONE);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_error_shapes() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let a = emu.root_arm().await;
+    let sub = emu.sub_scope();
+    let junk: [&[u8]; 5] = [b"", b"{", b"[]", b"null", b"\xff\xfe"];
+    let graph_paths = [
+        "/applications",
+        "/applications/x/addPassword",
+        "/applications(appId='')/removePassword",
+        "/applications(appId=)",
+        "/applications(/x",
+        "/servicePrincipals",
+        "/groups/x/members/$ref",
+        "/groups/%ZZ/members",
+        "/directory/deletedItems/microsoft.graph.nothing",
+        "/applications/00000000-0000-0000-0000-000000000000/federatedIdentityCredentials",
+        "/applications?$filter=(((",
+        "/applications?$filter=displayName%20eq%20'x'%20and%20startswith(",
+        "/applications?$top=0",
+        "/applications?$skiptoken=!!",
+    ];
+    for path in graph_paths {
+        for body in junk {
+            for method in [Method::POST, Method::GET, Method::PATCH, Method::DELETE] {
+                let r = emu
+                    .http
+                    .request(method.clone(), emu.graph_url(path))
+                    .bearer_auth(&g)
+                    .header("content-type", "application/json")
+                    .body(body.to_vec())
+                    .send()
+                    .await
+                    .expect("the emulator answers");
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                if status.is_client_error() {
+                    let v: Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+                    assert!(v["error"]["code"].is_string(), "{method} {path}: {text}");
+                } else {
+                    assert!(status.is_success(), "{method} {path}: {status} {text}");
+                }
+            }
+        }
+    }
+    let arm_paths = [
+        format!(
+            "{sub}/providers/Microsoft.Authorization/roleAssignments/{}",
+            uuid::Uuid::new_v4()
+        ),
+        format!("{sub}/providers/Microsoft.Authorization/roleAssignments?$filter=weird(('"),
+        format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/not-a-guid"),
+        format!("{sub}/providers/Microsoft.Authorization/roleDefinitions?$filter=roleName%20eq%20"),
+        format!("{sub}/resourceGroups/bad..name."),
+        "/providers/Microsoft.Authorization/roleAssignments/x/y/z".to_string(),
+        "/totally/unknown".to_string(),
+        format!("{sub}/providers/Microsoft.Authorization/"),
+    ];
+    for path in &arm_paths {
+        for body in junk {
+            for method in [Method::PUT, Method::GET, Method::DELETE, Method::POST] {
+                let r = emu
+                    .http
+                    .request(method.clone(), emu.arm_url(path))
+                    .bearer_auth(&a)
+                    .header("content-type", "application/json")
+                    .body(body.to_vec())
+                    .send()
+                    .await
+                    .expect("the emulator answers");
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                assert!(
+                    !status.is_server_error(),
+                    "{method} {path}: {status} {text}"
+                );
+                if status.is_client_error() {
+                    let v: Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"));
+                    assert!(v["error"]["code"].is_string(), "{method} {path}: {text}");
+                }
+            }
+        }
+    }
+    // Token endpoint and identity endpoints with nonsense.
+    let tenant = emu.var("AZURE_TENANT_ID").to_string();
+    for body in [
+        "grant_type=client_credentials&client_id=%ZZ",
+        "client_assertion=a.b.c&grant_type=client_credentials&client_id=x&scope=y",
+        "&&&==",
+    ] {
+        let r = emu
+            .post_form(&emu.token_url(&tenant), body.to_string())
+            .await;
+        assert!(r.status.is_client_error(), "{body}: {}", r.text);
+        assert!(r.body["error"].is_string(), "{body}: {}", r.text);
+    }
+    let r = emu
+        .http
+        .get(format!(
+            "{}?api-version=2021-02-01&resource=https://management.azure.com/&client_id=x",
+            emu.var("IDENTITY_ENDPOINT")
+        ))
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Still alive and well.
+    assert_eq!(
+        emu.graph(Method::GET, "/groups", &g, None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn startup_failures_exit_non_zero_without_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.json");
+    std::fs::write(&seed, r#"{"applications": [{"displayName": "x", "roleAssignments": [{"role": "Nope", "scope": "/"}]}]}"#).unwrap();
+    let cert = dir.path().join("ca.pem");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_azure-emulator"))
+        .args(["--listen", "127.0.0.1:0", "--seed"])
+        .arg(&seed)
+        .arg("--cert-file")
+        .arg(&cert)
+        .arg("--arc-token-dir")
+        .arg(dir.path().join("tokens"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+    assert!(!cert.exists(), "no files written on a failed start");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_azure-emulator"))
+        .args(["--listen", "192.0.2.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_azure-emulator"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--propagation-delay-ms"));
 }

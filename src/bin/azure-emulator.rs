@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use vault_plugin_secrets_azure::emulator::{Config, Emulator, EmulatorError};
+use vault_plugin_secrets_azure::emulator::{Config, Emulator, EmulatorError, USAGE};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -16,7 +16,12 @@ fn main() -> ExitCode {
         )
         .init();
 
-    let config = match Config::from_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("azure-emulator: {e}");

@@ -125,6 +125,20 @@ fn apply(s: &mut Settings, key: &str, v: &Value) -> Result<(), String> {
             s.max_concurrent_password_writes = n;
         }
         "role_assignment_limit" => s.role_assignment_limit = to_usize(as_u64(v, key)?)?,
+        "read_delay_ms" => s.read_delay_ms = as_u64(v, key)?,
+        "graph_writes_per_sec" | "arm_writes_per_sec" => {
+            let rate = v
+                .as_f64()
+                .filter(|r| r.is_finite() && *r >= 0.0)
+                .ok_or_else(|| format!("'{key}' must be a non-negative number"))?;
+            if key == "graph_writes_per_sec" {
+                s.graph_writes_per_sec = rate;
+            } else {
+                s.arm_writes_per_sec = rate;
+            }
+        }
+        "graph_write_burst" => s.graph_write_burst = as_u64(v, key)?.max(1),
+        "arm_write_burst" => s.arm_write_burst = as_u64(v, key)?.max(1),
         other => return Err(format!("unknown setting '{other}'")),
     }
     Ok(())

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -16,6 +17,24 @@ use super::imds::{check_metadata_header, mi_token_response, resolve_mi_resource}
 use super::jwt::constant_time_eq;
 use super::paging::{param, query_pairs};
 use super::Shared;
+
+/// How long an unanswered challenge file stays valid.
+const KEY_LIFETIME: Duration = Duration::from_secs(300);
+
+/// An outstanding challenge: the secret written into its `.key` file.
+#[derive(Clone)]
+pub struct ArcKey {
+    pub secret: String,
+    pub created: Instant,
+}
+
+impl std::fmt::Debug for ArcKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArcKey")
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
 
 /// api-versions the Arc agent accepts.
 pub const ARC_API_VERSIONS: [&str; 4] = ["2019-08-15", "2019-11-01", "2020-06-01", "2021-02-01"];
@@ -120,13 +139,22 @@ fn handle(shared: &Shared, raw: Option<&str>, headers: &HeaderMap) -> Result<Res
         Some((scheme, secret)) if scheme.eq_ignore_ascii_case("basic") => secret.trim(),
         _ => "",
     };
-    let matched: Option<PathBuf> = shared
-        .arc_keys()
-        .iter()
-        .find(|(_, secret)| {
-            !presented.is_empty() && constant_time_eq(secret.as_bytes(), presented.as_bytes())
-        })
-        .map(|(p, _)| p.clone());
+    // Find and consume the key in one step, so a secret works once even under races.
+    let matched: Option<PathBuf> = {
+        let mut keys = shared.arc_keys();
+        let found = keys
+            .iter()
+            .find(|(_, key)| {
+                !presented.is_empty()
+                    && key.created.elapsed() < KEY_LIFETIME
+                    && constant_time_eq(key.secret.as_bytes(), presented.as_bytes())
+            })
+            .map(|(p, _)| p.clone());
+        if let Some(p) = &found {
+            keys.remove(p);
+        }
+        found
+    };
     let Some(path) = matched else {
         return Err(MiError::new(
             StatusCode::UNAUTHORIZED,
@@ -134,7 +162,6 @@ fn handle(shared: &Shared, raw: Option<&str>, headers: &HeaderMap) -> Result<Res
             "The challenge response in the Authorization header is not valid.",
         ));
     };
-    shared.arc_keys().remove(&path);
     let _ = std::fs::remove_file(&path);
 
     let tenant = shared.dir().tenant_id.clone();
@@ -169,7 +196,24 @@ fn challenge(shared: &Shared) -> Result<Response, MiError> {
                     "The agent could not write the challenge file.",
                 )
             })?;
-            shared.arc_keys().insert(path.clone(), secret);
+            let mut keys = shared.arc_keys();
+            // Forget (and delete) challenges nobody answered in time.
+            let stale: Vec<PathBuf> = keys
+                .iter()
+                .filter(|(_, k)| k.created.elapsed() >= KEY_LIFETIME)
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in stale {
+                keys.remove(&p);
+                let _ = std::fs::remove_file(&p);
+            }
+            keys.insert(
+                path.clone(),
+                ArcKey {
+                    secret,
+                    created: Instant::now(),
+                },
+            );
             path.to_string_lossy().into_owned()
         }
     };

@@ -344,12 +344,16 @@ fn unsupported_query(prop: &str, entity: &str) -> GraphError {
 }
 
 /// Applies `$filter`, `$count`, `$top`, `$skiptoken`, `$select` and renders a collection.
+/// `items` hold at least the `filterable` properties of each object; `render` turns the
+/// items of the returned page into full objects (so that large collections are not rendered
+/// in full for every filtered read).
 fn list_response(
     req: &Req,
     context: &str,
     entity_name: &str,
     filterable: &[&str],
     items: Vec<Value>,
+    render: impl FnOnce(Vec<Value>) -> Vec<Value>,
 ) -> GResult {
     let advanced = req
         .headers
@@ -458,6 +462,7 @@ fn list_response(
         None => 0,
     };
     let (page, next) = paging::page(items, offset, size);
+    let page = render(page);
     let page: Vec<Value> = match paging::param(&req.query, "$select") {
         Some(sel) => {
             let wanted: Vec<String> = sel.split(',').map(|s| s.trim().to_string()).collect();
@@ -496,24 +501,31 @@ fn list_response(
 
 // ---------- applications ----------
 
+/// Resolves an application key (object id or `appId=…`). Objects younger than the
+/// `read_delay_ms` setting are not found yet (no read-your-writes in Entra ID).
 fn find_app_id(req: &Req, key: &str) -> Option<String> {
+    let delay = std::time::Duration::from_millis(req.shared.settings().read_delay_ms);
     let d = req.shared.dir();
-    if let Some(app_id) = key.strip_prefix("appId=") {
-        d.app_by_client_id(app_id).map(|a| a.id.clone())
+    let app = if let Some(app_id) = key.strip_prefix("appId=") {
+        d.app_by_client_id(app_id)
     } else {
-        let k = key.to_ascii_lowercase();
-        d.applications.contains_key(&k).then_some(k)
-    }
+        d.applications.get(&key.to_ascii_lowercase())
+    };
+    app.filter(|a| settled(a.created_at, delay))
+        .map(|a| a.id.clone())
 }
 
+/// Resolves a service principal key, like [`find_app_id`].
 fn find_sp_id(req: &Req, key: &str) -> Option<String> {
+    let delay = std::time::Duration::from_millis(req.shared.settings().read_delay_ms);
     let d = req.shared.dir();
-    if let Some(app_id) = key.strip_prefix("appId=") {
-        d.sp_by_client_id(app_id).map(|s| s.id.clone())
+    let sp = if let Some(app_id) = key.strip_prefix("appId=") {
+        d.sp_by_client_id(app_id)
     } else {
-        let k = key.to_ascii_lowercase();
-        d.service_principals.contains_key(&k).then_some(k)
-    }
+        d.service_principals.get(&key.to_ascii_lowercase())
+    };
+    sp.filter(|s| settled(s.created_at, delay))
+        .map(|s| s.id.clone())
 }
 
 fn key_display(key: &str) -> &str {
@@ -526,7 +538,12 @@ fn list_applications(req: &Req) -> GResult {
         let d = req.shared.dir();
         let mut apps: Vec<&Application> = d.applications.values().collect();
         apps.sort_by_key(|a| a.seq);
-        apps.iter().map(|a| a.to_json(&d.domain)).collect()
+        apps.iter()
+            .map(|a| {
+                json!({"id": a.id, "appId": a.app_id, "displayName": a.display_name,
+                    "signInAudience": a.sign_in_audience, "tags": a.tags, "publisherDomain": d.domain})
+            })
+            .collect()
     };
     list_response(
         req,
@@ -541,6 +558,17 @@ fn list_applications(req: &Req) -> GResult {
             "publisherDomain",
         ],
         items,
+        |page| {
+            let d = req.shared.dir();
+            page.into_iter()
+                .map(
+                    |i| match i["id"].as_str().and_then(|id| d.applications.get(id)) {
+                        Some(a) => a.to_json(&d.domain),
+                        None => i,
+                    },
+                )
+                .collect()
+        },
     )
 }
 
@@ -876,6 +904,7 @@ fn list_fics(req: &Req, key: &str) -> GResult {
         "FederatedIdentityCredential",
         &["name", "subject", "issuer"],
         items,
+        |page| page,
     )
 }
 
@@ -992,7 +1021,13 @@ fn list_service_principals(req: &Req) -> GResult {
         let d = req.shared.dir();
         let mut sps: Vec<_> = d.service_principals.values().collect();
         sps.sort_by_key(|s| s.seq);
-        sps.iter().map(|s| s.to_json()).collect()
+        sps.iter()
+            .map(|s| {
+                json!({"id": s.id, "appId": s.app_id, "displayName": s.display_name,
+                    "servicePrincipalType": s.sp_type, "accountEnabled": true,
+                    "servicePrincipalNames": [s.app_id], "tags": s.tags})
+            })
+            .collect()
     };
     list_response(
         req,
@@ -1008,6 +1043,17 @@ fn list_service_principals(req: &Req) -> GResult {
             "tags",
         ],
         items,
+        |page| {
+            let d = req.shared.dir();
+            page.into_iter()
+                .map(
+                    |i| match i["id"].as_str().and_then(|id| d.service_principals.get(id)) {
+                        Some(s) => s.to_json(),
+                        None => i,
+                    },
+                )
+                .collect()
+        },
     )
 }
 
@@ -1129,6 +1175,7 @@ fn list_deleted(req: &Req, type_name: &str) -> GResult {
         entity_name,
         &["id", "appId", "displayName"],
         items,
+        |page| page,
     )
 }
 
@@ -1224,7 +1271,13 @@ fn list_groups(req: &Req) -> GResult {
         let d = req.shared.dir();
         let mut gs: Vec<_> = d.groups.values().collect();
         gs.sort_by_key(|g| g.seq);
-        gs.iter().map(|g| g.to_json()).collect()
+        gs.iter()
+            .map(|g| {
+                json!({"id": g.id, "displayName": g.display_name, "mailNickname": g.mail_nickname,
+                    "securityEnabled": g.security_enabled, "mailEnabled": g.mail_enabled,
+                    "groupTypes": g.group_types, "description": g.description})
+            })
+            .collect()
     };
     list_response(
         req,
@@ -1240,6 +1293,15 @@ fn list_groups(req: &Req) -> GResult {
             "description",
         ],
         items,
+        |page| {
+            let d = req.shared.dir();
+            page.into_iter()
+                .map(|i| match i["id"].as_str().and_then(|id| d.groups.get(id)) {
+                    Some(g) => g.to_json(),
+                    None => i,
+                })
+                .collect()
+        },
     )
 }
 
@@ -1355,6 +1417,7 @@ fn list_members(req: &Req, id: &str) -> GResult {
         "DirectoryObject",
         &["id", "displayName", "appId"],
         items,
+        |page| page,
     )
 }
 

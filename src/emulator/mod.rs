@@ -20,6 +20,7 @@ pub mod roles;
 pub mod seed;
 pub mod server;
 pub mod state;
+pub mod throttle;
 pub mod tls;
 pub mod token;
 
@@ -99,6 +100,11 @@ impl Config {
                     c.listen = v
                         .parse()
                         .map_err(|_| EmulatorError::Args(format!("--listen: bad address '{v}'")))?;
+                    if !c.listen.ip().is_loopback() {
+                        return Err(EmulatorError::Args(format!(
+                            "--listen: {v} is not a loopback address; the emulator serves loopback only"
+                        )));
+                    }
                 }
                 "--latency-ms" => c.latency_ms = number(value()?)?,
                 "--propagation-delay-ms" => c.propagation_delay_ms = number(value()?)?,
@@ -132,6 +138,17 @@ pub struct Settings {
     /// Password writes in flight on one object beyond this get 503 `Directory_ConcurrencyViolation`.
     pub max_concurrent_password_writes: usize,
     pub role_assignment_limit: usize,
+    /// For this long after creation, Graph calls addressing an application or service
+    /// principal by id answer 404 (Entra ID has no read-your-writes guarantee).
+    pub read_delay_ms: u64,
+    /// Graph writes (POST/PATCH/PUT/DELETE) allowed per second; 0 turns throttling off.
+    pub graph_writes_per_sec: f64,
+    /// Graph write burst size.
+    pub graph_write_burst: u64,
+    /// ARM writes (PUT/PATCH/POST/DELETE) allowed per second; 0 turns throttling off.
+    pub arm_writes_per_sec: f64,
+    /// ARM write burst size.
+    pub arm_write_burst: u64,
 }
 
 impl Settings {
@@ -147,6 +164,11 @@ impl Settings {
             password_write_ms: 50,
             max_concurrent_password_writes: 3,
             role_assignment_limit: 4000,
+            read_delay_ms: 0,
+            graph_writes_per_sec: 0.0,
+            graph_write_burst: 100,
+            arm_writes_per_sec: 0.0,
+            arm_write_burst: 200,
         }
     }
 
@@ -184,9 +206,11 @@ pub struct Shared {
     /// The Arc token directory, when it exists or could be created.
     pub arc_dir: Option<PathBuf>,
     /// Outstanding Arc challenge files and their secrets.
-    pub arc_keys: Mutex<HashMap<PathBuf, String>>,
+    pub arc_keys: Mutex<HashMap<PathBuf, arc::ArcKey>>,
     /// Password writes in flight per object id.
     pub inflight: Mutex<HashMap<String, usize>>,
+    /// Write token buckets of Graph and ARM.
+    buckets: Mutex<HashMap<&'static str, throttle::Bucket>>,
 }
 
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -228,12 +252,30 @@ impl Shared {
         relock(&self.faults)
     }
 
-    pub fn arc_keys(&self) -> MutexGuard<'_, HashMap<PathBuf, String>> {
+    pub fn arc_keys(&self) -> MutexGuard<'_, HashMap<PathBuf, arc::ArcKey>> {
         relock(&self.arc_keys)
     }
 
     pub fn inflight(&self) -> MutexGuard<'_, HashMap<String, usize>> {
         relock(&self.inflight)
+    }
+
+    /// Takes a write token for `service` when write throttling is on (`None` when off).
+    pub fn take_write_token(&self, service: Service) -> Option<throttle::Take> {
+        let s = self.settings();
+        let (rate, burst) = match service {
+            Service::Graph => (s.graph_writes_per_sec, s.graph_write_burst),
+            Service::Arm => (s.arm_writes_per_sec, s.arm_write_burst),
+            _ => return None,
+        };
+        if rate <= 0.0 || !rate.is_finite() {
+            return None;
+        }
+        let mut buckets = relock(&self.buckets);
+        let bucket = buckets
+            .entry(service.as_str())
+            .or_insert_with(|| throttle::Bucket::full(burst));
+        Some(bucket.take(rate, burst, Instant::now()))
     }
 }
 
@@ -279,6 +321,12 @@ fn prepare_arc_dir(dir: &Path) -> Option<PathBuf> {
 impl Emulator {
     /// Binds every listener, generates the CA, seeds the directory and starts serving.
     pub async fn start(config: Config) -> Result<Emulator, EmulatorError> {
+        if !config.listen.ip().is_loopback() {
+            return Err(EmulatorError::Args(format!(
+                "{} is not a loopback address",
+                config.listen
+            )));
+        }
         let (token_l, token_addr) = bind(config.listen).await?;
         let mut other = config.listen;
         other.set_port(0);
@@ -302,7 +350,15 @@ impl Emulator {
             admin: format!("http://{host}:{}", admin_addr.port()),
         };
 
+        // Everything that can fail is done before any file is written.
+        let seed_doc = match &config.seed {
+            Some(p) => Some(seed::SeedFile::load(p)?),
+            None => None,
+        };
+        let (dir, root_secret, root_client_id) = seed::build_directory(seed_doc.as_ref())?;
+        let jwt = JwtKey::generate()?;
         let tls = tls::generate()?;
+
         let (cert_path, temp_dir) = match &config.cert_file {
             Some(p) => (p.clone(), None),
             None => {
@@ -313,15 +369,16 @@ impl Emulator {
                 (dir.join("ca.pem"), Some(dir))
             }
         };
-        std::fs::write(&cert_path, &tls.ca_pem)
-            .map_err(|e| EmulatorError::io(format!("write {}", cert_path.display()), e))?;
+        if let Err(e) = std::fs::write(&cert_path, &tls.ca_pem) {
+            if let Some(dir) = &temp_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(EmulatorError::io(
+                format!("write {}", cert_path.display()),
+                e,
+            ));
+        }
         let cert_path = std::fs::canonicalize(&cert_path).unwrap_or(cert_path);
-
-        let seed_doc = match &config.seed {
-            Some(p) => Some(seed::SeedFile::load(p)?),
-            None => None,
-        };
-        let (dir, root_secret, root_client_id) = seed::build_directory(seed_doc.as_ref())?;
 
         let shared = Arc::new(Shared {
             dir: Mutex::new(dir),
@@ -329,11 +386,12 @@ impl Emulator {
             faults: Mutex::new(Faults::default()),
             log: Mutex::new(Vec::new()),
             started: Instant::now(),
-            jwt: JwtKey::generate()?,
+            jwt,
             urls: urls.clone(),
             arc_dir: prepare_arc_dir(&config.arc_token_dir),
             arc_keys: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
         });
 
         let acceptor = TlsAcceptor::from(tls.server_config.clone());
@@ -396,12 +454,12 @@ impl Emulator {
                 urls.identity_endpoint.clone(),
             ),
             ("IMDS_ENDPOINT".to_string(), urls.imds.clone()),
-            ("IMDS_VM_ENDPOINT".to_string(), urls.imds_vm.clone()),
             ("EMULATOR_ADMIN".to_string(), urls.admin.clone()),
             (
                 "SSL_CERT_FILE".to_string(),
                 cert_path.to_string_lossy().into_owned(),
             ),
+            ("IMDS_VM_ENDPOINT".to_string(), urls.imds_vm.clone()),
         ];
         tracing::info!(
             authority = %urls.authority,
@@ -449,5 +507,42 @@ impl Emulator {
         if let Some(dir) = &self.temp_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Config, EmulatorError> {
+        Config::from_args(a.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn flags() {
+        let c = args(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--latency-ms=5",
+            "--propagation-delay-ms",
+            "7",
+            "--credential-delay-ms",
+            "9",
+            "--arc-token-dir",
+            "/tmp/x",
+            "--cert-file",
+            "/tmp/ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.latency_ms, c.propagation_delay_ms, c.credential_delay_ms),
+            (5, 7, 9)
+        );
+        assert_eq!(c.arc_token_dir, PathBuf::from("/tmp/x"));
+        assert!(args(&["--listen", "0.0.0.0:0"]).is_err());
+        assert!(args(&["--latency-ms", "x"]).is_err());
+        assert!(args(&["--latency-ms"]).is_err());
+        assert!(args(&["--bogus"]).is_err());
+        assert!(args(&["--listen", "[::1]:0"]).is_ok());
     }
 }

@@ -18,6 +18,7 @@ use tower::ServiceExt;
 
 use super::errors::{fault_response, Service};
 use super::faults::RequestRecord;
+use super::throttle::Take;
 use super::Shared;
 
 /// Identifiers of the request being handled, reachable from error renderers.
@@ -146,11 +147,9 @@ async fn handle(
 
     let latency = shared.settings().latency_ms;
     let fault = shared
-        .faults
-        .lock()
-        .ok()
-        .and_then(|mut f| f.take(service.as_str(), &method, &path_and_query));
-    let delay = latency + fault.as_ref().map(|f| f.delay_ms).unwrap_or(0);
+        .faults()
+        .take(service.as_str(), &method, &path_and_query);
+    let delay = latency.saturating_add(fault.as_ref().map(|f| f.delay_ms).unwrap_or(0));
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
@@ -170,10 +169,24 @@ async fn handle(
         }
     }
 
+    // An injected status wins; otherwise writes may be throttled.
+    let mut forced = fault.and_then(|f| f.status.map(|s| (s, f.retry_after_secs)));
+    let mut remaining_writes = None;
+    if forced.is_none() && is_write(&method) {
+        match shared.take_write_token(service) {
+            Some(Take::Throttled(wait)) => {
+                forced = Some((429, Some(wait.ceil().max(1.0) as u64)));
+                remaining_writes = Some(0);
+            }
+            Some(Take::Allowed(left)) => remaining_writes = Some(left),
+            None => {}
+        }
+    }
+
     let ctx2 = ctx.clone();
     let mut resp = CTX
         .scope(ctx.clone(), async move {
-            match fault.and_then(|f| f.status.map(|s| (s, f.retry_after_secs))) {
+            match forced {
                 Some((status, retry_after)) => fault_response(service, status, retry_after),
                 None => {
                     let req = req.map(Body::new);
@@ -188,6 +201,13 @@ async fn handle(
         .await;
 
     add_service_headers(service, &ctx2, resp.headers_mut());
+    if let (Service::Arm, Some(left)) = (service, remaining_writes) {
+        insert(
+            resp.headers_mut(),
+            "x-ms-ratelimit-remaining-subscription-writes",
+            &left.to_string(),
+        );
+    }
     let status = resp.status().as_u16();
     let finished_ms = shared.now_ms();
     shared.record(RequestRecord {
@@ -207,6 +227,10 @@ async fn handle(
         "request"
     );
     Ok(resp)
+}
+
+fn is_write(method: &str) -> bool {
+    matches!(method, "POST" | "PUT" | "PATCH" | "DELETE")
 }
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {

@@ -51,7 +51,8 @@ pub fn settled(created_at: Option<Instant>, delay: Duration) -> bool {
     }
 }
 
-#[derive(Debug, Clone)]
+/// A client secret. Its `Debug` output leaves the secret text out.
+#[derive(Clone)]
 pub struct Password {
     pub key_id: String,
     pub display_name: Option<String>,
@@ -60,6 +61,18 @@ pub struct Password {
     pub end: DateTime<Utc>,
     /// When it was added through the API (`None` for seeded ones): drives the credential delay.
     pub added_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Password")
+            .field("key_id", &self.key_id)
+            .field("display_name", &self.display_name)
+            .field("hint", &self.hint())
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Password {
@@ -758,5 +771,8 @@ mod tests {
         assert!(d.deleted.contains_key(&app.id) && d.deleted.contains_key(&sp.id));
         let dump = d.dump().to_string();
         assert!(!dump.contains("8Q~"));
+        let mut p = Password::new(None, Utc::now(), Utc::now());
+        p.secret = "super-secret-text".to_string();
+        assert!(!format!("{p:?} {d:?}").contains("super-secret-text"));
     }
 }
