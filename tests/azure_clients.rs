@@ -283,7 +283,9 @@ async fn applications_and_passwords() {
     assert!(!format!("{err} {err:?}").contains(secret.expose()));
 
     assert_eq!(
-        g.delete_application(&app.id, deadline()).await.unwrap(),
+        g.delete_application(&app.id, Duration::ZERO, deadline())
+            .await
+            .unwrap(),
         DeleteOutcome::Deleted
     );
     let err = g.get_application(&app.id, deadline()).await.unwrap_err();
@@ -291,7 +293,9 @@ async fn applications_and_passwords() {
     assert_eq!(err.code(), Some("Request_ResourceNotFound"));
     assert!(err.request_id().is_some(), "{err}");
     assert_eq!(
-        g.delete_application(&app.id, deadline()).await.unwrap(),
+        g.delete_application(&app.id, Duration::ZERO, deadline())
+            .await
+            .unwrap(),
         DeleteOutcome::AlreadyGone
     );
     assert_eq!(
@@ -526,19 +530,21 @@ async fn service_principals_roles_and_groups() {
     );
 
     assert_eq!(
-        g.delete_service_principal(&sp.id, deadline())
+        g.delete_service_principal(&sp.id, Duration::ZERO, deadline())
             .await
             .unwrap(),
         DeleteOutcome::Deleted
     );
     assert_eq!(
-        g.delete_service_principal(&sp.id, deadline())
+        g.delete_service_principal(&sp.id, Duration::ZERO, deadline())
             .await
             .unwrap(),
         DeleteOutcome::AlreadyGone
     );
     assert_eq!(
-        g.delete_application(&app.id, deadline()).await.unwrap(),
+        g.delete_application(&app.id, Duration::ZERO, deadline())
+            .await
+            .unwrap(),
         DeleteOutcome::Deleted
     );
 }
@@ -1161,4 +1167,37 @@ async fn workload_identity_federation() {
     assert_eq!(err.code(), Some("AADSTS70021"), "{err}");
     assert!(!err.is_credential_not_yet_valid() && !err.is_retryable());
     assert!(!format!("{err} {err:?}").contains(&wrong));
+}
+
+#[tokio::test]
+async fn deletes_right_after_create_wait_for_replication() {
+    let emu = Emulator::start(&[]);
+    let client = emu.client();
+    let g = client.graph();
+    emu.set(json!({"read_delay_ms": 1500})).await;
+    let app = g
+        .create_application(&NewApplication::dynamic(), deadline())
+        .await
+        .unwrap();
+    // Without settling, the fresh application looks gone (the hazard)...
+    assert_eq!(
+        g.delete_application(&app.id, Duration::ZERO, deadline())
+            .await
+            .unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    // ...with it, the rollback really deletes it.
+    assert_eq!(
+        g.delete_application(&app.id, Duration::from_secs(10), deadline())
+            .await
+            .unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert!(emu.count("DELETE", "/applications/").await >= 3);
+    assert_eq!(
+        g.permanently_delete(&app.id, Duration::from_secs(10), deadline())
+            .await
+            .unwrap(),
+        DeleteOutcome::Deleted
+    );
 }

@@ -400,13 +400,20 @@ impl GraphClient {
     }
 
     /// `DELETE /applications/{id}` (soft delete; its service principal goes with it).
+    ///
+    /// `settle`: Entra ID gives no read-your-writes guarantee, so an object created moments
+    /// ago can answer 404. A 404 is retried for up to `settle` before counting as
+    /// [`DeleteOutcome::AlreadyGone`]; pass zero for objects known to be old (revocation),
+    /// a few seconds when rolling back an object just created.
     pub async fn delete_application(
         &self,
         object_id: &str,
+        settle: Duration,
         deadline: Deadline,
     ) -> Result<DeleteOutcome, AzureError> {
         let url = self.url(&format!("applications/{object_id}"))?;
-        self.delete("delete application", url, deadline).await
+        self.delete_settled("delete application", url, settle, deadline)
+            .await
     }
 
     /// `DELETE /directory/deletedItems/{id}`: purges a soft-deleted application or service
@@ -418,8 +425,19 @@ impl GraphClient {
         settle: Duration,
         deadline: Deadline,
     ) -> Result<DeleteOutcome, AzureError> {
-        let op = "permanently delete directory object";
         let url = self.url(&format!("directory/deletedItems/{object_id}"))?;
+        self.delete_settled("permanently delete directory object", url, settle, deadline)
+            .await
+    }
+
+    /// DELETE, retrying a 404 for up to `settle`.
+    async fn delete_settled(
+        &self,
+        op: &str,
+        url: Url,
+        settle: Duration,
+        deadline: Deadline,
+    ) -> Result<DeleteOutcome, AzureError> {
         let budget = deadline.capped(settle);
         let mut attempt = 0u32;
         loop {
@@ -675,14 +693,17 @@ impl GraphClient {
         self.get_json("get service principal", url, deadline).await
     }
 
-    /// `DELETE /servicePrincipals/{id}`.
+    /// `DELETE /servicePrincipals/{id}`; `settle` as for
+    /// [`GraphClient::delete_application`].
     pub async fn delete_service_principal(
         &self,
         sp_id: &str,
+        settle: Duration,
         deadline: Deadline,
     ) -> Result<DeleteOutcome, AzureError> {
         let url = self.url(&format!("servicePrincipals/{sp_id}"))?;
-        self.delete("delete service principal", url, deadline).await
+        self.delete_settled("delete service principal", url, settle, deadline)
+            .await
     }
 
     // ----------------------------------------------------------------- groups
