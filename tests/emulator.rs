@@ -399,6 +399,23 @@ async fn graph_applications_passwords_and_deleted_items() {
         third.body["error"]["details"][0]["code"],
         "TooManyAppPasswords"
     );
+    let s = emu
+        .admin(
+            Method::POST,
+            "/settings",
+            Some(json!({"msa_app_password_limit": 0})),
+        )
+        .await;
+    assert_eq!(s.body["msa_app_password_limit"], 0);
+    let third = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{id}/addPassword"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(third.status, StatusCode::OK, "{}", third.text);
 
     // removePassword: 204, the secret stops working, a second removal is an error.
     let r = emu
@@ -991,11 +1008,32 @@ async fn propagation_delay() {
         )
         .await;
     assert_eq!(r.code(), "Request_ResourceNotFound");
+    let ra = format!(
+        "{sub}/resourceGroups/vault-rg/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let r = emu
+        .arm(
+            Method::PUT,
+            &ra,
+            &a,
+            Some(json!({"properties": {"roleDefinitionId": reader, "principalId": sp_id}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(
+        emu.arm(Method::GET, &ra, &a, None).await.code(),
+        "RoleAssignmentNotFound"
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = emu
         .graph(Method::GET, &format!("/applications/{id}"), &g, None)
         .await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        emu.arm(Method::GET, &ra, &a, None).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

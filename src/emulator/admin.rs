@@ -137,6 +137,7 @@ fn apply(s: &mut Settings, key: &str, v: &Value) -> Result<(), String> {
                 s.arm_writes_per_sec = rate;
             }
         }
+        "msa_app_password_limit" => s.msa_app_password_limit = to_usize(as_u64(v, key)?)?,
         "graph_write_burst" => s.graph_write_burst = as_u64(v, key)?.max(1),
         "arm_write_burst" => s.arm_write_burst = as_u64(v, key)?.max(1),
         other => return Err(format!("unknown setting '{other}'")),

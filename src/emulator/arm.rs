@@ -618,10 +618,11 @@ fn get_assignment(req: &Req, raw_scope: &str, name: &str) -> AResult {
         "Microsoft.Authorization/roleAssignments/read",
         &scope,
     )?;
+    let read_delay = std::time::Duration::from_millis(req.shared.settings().read_delay_ms);
     let ra = d
         .role_assignments
         .get(&name.to_ascii_lowercase())
-        .filter(|ra| same_scope(&ra.scope, &scope.text))
+        .filter(|ra| same_scope(&ra.scope, &scope.text) && settled(ra.created_at, read_delay))
         .ok_or_else(|| not_found_assignment(name))?;
     Ok(json_response(
         StatusCode::OK,
@@ -832,6 +833,7 @@ fn put_assignment(req: &Req, raw_scope: &str, name: &str) -> AResult {
         condition_version: text_prop("conditionVersion"),
         created: Utc::now(),
         created_by: Some(req.claims.oid.clone()),
+        created_at: Some(std::time::Instant::now()),
         seq,
     };
     let json = ra.to_json(&d.subscription_id);

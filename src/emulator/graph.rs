@@ -780,6 +780,7 @@ fn parse_time(v: Option<&Value>, prop: &str) -> Result<Option<DateTime<Utc>>, Gr
 
 async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
     req.require(APP_WRITE)?;
+    let msa_limit = req.shared.settings().msa_app_password_limit;
     let body = req.json_body()?;
     let cred = match body.get("passwordCredential") {
         None | Some(Value::Null) => Map::new(),
@@ -812,9 +813,12 @@ async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
                 .applications
                 .get_mut(&id)
                 .ok_or_else(|| GraphError::not_found(key_display(key)))?;
-            if MSA_AUDIENCES.contains(&app.sign_in_audience.as_str()) && app.passwords.len() >= 2 {
+            if MSA_AUDIENCES.contains(&app.sign_in_audience.as_str())
+                && msa_limit > 0
+                && app.passwords.len() >= msa_limit
+            {
                 let msg = format!(
-                    "Not allowed to add {} passwords. You can only add a maximum of 2 passwords.",
+                    "Not allowed to add {} passwords. You can only add a maximum of {msa_limit} passwords.",
                     app.passwords.len() + 1
                 );
                 return Err(GraphError::new(

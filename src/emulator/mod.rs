@@ -126,17 +126,26 @@ impl Config {
 /// Run-time settings, changeable through `POST /settings`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
+    /// Added to every API call.
     pub latency_ms: u64,
+    /// How long a new object stays invisible to ARM principal lookups, group member adds and
+    /// `POST /servicePrincipals`.
     pub propagation_delay_ms: u64,
+    /// How long a new application or password is refused by the token endpoint.
     pub credential_delay_ms: u64,
+    /// Lifetime of the tokens issued from now on.
     pub token_lifetime_secs: u64,
+    /// A realm the Arc challenge returns verbatim instead of a fresh key file.
     pub arc_realm_override: Option<String>,
+    /// Default Graph page size.
     pub graph_page_size: usize,
+    /// ARM page size.
     pub arm_page_size: usize,
     /// How long an `addPassword` / `removePassword` call keeps its object busy.
     pub password_write_ms: u64,
     /// Password writes in flight on one object beyond this get 503 `Directory_ConcurrencyViolation`.
     pub max_concurrent_password_writes: usize,
+    /// Role assignments allowed per subscription.
     pub role_assignment_limit: usize,
     /// For this long after creation, Graph calls addressing an application or service
     /// principal by id answer 404 (Entra ID has no read-your-writes guarantee).
@@ -149,6 +158,8 @@ pub struct Settings {
     pub arm_writes_per_sec: f64,
     /// ARM write burst size.
     pub arm_write_burst: u64,
+    /// Passwords allowed on an application with a Microsoft-account audience (0: no limit).
+    pub msa_app_password_limit: usize,
 }
 
 impl Settings {
@@ -169,6 +180,7 @@ impl Settings {
             graph_write_burst: 100,
             arm_writes_per_sec: 0.0,
             arm_write_burst: 200,
+            msa_app_password_limit: 2,
         }
     }
 

@@ -386,6 +386,8 @@ pub struct RoleAssignment {
     pub condition_version: Option<String>,
     pub created: DateTime<Utc>,
     pub created_by: Option<String>,
+    /// When it was created through the API (`None` for seeded ones).
+    pub created_at: Option<Instant>,
     pub seq: u64,
 }
 
@@ -612,6 +614,7 @@ impl Directory {
             condition_version: None,
             created: Utc::now(),
             created_by,
+            created_at: None,
             seq,
         };
         self.role_assignments
