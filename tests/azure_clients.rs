@@ -1201,3 +1201,27 @@ async fn deletes_right_after_create_wait_for_replication() {
         DeleteOutcome::Deleted
     );
 }
+
+#[tokio::test]
+async fn password_limit_is_classified() {
+    let emu = Emulator::start(&[]);
+    let client = emu.client();
+    let g = client.graph();
+    // Graph's default audience (personal accounts too) allows two secrets.
+    let app = g
+        .create_application(&NewApplication::dynamic(), deadline())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        g.add_application_password(&app.id, &in_an_hour(), deadline())
+            .await
+            .unwrap();
+    }
+    let err = g
+        .add_application_password(&app.id, &in_an_hour(), deadline())
+        .await
+        .unwrap_err();
+    assert!(err.is_too_many_passwords(), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(emu.count("POST", "addPassword").await, 3, "not retried");
+}
