@@ -283,9 +283,7 @@ async fn applications_and_passwords() {
     assert!(!format!("{err} {err:?}").contains(secret.expose()));
 
     assert_eq!(
-        g.delete_application(&app.id, Duration::ZERO, deadline())
-            .await
-            .unwrap(),
+        g.delete_application(&app.id, deadline()).await.unwrap(),
         DeleteOutcome::Deleted
     );
     let err = g.get_application(&app.id, deadline()).await.unwrap_err();
@@ -293,9 +291,7 @@ async fn applications_and_passwords() {
     assert_eq!(err.code(), Some("Request_ResourceNotFound"));
     assert!(err.request_id().is_some(), "{err}");
     assert_eq!(
-        g.delete_application(&app.id, Duration::ZERO, deadline())
-            .await
-            .unwrap(),
+        g.delete_application(&app.id, deadline()).await.unwrap(),
         DeleteOutcome::AlreadyGone
     );
     assert_eq!(
@@ -530,21 +526,19 @@ async fn service_principals_roles_and_groups() {
     );
 
     assert_eq!(
-        g.delete_service_principal(&sp.id, Duration::ZERO, deadline())
+        g.delete_service_principal(&sp.id, deadline())
             .await
             .unwrap(),
         DeleteOutcome::Deleted
     );
     assert_eq!(
-        g.delete_service_principal(&sp.id, Duration::ZERO, deadline())
+        g.delete_service_principal(&sp.id, deadline())
             .await
             .unwrap(),
         DeleteOutcome::AlreadyGone
     );
     assert_eq!(
-        g.delete_application(&app.id, Duration::ZERO, deadline())
-            .await
-            .unwrap(),
+        g.delete_application(&app.id, deadline()).await.unwrap(),
         DeleteOutcome::Deleted
     );
 }
@@ -1181,14 +1175,12 @@ async fn deletes_right_after_create_wait_for_replication() {
         .unwrap();
     // Without settling, the fresh application looks gone (the hazard)...
     assert_eq!(
-        g.delete_application(&app.id, Duration::ZERO, deadline())
-            .await
-            .unwrap(),
+        g.delete_application(&app.id, deadline()).await.unwrap(),
         DeleteOutcome::AlreadyGone
     );
     // ...with it, the rollback really deletes it.
     assert_eq!(
-        g.delete_application(&app.id, Duration::from_secs(10), deadline())
+        g.delete_application_settled(&app.id, Duration::from_secs(10), deadline())
             .await
             .unwrap(),
         DeleteOutcome::Deleted

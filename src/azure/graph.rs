@@ -400,12 +400,23 @@ impl GraphClient {
     }
 
     /// `DELETE /applications/{id}` (soft delete; its service principal goes with it).
-    ///
-    /// `settle`: Entra ID gives no read-your-writes guarantee, so an object created moments
-    /// ago can answer 404. A 404 is retried for up to `settle` before counting as
-    /// [`DeleteOutcome::AlreadyGone`]; pass zero for objects known to be old (revocation),
-    /// a few seconds when rolling back an object just created.
+    /// A 404 counts as [`DeleteOutcome::AlreadyGone`] at once; for an application created
+    /// moments ago use [`GraphClient::delete_application_settled`].
     pub async fn delete_application(
+        &self,
+        object_id: &str,
+        deadline: Deadline,
+    ) -> Result<DeleteOutcome, AzureError> {
+        self.delete_application_settled(object_id, Duration::ZERO, deadline)
+            .await
+    }
+
+    /// [`GraphClient::delete_application`], retrying a 404 for up to `settle`.
+    ///
+    /// Entra ID gives no read-your-writes guarantee: an object created moments ago can
+    /// answer 404, and treating that as "already gone" would leave it behind. Use a few
+    /// seconds when rolling back an application just created.
+    pub async fn delete_application_settled(
         &self,
         object_id: &str,
         settle: Duration,
@@ -693,9 +704,19 @@ impl GraphClient {
         self.get_json("get service principal", url, deadline).await
     }
 
-    /// `DELETE /servicePrincipals/{id}`; `settle` as for
-    /// [`GraphClient::delete_application`].
+    /// `DELETE /servicePrincipals/{id}`; a 404 counts as [`DeleteOutcome::AlreadyGone`].
     pub async fn delete_service_principal(
+        &self,
+        sp_id: &str,
+        deadline: Deadline,
+    ) -> Result<DeleteOutcome, AzureError> {
+        self.delete_service_principal_settled(sp_id, Duration::ZERO, deadline)
+            .await
+    }
+
+    /// [`GraphClient::delete_service_principal`], retrying a 404 for up to `settle` (see
+    /// [`GraphClient::delete_application_settled`]).
+    pub async fn delete_service_principal_settled(
         &self,
         sp_id: &str,
         settle: Duration,
