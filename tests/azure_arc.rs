@@ -9,6 +9,8 @@
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -195,7 +197,64 @@ async fn azure_arc_challenge_flow() {
         .unwrap_err();
     assert!(err.to_string().contains("larger"), "{err}");
 
-    for f in [wrong, txt, big] {
+    // 5. A key file the server's user may not read: the error says to join 'himds'.
+    //    Checked in a child process (this test binary again) running as `nobody`.
+    let locked = Path::new(TOKEN_DIR).join("vault-test-locked.key");
+    std::fs::write(&locked, "locked-secret").unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o600)).unwrap();
+    set_realm(&admin, locked.to_str()).await;
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "arc_permission_denied_child", "--nocapture"])
+        .env("ARC_CHILD", "1")
+        .env("ARC_CHILD_TENANT", &emu.vars["AZURE_TENANT_ID"])
+        .env("ARC_CHILD_SUBSCRIPTION", &emu.vars["AZURE_SUBSCRIPTION_ID"])
+        .env_remove("SSL_CERT_FILE")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ARC_CHILD_OK"), "{stdout}");
+    eprintln!(
+        "as nobody: {}",
+        stdout
+            .lines()
+            .find(|l| l.contains("ARC_CHILD_OK"))
+            .unwrap_or_default()
+    );
+
+    for f in [wrong, txt, big, locked] {
         let _ = std::fs::remove_file(f);
     }
+}
+
+/// Runs only inside the child process started by `azure_arc_challenge_flow` (as `nobody`).
+#[tokio::test]
+async fn arc_permission_denied_child() {
+    if std::env::var_os("ARC_CHILD").is_none() {
+        return;
+    }
+    let tenant = std::env::var("ARC_CHILD_TENANT").unwrap();
+    let sub = std::env::var("ARC_CHILD_SUBSCRIPTION").unwrap();
+    let settings = AzureSettings::resolve(&AzureConfig::default(), &move |k: &str| match k {
+        "AZURE_TENANT_ID" => Some(tenant.clone()),
+        "AZURE_SUBSCRIPTION_ID" => Some(sub.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let client = AzureClient::new(settings, AzureClientOptions::default()).unwrap();
+    let err = client
+        .token_source()
+        .token("https://management.azure.com/.default", deadline())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("himds"), "{text}");
+    assert!(!format!("{err:?}").contains("locked-secret"));
+    println!("ARC_CHILD_OK {text}");
 }

@@ -1162,3 +1162,58 @@ async fn workload_identity_federation() {
     assert!(!err.is_credential_not_yet_valid() && !err.is_retryable());
     assert!(!format!("{err} {err:?}").contains(&wrong));
 }
+
+#[tokio::test]
+async fn deletes_right_after_create_wait_for_replication() {
+    let emu = Emulator::start(&[]);
+    let client = emu.client();
+    let g = client.graph();
+    emu.set(json!({"read_delay_ms": 1500})).await;
+    let app = g
+        .create_application(&NewApplication::dynamic(), deadline())
+        .await
+        .unwrap();
+    // Without settling, the fresh application looks gone (the hazard)...
+    assert_eq!(
+        g.delete_application(&app.id, deadline()).await.unwrap(),
+        DeleteOutcome::AlreadyGone
+    );
+    // ...with it, the rollback really deletes it.
+    assert_eq!(
+        g.delete_application_settled(&app.id, Duration::from_secs(10), deadline())
+            .await
+            .unwrap(),
+        DeleteOutcome::Deleted
+    );
+    assert!(emu.count("DELETE", "/applications/").await >= 3);
+    assert_eq!(
+        g.permanently_delete(&app.id, Duration::from_secs(10), deadline())
+            .await
+            .unwrap(),
+        DeleteOutcome::Deleted
+    );
+}
+
+#[tokio::test]
+async fn password_limit_is_classified() {
+    let emu = Emulator::start(&[]);
+    let client = emu.client();
+    let g = client.graph();
+    // Graph's default audience (personal accounts too) allows two secrets.
+    let app = g
+        .create_application(&NewApplication::dynamic(), deadline())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        g.add_application_password(&app.id, &in_an_hour(), deadline())
+            .await
+            .unwrap();
+    }
+    let err = g
+        .add_application_password(&app.id, &in_an_hour(), deadline())
+        .await
+        .unwrap_err();
+    assert!(err.is_too_many_passwords(), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(emu.count("POST", "addPassword").await, 3, "not retried");
+}

@@ -400,13 +400,31 @@ impl GraphClient {
     }
 
     /// `DELETE /applications/{id}` (soft delete; its service principal goes with it).
+    /// A 404 counts as [`DeleteOutcome::AlreadyGone`] at once; for an application created
+    /// moments ago use [`GraphClient::delete_application_settled`].
     pub async fn delete_application(
         &self,
         object_id: &str,
         deadline: Deadline,
     ) -> Result<DeleteOutcome, AzureError> {
+        self.delete_application_settled(object_id, Duration::ZERO, deadline)
+            .await
+    }
+
+    /// [`GraphClient::delete_application`], retrying a 404 for up to `settle`.
+    ///
+    /// Entra ID gives no read-your-writes guarantee: an object created moments ago can
+    /// answer 404, and treating that as "already gone" would leave it behind. Use a few
+    /// seconds when rolling back an application just created.
+    pub async fn delete_application_settled(
+        &self,
+        object_id: &str,
+        settle: Duration,
+        deadline: Deadline,
+    ) -> Result<DeleteOutcome, AzureError> {
         let url = self.url(&format!("applications/{object_id}"))?;
-        self.delete("delete application", url, deadline).await
+        self.delete_settled("delete application", url, settle, deadline)
+            .await
     }
 
     /// `DELETE /directory/deletedItems/{id}`: purges a soft-deleted application or service
@@ -418,8 +436,19 @@ impl GraphClient {
         settle: Duration,
         deadline: Deadline,
     ) -> Result<DeleteOutcome, AzureError> {
-        let op = "permanently delete directory object";
         let url = self.url(&format!("directory/deletedItems/{object_id}"))?;
+        self.delete_settled("permanently delete directory object", url, settle, deadline)
+            .await
+    }
+
+    /// DELETE, retrying a 404 for up to `settle`.
+    async fn delete_settled(
+        &self,
+        op: &str,
+        url: Url,
+        settle: Duration,
+        deadline: Deadline,
+    ) -> Result<DeleteOutcome, AzureError> {
         let budget = deadline.capped(settle);
         let mut attempt = 0u32;
         loop {
@@ -675,14 +704,27 @@ impl GraphClient {
         self.get_json("get service principal", url, deadline).await
     }
 
-    /// `DELETE /servicePrincipals/{id}`.
+    /// `DELETE /servicePrincipals/{id}`; a 404 counts as [`DeleteOutcome::AlreadyGone`].
     pub async fn delete_service_principal(
         &self,
         sp_id: &str,
         deadline: Deadline,
     ) -> Result<DeleteOutcome, AzureError> {
+        self.delete_service_principal_settled(sp_id, Duration::ZERO, deadline)
+            .await
+    }
+
+    /// [`GraphClient::delete_service_principal`], retrying a 404 for up to `settle` (see
+    /// [`GraphClient::delete_application_settled`]).
+    pub async fn delete_service_principal_settled(
+        &self,
+        sp_id: &str,
+        settle: Duration,
+        deadline: Deadline,
+    ) -> Result<DeleteOutcome, AzureError> {
         let url = self.url(&format!("servicePrincipals/{sp_id}"))?;
-        self.delete("delete service principal", url, deadline).await
+        self.delete_settled("delete service principal", url, settle, deadline)
+            .await
     }
 
     // ----------------------------------------------------------------- groups
