@@ -30,23 +30,26 @@ credential_ready_timeout), and is removed from Azure when its lease is revoked o
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
     let b = b.clone();
-    Path::new(format!("creds/(?P<role>{})", super::path_roles::NAME_PATTERN))
-        .field(
-            "role",
-            FieldSchema::new(FieldType::LowerCaseString, "Name of the Vault role."),
-        )
-        .operation(
-            Operation::Read,
-            OperationHandler::new(
-                handler(move |req, data| {
-                    let b = b.clone();
-                    async move { b.creds_read(req, data).await }
-                }),
-                "Request Service Principal credentials for a given Vault role.",
-                "request-service-principal-credentials",
-            ),
-        )
-        .help(SYNOPSIS, DESCRIPTION)
+    Path::new(format!(
+        "creds/(?P<role>{})",
+        super::path_roles::NAME_PATTERN
+    ))
+    .field(
+        "role",
+        FieldSchema::new(FieldType::LowerCaseString, "Name of the Vault role."),
+    )
+    .operation(
+        Operation::Read,
+        OperationHandler::new(
+            handler(move |req, data| {
+                let b = b.clone();
+                async move { b.creds_read(req, data).await }
+            }),
+            "Request Service Principal credentials for a given Vault role.",
+            "request-service-principal-credentials",
+        ),
+    )
+    .help(SYNOPSIS, DESCRIPTION)
 }
 
 /// Lease TTL and max TTL of a role's credentials (explicit_max_ttl caps max_ttl).
