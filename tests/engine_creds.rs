@@ -569,3 +569,46 @@ fn rotate_root_switches_to_a_secret_only_vault_knows() {
     );
     bao.read("azure/creds/afterrotate").ok();
 }
+
+#[test]
+fn passwords_on_a_persisted_application() {
+    let emu = Emulator::start(&[]);
+    let bao = bao_with_emulator(&emu);
+    write_dynamic_role(
+        &bao,
+        &emu,
+        "kept",
+        &[
+            "persist_app=true",
+            "sign_in_audience=AzureADMyOrg",
+            "ttl=1h",
+        ],
+    );
+    let apps = emu.vault_apps();
+    assert_eq!(apps.len(), 1, "one application for the role");
+    let app_id = apps[0]["appId"].as_str().expect("appId").to_string();
+    let mut leases = Vec::new();
+    for _ in 0..3 {
+        let creds = bao.read("azure/creds/kept").ok().json();
+        assert_eq!(creds["data"]["client_id"], app_id.as_str());
+        let secret = creds["data"]["client_secret"].as_str().expect("secret");
+        assert_eq!(token_status(&emu, &app_id, secret), 200);
+        leases.push(creds["lease_id"].as_str().expect("lease").to_string());
+    }
+    assert_eq!(
+        emu.vault_apps().len(),
+        1,
+        "credentials reuse the role's application"
+    );
+    bao.cli(&["lease", "revoke", "-sync", &leases[0]]).ok();
+    let passwords = emu.vault_apps()[0]["passwordCredentials"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    assert_eq!(passwords, 2);
+    // Deleting the role deletes its application; the remaining leases still revoke cleanly.
+    bao.cli(&["delete", "azure/roles/kept"]).ok();
+    assert!(emu.vault_apps().is_empty());
+    bao.cli(&["lease", "revoke", "-sync", "-prefix", "azure/creds/kept"])
+        .ok();
+}
