@@ -61,6 +61,24 @@ fn handshake_times(runs: usize) -> Vec<f64> {
         .collect()
 }
 
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -110,7 +128,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (plugin, kv) = runtime.block_on(async {
+    let (plugin, kv, cpu) = runtime.block_on(async {
         let client = reqwest::Client::builder().build().expect("client");
         let plugin_url = format!("{}/v1/azure/config", bao.addr);
         let kv_url = format!("{}/v1/kv/bench", bao.addr);
@@ -122,7 +140,22 @@ fn main() {
             p.extend(read_latencies(&client, &plugin_url, &bao.token, 100).await);
             k.extend(read_latencies(&client, &kv_url, &bao.token, 100).await);
         }
-        (p, k)
+        // Where the time goes: CPU per request of the server and of the plugin.
+        let server = bao.server_pid().unwrap_or(0);
+        let mut cpu = serde_json::Map::new();
+        for (name, url) in [
+            ("plugin_azure_config", &plugin_url),
+            ("builtin_kv", &kv_url),
+        ] {
+            let (s0, p0) = (cpu_seconds(server), cpu_seconds(pid));
+            read_latencies(&client, url, &bao.token, 1000).await;
+            cpu.insert(
+                name.to_string(),
+                json!({"server_cpu_ms_per_request": cpu_seconds(server) - s0,
+                       "plugin_cpu_ms_per_request": cpu_seconds(pid) - p0}),
+            );
+        }
+        (p, k, cpu)
     });
     let rss_after = rss_kib(pid);
     let plugin = summary(plugin);
@@ -134,6 +167,7 @@ fn main() {
         "handshake_ms": summary(handshake),
         "plugin_rss_kib": {"idle_after_mount": rss_idle, "after_read_load": rss_after},
         "storage_read_ms": {"plugin_azure_config": plugin, "builtin_kv": kv, "median_ratio": ratio},
+        "cpu_per_request_ms": cpu,
         "budgets": {"handshake_ms": 10.0, "idle_rss_kib": 10240, "read_ratio": 1.25},
     });
     let dir = common::root().join("bench-results");

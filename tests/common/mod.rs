@@ -337,6 +337,11 @@ impl Bao {
             .ok();
     }
 
+    /// The server's process id.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Process ids of running plugin processes started from this server's plugin directory.
     pub fn plugin_pids(&self) -> Vec<u32> {
         let out = Command::new("pgrep")
