@@ -30,6 +30,10 @@ pub const PASSWORD_DISPLAY_NAME: &str = "vault-plugin-secrets-azure";
 /// How long a WAL entry's objects are worth chasing.
 const WAL_EXPIRATION: chrono::Duration = chrono::Duration::hours(24);
 
+/// How long a 404 on an object created moments ago is retried before it counts as gone
+/// (Entra ID gives no read-your-writes guarantee).
+const FRESH_OBJECT_SETTLE: Duration = Duration::from_secs(10);
+
 /// How many consecutive token requests must succeed before a new secret counts as usable
 /// (Entra ID replicates a new secret to its token servers one by one).
 const READY_SUCCESSES: u32 = 3;
@@ -174,7 +178,7 @@ pub async fn create_principal(
     };
     let app_wal_data = json!({"AppID": app.app_id, "AppObjID": app.id, "DisplayName": display_name, "Expiration": expiration()});
     if let Err(e) = wal::update(storage, &app_wal, WAL_APP_CREATE, app_wal_data).await {
-        let undone = delete_app(client, &app.id, true, deadline).await;
+        let undone = delete_fresh_app(client, &app.id, deadline).await;
         finish_wal(storage, &wal_ids, undone.is_ok()).await;
         return Err(wal_err(e));
     }
@@ -195,7 +199,7 @@ pub async fn create_principal(
                 .map(|(r, n)| role_assignment_id(&r.scope, n))
                 .collect();
             let undone_ras = delete_role_assignments(client, &ra_ids, deadline).await;
-            let undone_app = delete_app(client, &app.id, true, deadline).await;
+            let undone_app = delete_fresh_app(client, &app.id, deadline).await;
             finish_wal(
                 storage,
                 &wal_ids,
@@ -345,9 +349,29 @@ pub async fn delete_app(
     permanently: bool,
     deadline: Deadline,
 ) -> Result<DeleteOutcome, AzureError> {
+    delete_app_settled(client, object_id, permanently, Duration::ZERO, deadline).await
+}
+
+/// [`delete_app`] for an application created moments ago: Entra ID may still answer 404
+/// for it, so a 404 is retried for up to [`FRESH_OBJECT_SETTLE`] before it counts as gone.
+async fn delete_fresh_app(
+    client: &AzureClient,
+    object_id: &str,
+    deadline: Deadline,
+) -> Result<DeleteOutcome, AzureError> {
+    delete_app_settled(client, object_id, true, FRESH_OBJECT_SETTLE, deadline).await
+}
+
+async fn delete_app_settled(
+    client: &AzureClient,
+    object_id: &str,
+    permanently: bool,
+    settle: Duration,
+    deadline: Deadline,
+) -> Result<DeleteOutcome, AzureError> {
     let outcome = client
         .graph()
-        .delete_application(object_id, deadline)
+        .delete_application_settled(object_id, settle, deadline)
         .await?;
     if permanently {
         client
