@@ -470,20 +470,25 @@ fn unsupported_filter(req: &Req) -> ArmError {
 
 // ---------- role definitions ----------
 
+/// The scope must exist, and below the root the caller needs the right to read role
+/// definitions there.
+fn check_definition_read(req: &Req, scope: &Scope) -> Result<(), ArmError> {
+    let d = req.shared.dir();
+    check_scope_exists(&d, scope)?;
+    if scope.kind != ScopeKind::Root {
+        authorize(
+            req,
+            &d,
+            "Microsoft.Authorization/roleDefinitions/read",
+            scope,
+        )?;
+    }
+    Ok(())
+}
+
 fn list_definitions(req: &Req, raw_scope: &str) -> AResult {
     let scope = parse_scope(raw_scope)?;
-    {
-        let d = req.shared.dir();
-        check_scope_exists(&d, &scope)?;
-        if scope.kind != ScopeKind::Root {
-            authorize(
-                req,
-                &d,
-                "Microsoft.Authorization/roleDefinitions/read",
-                &scope,
-            )?;
-        }
-    }
+    check_definition_read(req, &scope)?;
     let clauses = parse_filter(req)?;
     let mut defs: Vec<&roles::RoleDef> = roles::BUILT_IN.iter().collect();
     for c in &clauses {
@@ -517,18 +522,7 @@ fn get_definition(req: &Req, raw_scope: &str, id: &str) -> AResult {
             format!("The role definition ID '{id}' is not valid."),
         ));
     }
-    {
-        let d = req.shared.dir();
-        check_scope_exists(&d, &scope)?;
-        if scope.kind != ScopeKind::Root {
-            authorize(
-                req,
-                &d,
-                "Microsoft.Authorization/roleDefinitions/read",
-                &scope,
-            )?;
-        }
-    }
+    check_definition_read(req, &scope)?;
     let def = roles::by_guid(id).ok_or_else(|| {
         ArmError::new(
             StatusCode::NOT_FOUND,

@@ -560,16 +560,22 @@ fn list_applications(req: &Req) -> GResult {
         items,
         |page| {
             let d = req.shared.dir();
-            page.into_iter()
-                .map(
-                    |i| match i["id"].as_str().and_then(|id| d.applications.get(id)) {
-                        Some(a) => a.to_json(&d.domain),
-                        None => i,
-                    },
-                )
-                .collect()
+            full_objects(page, |id| {
+                d.applications.get(id).map(|a| a.to_json(&d.domain))
+            })
         },
     )
+}
+
+/// Replaces each listed item by the full object `full` gives for its id (items whose object
+/// is gone stay as listed).
+fn full_objects(page: Vec<Value>, full: impl Fn(&str) -> Option<Value>) -> Vec<Value> {
+    page.into_iter()
+        .map(|item| {
+            let expanded = item["id"].as_str().and_then(&full);
+            expanded.unwrap_or(item)
+        })
+        .collect()
 }
 
 fn invalid_value(prop: &str, entity: &str) -> GraphError {
@@ -1049,14 +1055,7 @@ fn list_service_principals(req: &Req) -> GResult {
         items,
         |page| {
             let d = req.shared.dir();
-            page.into_iter()
-                .map(
-                    |i| match i["id"].as_str().and_then(|id| d.service_principals.get(id)) {
-                        Some(s) => s.to_json(),
-                        None => i,
-                    },
-                )
-                .collect()
+            full_objects(page, |id| d.service_principals.get(id).map(|s| s.to_json()))
         },
     )
 }
@@ -1299,12 +1298,7 @@ fn list_groups(req: &Req) -> GResult {
         items,
         |page| {
             let d = req.shared.dir();
-            page.into_iter()
-                .map(|i| match i["id"].as_str().and_then(|id| d.groups.get(id)) {
-                    Some(g) => g.to_json(),
-                    None => i,
-                })
-                .collect()
+            full_objects(page, |id| d.groups.get(id).map(|g| g.to_json()))
         },
     )
 }
