@@ -9,7 +9,7 @@ tools:
 	scripts/install-tools.sh
 
 build:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 
 # Builds everything, starts an OpenBao dev server and the Azure emulator, enables the
 # plugin, configures it, issues a credential and revokes it.
@@ -21,13 +21,13 @@ test: tools
 	scripts/test.sh
 
 # Figures written to bench-results/.
-bench: tools
+bench: tools build
 	$(CARGO) bench --bench runtime
 	$(CARGO) bench --bench issuance
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 clean:
 	$(CARGO) clean

@@ -7,9 +7,9 @@ cd "$root"
 scripts/install-tools.sh
 
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-cargo build --bins
-cargo test --lib --bins --tests -- --test-threads=2
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --bins
+cargo test --workspace --lib --bins --tests -- --test-threads=2
 
 if [ -d tests/python ]; then
   .venv/bin/python -m pytest -q tests/python

@@ -6,6 +6,10 @@
 //! environment) and needs to create that folder (tests run as root). Skipped with a
 //! message when the folder cannot be created.
 
+#[path = "bins/mod.rs"]
+mod bins;
+
+use azure_clients::*;
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -15,7 +19,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use vault_plugin_secrets_azure::azure::*;
 
 const TOKEN_DIR: &str = "/var/opt/azcmagent/tokens";
 
@@ -32,7 +35,7 @@ impl Drop for Emulator {
 }
 
 fn start_emulator(extra: &[&str]) -> Emulator {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_azure-emulator"))
+    let mut child = Command::new(bins::bin_path("azure-emulator"))
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .stdin(Stdio::null())

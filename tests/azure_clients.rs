@@ -1,6 +1,10 @@
 //! The Azure clients against the real `azure-emulator` binary (https with its own CA,
 //! loopback only). Every test starts its own emulator and kills it on drop.
 
+#[path = "bins/mod.rs"]
+mod bins;
+
+use azure_clients::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -8,7 +12,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-use vault_plugin_secrets_azure::azure::*;
 
 // ------------------------------------------------------------------------------- harness
 
@@ -39,7 +42,7 @@ impl Drop for Emulator {
 
 impl Emulator {
     fn start(extra: &[&str]) -> Emulator {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_azure-emulator"))
+        let mut child = Command::new(bins::bin_path("azure-emulator"))
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())

@@ -2,6 +2,9 @@
 //! loopback port, the plugin registered in it, and the `bao` CLI to drive it.
 #![allow(dead_code)]
 
+#[path = "../bins/mod.rs"]
+mod bins;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -33,7 +36,7 @@ pub fn bao_bin() -> PathBuf {
 }
 
 pub fn plugin_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vault-plugin-secrets-azure"))
+    bins::bin_path("vault-plugin-secrets-azure")
 }
 
 pub fn free_port() -> u16 {
@@ -382,7 +385,7 @@ pub fn read_env_lines(child: &mut Child) -> Vec<(String, String)> {
 }
 
 pub fn emulator_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_azure-emulator"))
+    bins::bin_path("azure-emulator")
 }
 
 /// A running Azure emulator, killed on drop.

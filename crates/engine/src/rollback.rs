@@ -10,9 +10,9 @@ use serde_json::Value;
 use super::backend::AzureBackend;
 use super::provision::{self, wal_str, WAL_ADD_PASSWORD, WAL_APP_CREATE, WAL_ROLE_ASSIGN};
 use super::store::{self, go_time, AzureRole};
-use crate::azure::{AzureClient, AzureError, Deadline};
-use crate::framework::WalRollbackFn;
-use crate::logical::{LogicalError, Request};
+use azure_clients::{AzureClient, AzureError, Deadline};
+use vault_plugin_sdk::framework::WalRollbackFn;
+use vault_plugin_sdk::logical::{LogicalError, Request};
 
 /// Entries younger than this belong to work that may still be running.
 pub const MIN_AGE: Duration = Duration::from_secs(600);

@@ -14,11 +14,11 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 
 use super::store::{AzureGroup, AzureRole};
-use crate::azure::{
+use azure_clients::{
     AzureClient, AzureError, Deadline, DeleteOutcome, NewApplication, NewPassword, SecretString,
 };
-use crate::framework::wal;
-use crate::logical::Storage;
+use vault_plugin_sdk::framework::wal;
+use vault_plugin_sdk::logical::Storage;
 
 pub const WAL_APP_CREATE: &str = "appCreate";
 pub const WAL_ROLE_ASSIGN: &str = "appRoleAssign";
@@ -136,7 +136,7 @@ pub async fn create_principal(
     spec: PrincipalSpec<'_>,
     deadline: Deadline,
 ) -> Result<Principal, ProvisionError> {
-    let wal_err = |e: crate::logical::StorageError| ProvisionError::Wal(e.to_string());
+    let wal_err = |e: vault_plugin_sdk::logical::StorageError| ProvisionError::Wal(e.to_string());
     let ra_names: Vec<String> = spec
         .roles
         .iter()

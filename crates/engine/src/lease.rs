@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use super::backend::AzureBackend;
 use super::provision;
 use super::store::{self, go_time};
-use crate::azure::{Deadline, DeleteOutcome};
-use crate::framework::{handler, FieldData, HandlerFn, HandlerResult, SecretType};
-use crate::logical::{LogicalError, Map, Request, Response, Secret};
+use azure_clients::{Deadline, DeleteOutcome};
+use vault_plugin_sdk::framework::{handler, FieldData, HandlerFn, HandlerResult, SecretType};
+use vault_plugin_sdk::logical::{LogicalError, Map, Request, Response, Secret};
 
 pub const SERVICE_PRINCIPAL: &str = "service_principal";
 pub const STATIC_SERVICE_PRINCIPAL: &str = "static_service_principal";
@@ -50,7 +50,7 @@ impl ServicePrincipalLease {
             "permanently_delete": self.permanently_delete,
             "key_end_date": rfc3339(self.key_end_date),
         });
-        crate::framework::object(v)
+        vault_plugin_sdk::framework::object(v)
     }
 }
 
@@ -64,7 +64,7 @@ pub struct StaticLease {
 
 impl StaticLease {
     pub fn to_map(&self) -> Map {
-        crate::framework::object(json!({
+        vault_plugin_sdk::framework::object(json!({
             "app_object_id": self.app_object_id,
             "key_id": self.key_id,
             "key_end_date": rfc3339(self.key_end_date),

@@ -12,11 +12,11 @@ use serde_json::json;
 use super::backend::AzureBackend;
 use super::provision::{self, PrincipalSpec};
 use super::store::{self, AzureGroup, AzureRole, Role, DEFAULT_CREDENTIAL_READY_TIMEOUT};
-use crate::azure::{AzureClient, AzureError, Deadline, NewApplication};
-use crate::framework::{
+use azure_clients::{AzureClient, AzureError, Deadline, NewApplication};
+use vault_plugin_sdk::framework::{
     handler, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler, Path,
 };
-use crate::logical::{LogicalError, Map, Operation, Request, Response};
+use vault_plugin_sdk::logical::{LogicalError, Map, Operation, Request, Response};
 
 /// Time allowed for the Azure calls of one request.
 const AZURE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -811,7 +811,7 @@ mod tests {
 
     #[tokio::test]
     async fn update_of_a_missing_role_is_an_internal_error() {
-        use crate::logical::{
+        use vault_plugin_sdk::logical::{
             Backend as _, BackendConfig, InmemStorage, StaticSystemView, Storage,
         };
 
@@ -824,9 +824,11 @@ mod tests {
         };
         let backend = AzureBackend::new(&config).build(&config).unwrap();
         let request = |op| {
-            Request::new(op, "roles/ghost", storage.clone()).with_data(crate::framework::object(
-                json!({"application_object_id": "00000000-0000-0000-0000-000000000000"}),
-            ))
+            Request::new(op, "roles/ghost", storage.clone()).with_data(
+                vault_plugin_sdk::framework::object(
+                    json!({"application_object_id": "00000000-0000-0000-0000-000000000000"}),
+                ),
+            )
         };
         let err = backend
             .handle_request(request(Operation::Update))

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use vault_plugin_secrets_azure::emulator::{Config, Emulator, EmulatorError, USAGE};
+use azure_emulator::{Config, Emulator, EmulatorError, USAGE};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()

@@ -11,12 +11,12 @@ use super::backend::AzureBackend;
 use super::lease::{self, SERVICE_PRINCIPAL, STATIC_SERVICE_PRINCIPAL};
 use super::provision::{self, PrincipalSpec, Readiness, PASSWORD_DISPLAY_NAME};
 use super::store::{self, Role};
-use crate::azure::{Deadline, NewApplication, NewPassword, DISPLAY_NAME_PREFIX};
-use crate::framework::{
+use azure_clients::{Deadline, NewApplication, NewPassword, DISPLAY_NAME_PREFIX};
+use vault_plugin_sdk::framework::{
     handler, secret_response, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler,
     Path,
 };
-use crate::logical::{LogicalError, Map, Operation, Request, Response};
+use vault_plugin_sdk::logical::{LogicalError, Map, Operation, Request, Response};
 
 /// Issuance must finish inside the host's request timeout (90 s by default).
 const ISSUE_DEADLINE: Duration = Duration::from_secs(75);
@@ -117,7 +117,7 @@ impl AzureBackend {
     async fn issue_service_principal(
         &self,
         req: &Request,
-        client: &crate::azure::AzureClient,
+        client: &azure_clients::AzureClient,
         name: &str,
         role: &Role,
         end: DateTime<Utc>,
@@ -169,7 +169,7 @@ impl AzureBackend {
     async fn issue_password(
         &self,
         req: &Request,
-        client: &crate::azure::AzureClient,
+        client: &azure_clients::AzureClient,
         name: &str,
         role: &Role,
         end: DateTime<Utc>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::logical::{LogicalError, Storage, StorageEntry};
+use vault_plugin_sdk::logical::{LogicalError, Storage, StorageEntry};
 
 pub const CONFIG_KEY: &str = "config";
 pub const ROLES_PREFIX: &str = "roles/";

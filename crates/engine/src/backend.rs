@@ -11,12 +11,12 @@ use tokio::sync::Mutex;
 
 use super::store::{self, Config};
 use super::{lease, path_config, path_creds, path_roles, path_rotate_root, rollback};
-use crate::azure::{
+use azure_clients::{
     self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError,
     AzureSettings, Deadline, NewPassword, PasswordCredential, SecretString,
 };
-use crate::framework::{Backend, BackendBuilder};
-use crate::logical::{BackendConfig, LogicalError, SpecialPaths, Storage, SystemView};
+use vault_plugin_sdk::framework::{Backend, BackendBuilder};
+use vault_plugin_sdk::logical::{BackendConfig, LogicalError, SpecialPaths, Storage, SystemView};
 
 const BACKEND_HELP: &str =
     "The Azure secrets engine dynamically generates Azure service principals \
@@ -93,7 +93,7 @@ impl AzureBackend {
             identity_token_audience: config.identity_token_audience.clone(),
             identity_token_ttl: Some(config.identity_token_ttl).filter(|d| !d.is_zero()),
         };
-        let settings = AzureSettings::resolve(&azure_config, &azure::process_env)?;
+        let settings = AzureSettings::resolve(&azure_config, &azure_clients::process_env)?;
         let assertion_provider: Option<Arc<dyn AssertionProvider>> =
             settings.identity_token_audience.clone().map(|audience| {
                 Arc::new(HostIdentityToken {
@@ -161,7 +161,7 @@ impl AzureBackend {
         BackendBuilder::new(BACKEND_HELP)
             .special_paths(SpecialPaths {
                 seal_wrap_storage: vec![store::CONFIG_KEY.into()],
-                local_storage: vec![crate::framework::wal::WAL_PREFIX.into()],
+                local_storage: vec![vault_plugin_sdk::framework::wal::WAL_PREFIX.into()],
                 ..SpecialPaths::default()
             })
             .path(path_config::path(self))

@@ -3,7 +3,7 @@
 //! renew and revoke, a write-ahead log with periodic rollback, and a storage cache.
 //!
 //! It builds on [`crate::logical`] only; a backend made with it is served by
-//! [`crate::plugin::serve`].
+//! [`crate::runtime::serve`].
 
 mod backend;
 mod cache;

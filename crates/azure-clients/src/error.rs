@@ -169,7 +169,8 @@ pub(crate) fn is_retryable_status(status: u16) -> bool {
 }
 
 impl AzureError {
-    pub(crate) fn config(message: impl Into<String>) -> Self {
+    /// A configuration error: the settings cannot work as given.
+    pub fn config(message: impl Into<String>) -> Self {
         AzureError::Config(message.into())
     }
 

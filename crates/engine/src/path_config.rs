@@ -7,10 +7,10 @@ use serde_json::json;
 
 use super::backend::AzureBackend;
 use super::store::{self, Config};
-use crate::framework::{
+use vault_plugin_sdk::framework::{
     handler, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler, Path,
 };
-use crate::logical::{LogicalError, Map, Operation, Request, Response};
+use vault_plugin_sdk::logical::{LogicalError, Map, Operation, Request, Response};
 
 /// Default lifetime of a root password made by `rotate-root`.
 pub const DEFAULT_ROOT_PASSWORD_TTL: Duration = Duration::from_secs(4380 * 3600);
@@ -57,10 +57,10 @@ fn check_environment(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err(format!(
             "environment: an empty name is not a cloud; supported clouds: {}",
-            crate::azure::SUPPORTED_CLOUDS.join(", ")
+            azure_clients::SUPPORTED_CLOUDS.join(", ")
         ));
     }
-    crate::azure::Cloud::from_name(name)
+    azure_clients::Cloud::from_name(name)
         .map(|_| ())
         .map_err(|e| format!("environment: {e}"))
 }
@@ -194,7 +194,7 @@ impl AzureBackend {
             .await
         {
             Ok(_) => Ok(()),
-            Err(crate::logical::SystemViewError::Unsupported(_)) => Err(LogicalError::bad_request(
+            Err(vault_plugin_sdk::logical::SystemViewError::Unsupported(_)) => Err(LogicalError::bad_request(
                 "plugin workload identity not supported by this server: identity_token_audience needs \
                  a host that issues plugin identity tokens (Vault Enterprise); use client_secret or a \
                  managed identity instead",

@@ -1,4 +1,4 @@
-//! The Azure secrets engine, built on the framework and the Azure clients.
+//! The Azure secrets engine for OpenBao and Vault, built on `vault-plugin-sdk` and `azure-clients`.
 
 mod backend;
 mod lease;
@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 pub use backend::AzureBackend;
 
-use crate::logical::{Backend, BackendConfig, Factory};
+use vault_plugin_sdk::logical::{Backend, BackendConfig, Factory};
 
 /// Makes one engine instance per mount.
 pub struct AzureFactory;

@@ -1,14 +1,14 @@
 //! Azure clients: Entra ID credentials, Microsoft Graph and Azure Resource Manager.
 //!
-//! This module knows nothing of Vault. The engine resolves its settings with
+//! This crate knows nothing of Vault. The engine resolves its settings with
 //! [`AzureSettings::resolve`] (config + `AZURE_*` environment, Go-engine precedence),
 //! builds an [`AzureClient`] (no network I/O), and calls [`GraphClient`] and [`ArmClient`]
 //! methods, each bounded by a [`Deadline`].
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), vault_plugin_secrets_azure::azure::AzureError> {
+//! # async fn demo() -> Result<(), azure_clients::AzureError> {
 //! use std::time::Duration;
-//! use vault_plugin_secrets_azure::azure::*;
+//! use azure_clients::*;
 //! let settings = AzureSettings::resolve(&AzureConfig::default(), &process_env)?;
 //! let client = AzureClient::new(settings, AzureClientOptions::default())?;
 //! let deadline = Deadline::after(Duration::from_secs(60));

@@ -12,9 +12,11 @@ use super::path_config::DEFAULT_ROOT_PASSWORD_TTL;
 use super::provision::{self, Readiness};
 use super::rollback::WAL_ROTATE_ROOT;
 use super::store::{self, Config};
-use crate::azure::{Deadline, NewPassword, SecretString, DISPLAY_NAME_PREFIX};
-use crate::framework::{handler, wal, HandlerResult, OperationHandler, Path, PeriodicFn};
-use crate::logical::{LogicalError, Operation, Request, Response, Storage};
+use azure_clients::{Deadline, NewPassword, SecretString, DISPLAY_NAME_PREFIX};
+use vault_plugin_sdk::framework::{
+    handler, wal, HandlerResult, OperationHandler, Path, PeriodicFn,
+};
+use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response, Storage};
 
 const DEADLINE: Duration = Duration::from_secs(75);
 /// How long `rotate-root` waits for the new password to work before it leaves the swap to

@@ -2,7 +2,7 @@
 //! service, Microsoft Graph v1.0, Azure Resource Manager (Microsoft.Authorization), the
 //! Azure Arc identity endpoint and VM IMDS, plus an admin API for fault injection.
 //!
-//! It shares no code with the crate's Azure client on purpose. The contract for users is
+//! It shares no code with the `azure-clients` crate on purpose. The contract for users is
 //! in `docs/emulator.md`.
 
 pub mod admin;

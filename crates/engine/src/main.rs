@@ -4,11 +4,10 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use vault_plugin_secrets_azure::engine::AzureFactory;
-use vault_plugin_secrets_azure::plugin;
+use vault_plugin_secrets_azure::AzureFactory;
 
 fn main() -> ExitCode {
-    plugin::serve(
+    vault_plugin_sdk::serve(
         Arc::new(AzureFactory),
         concat!("v", env!("CARGO_PKG_VERSION")),
     )
