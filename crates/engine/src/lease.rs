@@ -183,8 +183,8 @@ impl AzureBackend {
         } else {
             role_max.min(key_life)
         };
+        // The lease alone: the credential was handed out once, at issue.
         Ok(Some(Response {
-            data: Some(req.data.clone()),
             secret: Some(secret),
             ..Response::default()
         }))

@@ -222,8 +222,12 @@ impl Backend {
         let secret_type = self.secret_type(&req)?.clone();
         let data = FieldData::new(req.data.clone(), Arc::default());
         match req.operation {
+            // A renewal extends the lease and returns nothing else: whatever data a renew
+            // handler sets (the secret it issued, say) is dropped here.
             Operation::Renew => match &secret_type.renew {
-                Some(renew) => renew(req, data).await,
+                Some(renew) => renew(req, data).await.map(|resp| {
+                    resp.map(|r| Response { data: None, ..r })
+                }),
                 None => Err(LogicalError::bad_request(format!(
                     "secrets of type {} cannot be renewed",
                     secret_type.name
@@ -569,6 +573,70 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("Stores values."));
+    }
+
+    #[tokio::test]
+    async fn out_of_range_durations_are_bad_requests_naming_the_field() {
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let b = kv_backend(storage.clone());
+        for ttl in [
+            json!(1e300),
+            json!(-1e300),
+            serde_json::from_str::<Value>("18446744073709551616").unwrap(),
+            json!("99999999999999999h"),
+            json!("NaN"),
+        ] {
+            let err = b
+                .handle_request(req(
+                    Operation::Create,
+                    "kv/a",
+                    json!({ "ttl": ttl }),
+                    storage.clone(),
+                ))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, LogicalError::BadRequest(ref m) if m.contains("field \"ttl\"")),
+                "{ttl}: {err:?}"
+            );
+        }
+        assert!(storage.get("kv/a").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_renewal_returns_the_lease_without_data() {
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let secret = SecretType {
+            name: "token".into(),
+            default_duration: Duration::from_secs(60),
+            // A careless renew handler that hands the request's data back.
+            renew: Some(handler(|req: Request, _| async move {
+                Ok(Some(Response {
+                    data: Some(req.data.clone()),
+                    secret: req.secret.clone(),
+                    ..Response::default()
+                }))
+            })),
+            revoke: handler(|_, _| async move { Ok(None) }),
+        };
+        let issued = secret.response(
+            object(json!({"password": "hunter2"})),
+            object(json!({"id": "1"})),
+        );
+        let b = BackendBuilder::new("test")
+            .secret(secret)
+            .build(storage.clone())
+            .unwrap();
+        let mut renew = req(
+            Operation::Renew,
+            "",
+            json!({"password": "hunter2"}),
+            storage,
+        );
+        renew.secret = issued.secret;
+        let resp = b.handle_request(renew).await.unwrap().unwrap();
+        assert!(resp.data.is_none(), "{:?}", resp.data);
+        assert_eq!(resp.secret.unwrap().internal_data["id"], "1");
     }
 
     #[tokio::test]

@@ -3,14 +3,34 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted: what Go's `time.Duration` holds (`i64::MAX` nanoseconds,
+/// about 292 years), so that every duration fits the host's own types and any date
+/// arithmetic done with it.
+pub const MAX_DURATION_SECS: u64 = (i64::MAX as u64) / 1_000_000_000;
+
+fn too_large(input: impl std::fmt::Display) -> String {
+    format!("{input} is out of range (at most {MAX_DURATION_SECS} seconds, about 292 years)")
+}
+
+fn checked_secs(secs: u64, input: impl std::fmt::Display) -> Result<Duration, String> {
+    if secs > MAX_DURATION_SECS {
+        return Err(too_large(input));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 /// Parses a duration given as seconds or as a duration string.
 pub fn parse_duration(input: &serde_json::Value) -> Result<Duration, String> {
     match input {
         serde_json::Value::Number(n) => {
             if let Some(secs) = n.as_u64() {
-                Ok(Duration::from_secs(secs))
+                checked_secs(secs, n)
             } else if let Some(f) = n.as_f64().filter(|f| *f >= 0.0 && f.is_finite()) {
-                Ok(Duration::from_secs_f64(f.trunc()))
+                // A float at or above 2^64 never converts; `MAX_DURATION_SECS` is far below.
+                if f.trunc() > MAX_DURATION_SECS as f64 {
+                    return Err(too_large(n));
+                }
+                checked_secs(f.trunc() as u64, n)
             } else {
                 Err(format!("{n} is not a non-negative number of seconds"))
             }
@@ -27,7 +47,11 @@ fn parse_duration_str(s: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+        return checked_secs(secs, format!("{s:?}"));
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        // All digits but beyond u64.
+        return Err(too_large(format!("{s:?}")));
     }
     if s.starts_with('-') {
         return Err(format!("{s:?} is negative"));
@@ -48,6 +72,9 @@ fn parse_duration_str(s: &str) -> Result<Duration, String> {
         let value: f64 = rest[..num_end]
             .parse()
             .map_err(|_| format!("{s:?} is not a valid duration"))?;
+        if !value.is_finite() {
+            return Err(too_large(format!("{s:?}")));
+        }
         rest = &rest[num_end..];
         let unit_end = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -69,10 +96,10 @@ fn parse_duration_str(s: &str) -> Result<Duration, String> {
         total += value * factor;
         rest = &rest[unit_end..];
     }
-    if !total.is_finite() || total > 1e15 {
-        return Err(format!("{s:?} is too large"));
+    if !total.is_finite() || total > MAX_DURATION_SECS as f64 {
+        return Err(too_large(format!("{s:?}")));
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| too_large(format!("{s:?}")))
 }
 
 /// A duration as whole seconds, the way Vault returns durations in responses.
@@ -121,5 +148,43 @@ mod tests {
         ] {
             assert!(parse_duration(&input).is_err(), "{input}");
         }
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors_not_panics() {
+        let huge: serde_json::Value = serde_json::from_str("18446744073709551616").unwrap();
+        let big_int: serde_json::Value = serde_json::from_str("18446744073709551615").unwrap();
+        for input in [
+            json!(1e300),
+            json!(-1e300),
+            json!(1.8446744073709552e19),
+            json!(-1),
+            huge,
+            big_int,
+            json!(MAX_DURATION_SECS + 1),
+            json!("18446744073709551616"),
+            json!("99999999999999999999999999"),
+            json!("99999999999999999h"),
+            json!("1e300"),
+            json!("NaN"),
+            json!("nan"),
+            json!("inf"),
+            json!("+Inf"),
+            json!("1e300s"),
+            json!("9223372037s"),
+            json!("106751992d"),
+            json!("9999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999h"),
+        ] {
+            let err = parse_duration(&input).unwrap_err();
+            assert!(!err.is_empty(), "{input}");
+        }
+        assert_eq!(
+            parse_duration(&json!(MAX_DURATION_SECS)).unwrap(),
+            Duration::from_secs(MAX_DURATION_SECS)
+        );
+        assert_eq!(
+            parse_duration(&json!("2562047h")).unwrap(),
+            Duration::from_secs(2_562_047 * 3600)
+        );
     }
 }

@@ -42,6 +42,7 @@ const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
 /// `version` is what the plugin reports to the host (`v<semver>`).
 pub fn serve(factory: Arc<dyn Factory>, version: &str) -> ExitCode {
     logging::init(&logging::level_from_env(|k| std::env::var(k).ok()));
+    install_panic_hook();
     let host = match HostEnv::from_lookup(|k| std::env::var(k).ok()) {
         Ok(host) => host,
         Err(e) => {
@@ -159,6 +160,18 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
     }
     served?;
     Ok(())
+}
+
+/// Logs a panic's location but never its message, which may hold request data (secrets);
+/// the request boundary turns the panic into that request's error.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(location = %location, "panic (message withheld)");
+    }));
 }
 
 /// Ctrl-C in the operator's terminal reaches the whole process group; the host stops its

@@ -191,7 +191,13 @@ impl pb::backend_server::Backend for BackendService {
             .ok_or_else(|| Status::invalid_argument("HandleExistenceCheck without a request"))?;
         let req = convert::request_from_proto(req, instance.storage.clone());
         let outcome = match req {
-            Ok(req) => instance.backend.handle_existence_check(req).await,
+            Ok(req) => {
+                contain_panic(
+                    "existence check",
+                    instance.backend.handle_existence_check(req),
+                )
+                .await
+            }
             Err(e) => Err(e),
         };
         let reply = match outcome {
@@ -243,7 +249,10 @@ async fn run_to_completion(
 ) -> Result<Result<Option<logical::Response>, logical::LogicalError>, Status> {
     let backend = instance.backend.clone();
     let storage = instance.storage.clone();
-    let task = tokio::spawn(async move { backend.handle_request(req).await });
+    let task = tokio::spawn(contain_panic(
+        "request",
+        async move { backend.handle_request(req).await },
+    ));
     let mut guard = CancelGuard {
         task: Some(task),
         instance,
@@ -256,6 +265,24 @@ async fn run_to_completion(
         .await;
     guard.task = None;
     outcome.map_err(|e| Status::internal(format!("request handler failed: {e}")))
+}
+
+/// Runs a handler future, turning a panic inside it into an internal error for that call
+/// alone: the process, and every other mount it serves, keeps running. The panic's message
+/// may hold request data, so only the fact and the kind of call are logged (the panic hook
+/// logs where it happened, also without the message).
+pub(crate) async fn contain_panic<T>(
+    kind: &'static str,
+    fut: impl std::future::Future<Output = Result<T, logical::LogicalError>>,
+) -> Result<T, logical::LogicalError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::error!(call = kind, "a handler panicked; the call fails with an internal error");
+            Err(logical::LogicalError::internal("internal error"))
+        }
+    }
 }
 
 /// Revokes the secret of a request whose caller went away before it finished.
@@ -283,7 +310,7 @@ impl Drop for CancelGuard {
             let mut revoke = logical::Request::new(logical::Operation::Revoke, "", storage);
             revoke.data = resp.data.unwrap_or_default();
             revoke.secret = Some(secret);
-            if let Err(e) = backend.handle_request(revoke).await {
+            if let Err(e) = contain_panic("revoke", backend.handle_request(revoke)).await {
                 tracing::error!(error = %e, "revoking the secret of a cancelled request failed");
             }
         });
@@ -353,5 +380,72 @@ impl go_plugin::grpc_stdio_server::GrpcStdio for StdioService {
         _request: Request<()>,
     ) -> Result<Response<Self::StreamStdioStream>, Status> {
         Ok(Response::new(Box::pin(futures::stream::pending())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framework::{handler, BackendBuilder, OperationHandler, Path};
+    use crate::logical::{InmemStorage, Operation, Response};
+
+    fn instance() -> Arc<Instance> {
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let backend = BackendBuilder::new("test")
+            .path(Path::new("boom").operation(
+                Operation::Read,
+                OperationHandler::new(
+                    handler(|_, _| async move {
+                        let v: Vec<u8> = Vec::new();
+                        // An out-of-bounds index: a panic no test can mistake for an error.
+                        let _ = v[usize::from(v.is_empty())];
+                        Ok(None)
+                    }),
+                    "panics",
+                    "boom",
+                ),
+            ))
+            .path(Path::new("ok").operation(
+                Operation::Read,
+                OperationHandler::new(
+                    handler(|_, _| async move {
+                        Ok(Some(Response::with_data(crate::framework::object(
+                            serde_json::json!({"fine": true}),
+                        ))))
+                    }),
+                    "works",
+                    "ok",
+                ),
+            ))
+            .build(storage.clone())
+            .unwrap();
+        Arc::new(Instance {
+            backend: Arc::new(backend),
+            storage,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_fails_its_request_alone() {
+        let instance = instance();
+        let read = |path: &str| {
+            logical::Request::new(Operation::Read, path, instance.storage.clone())
+        };
+        let outcome = run_to_completion(instance.clone(), read("boom"))
+            .await
+            .expect("the call itself completes");
+        assert_eq!(
+            outcome.unwrap_err(),
+            logical::LogicalError::internal("internal error")
+        );
+        // The process and the backend still serve the next requests, the same one included.
+        let ok = run_to_completion(instance.clone(), read("ok"))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.data.unwrap()["fine"], true);
+        let again = run_to_completion(instance.clone(), read("boom")).await.unwrap();
+        assert!(again.is_err());
     }
 }
