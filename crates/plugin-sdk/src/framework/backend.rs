@@ -225,9 +225,9 @@ impl Backend {
             // A renewal extends the lease and returns nothing else: whatever data a renew
             // handler sets (the secret it issued, say) is dropped here.
             Operation::Renew => match &secret_type.renew {
-                Some(renew) => renew(req, data).await.map(|resp| {
-                    resp.map(|r| Response { data: None, ..r })
-                }),
+                Some(renew) => renew(req, data)
+                    .await
+                    .map(|resp| resp.map(|r| Response { data: None, ..r })),
                 None => Err(LogicalError::bad_request(format!(
                     "secrets of type {} cannot be renewed",
                     secret_type.name

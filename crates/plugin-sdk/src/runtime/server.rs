@@ -249,10 +249,9 @@ async fn run_to_completion(
 ) -> Result<Result<Option<logical::Response>, logical::LogicalError>, Status> {
     let backend = instance.backend.clone();
     let storage = instance.storage.clone();
-    let task = tokio::spawn(contain_panic(
-        "request",
-        async move { backend.handle_request(req).await },
-    ));
+    let task = tokio::spawn(contain_panic("request", async move {
+        backend.handle_request(req).await
+    }));
     let mut guard = CancelGuard {
         task: Some(task),
         instance,
@@ -279,7 +278,10 @@ pub(crate) async fn contain_panic<T>(
     match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
         Ok(outcome) => outcome,
         Err(_) => {
-            tracing::error!(call = kind, "a handler panicked; the call fails with an internal error");
+            tracing::error!(
+                call = kind,
+                "a handler panicked; the call fails with an internal error"
+            );
             Err(logical::LogicalError::internal("internal error"))
         }
     }
@@ -428,9 +430,8 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_handler_fails_its_request_alone() {
         let instance = instance();
-        let read = |path: &str| {
-            logical::Request::new(Operation::Read, path, instance.storage.clone())
-        };
+        let read =
+            |path: &str| logical::Request::new(Operation::Read, path, instance.storage.clone());
         let outcome = run_to_completion(instance.clone(), read("boom"))
             .await
             .expect("the call itself completes");
@@ -445,7 +446,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(ok.data.unwrap()["fine"], true);
-        let again = run_to_completion(instance.clone(), read("boom")).await.unwrap();
+        let again = run_to_completion(instance.clone(), read("boom"))
+            .await
+            .unwrap();
         assert!(again.is_err());
     }
 }
