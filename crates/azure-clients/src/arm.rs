@@ -142,6 +142,40 @@ pub fn role_definition_scope(scope: &str, default_subscription: &str) -> String 
     format!("/{}", segs[..take].join("/"))
 }
 
+/// The one definition named `role_name` among `found`: names match case-insensitively (as
+/// HashiCorp documents the lookup), and one exact-case match wins over others that differ
+/// only in case. [`AzureError::NoMatch`] when none matches, [`AzureError::MultipleMatches`]
+/// when the choice is ambiguous.
+pub fn pick_role_definition(
+    found: impl IntoIterator<Item = RoleDefinition>,
+    role_name: &str,
+) -> Result<RoleDefinition, AzureError> {
+    let mut matches: Vec<RoleDefinition> = found
+        .into_iter()
+        .filter(|d| d.role_name.to_lowercase() == role_name.to_lowercase())
+        .collect();
+    if matches.len() > 1 {
+        let exact: Vec<usize> = (0..matches.len())
+            .filter(|&i| matches[i].role_name == role_name)
+            .collect();
+        if let [only] = exact.as_slice() {
+            return Ok(matches.swap_remove(*only));
+        }
+    }
+    match matches.len() {
+        0 => Err(AzureError::NoMatch {
+            kind: "role definition",
+            name: role_name.to_owned(),
+        }),
+        1 => Ok(matches.remove(0)),
+        count => Err(AzureError::MultipleMatches {
+            kind: "role definition",
+            name: role_name.to_owned(),
+            count,
+        }),
+    }
+}
+
 /// The trailing GUID of a role definition id (lower-cased), for comparisons.
 pub fn role_definition_guid(id: &str) -> String {
     id.rsplit('/').next().unwrap_or(id).to_ascii_lowercase()
@@ -259,9 +293,8 @@ impl ArmClient {
         Ok(raw.into())
     }
 
-    /// The role definition named `role_name` (exact, case-sensitive match on `roleName`)
-    /// visible at `assignment_scope` (see [`role_definition_scope`]). Exactly one match is
-    /// required: [`AzureError::NoMatch`] / [`AzureError::MultipleMatches`] otherwise.
+    /// The role definition named `role_name` visible at `assignment_scope` (see
+    /// [`role_definition_scope`]), matched as [`pick_role_definition`] does.
     pub async fn find_role_definition_by_name(
         &self,
         assignment_scope: &str,
@@ -276,23 +309,7 @@ impl ArmClient {
             Some(&filter),
         )?;
         let found: Vec<RawRoleDefinition> = self.list(op, url, deadline).await?;
-        let mut matches: Vec<RoleDefinition> = found
-            .into_iter()
-            .map(RoleDefinition::from)
-            .filter(|d| d.role_name == role_name)
-            .collect();
-        match matches.len() {
-            0 => Err(AzureError::NoMatch {
-                kind: "role definition",
-                name: role_name.to_owned(),
-            }),
-            1 => Ok(matches.remove(0)),
-            count => Err(AzureError::MultipleMatches {
-                kind: "role definition",
-                name: role_name.to_owned(),
-                count,
-            }),
-        }
+        pick_role_definition(found.into_iter().map(RoleDefinition::from), role_name)
     }
 
     /// `PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}` with
@@ -435,6 +452,49 @@ impl ArmClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_names_match_case_insensitively_exact_case_first() {
+        let def = |name: &str, guid: &str| RoleDefinition {
+            id: format!("/providers/Microsoft.Authorization/roleDefinitions/{guid}"),
+            name: guid.to_owned(),
+            role_name: name.to_owned(),
+        };
+        let pick =
+            |defs: &[RoleDefinition], name: &str| pick_role_definition(defs.iter().cloned(), name);
+        let reader = def("Reader", "1");
+        assert_eq!(
+            pick(std::slice::from_ref(&reader), "reader").unwrap(),
+            reader
+        );
+        assert_eq!(
+            pick(std::slice::from_ref(&reader), "READER").unwrap(),
+            reader
+        );
+        assert_eq!(
+            pick(std::slice::from_ref(&reader), "Reader").unwrap(),
+            reader
+        );
+        assert!(matches!(
+            pick(std::slice::from_ref(&reader), "Writer"),
+            Err(AzureError::NoMatch { .. })
+        ));
+        // A custom role differing only in case: the exact spelling wins ...
+        let custom = def("reader", "2");
+        let both = [reader.clone(), custom.clone()];
+        assert_eq!(pick(&both, "Reader").unwrap(), reader);
+        assert_eq!(pick(&both, "reader").unwrap(), custom);
+        // ... and a spelling matching neither exactly is ambiguous.
+        assert!(matches!(
+            pick(&both, "READER"),
+            Err(AzureError::MultipleMatches { count: 2, .. })
+        ));
+        // Two definitions with the very same name stay ambiguous.
+        assert!(matches!(
+            pick(&[reader.clone(), def("Reader", "3")], "Reader"),
+            Err(AzureError::MultipleMatches { .. })
+        ));
+    }
 
     #[test]
     fn lookup_scope_is_the_assignments_container() {

@@ -369,8 +369,7 @@ pub(crate) fn map_sdk_error(
                     });
                     let retry = header("retry-after")
                         .and_then(|v| v.trim().parse::<f64>().ok())
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64);
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok());
                     http = Some(ServiceError {
                         operation: operation.to_owned(),
                         service,

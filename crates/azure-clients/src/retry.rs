@@ -133,17 +133,15 @@ fn jittered(initial: Duration, max: Duration, exponent: u32) -> Duration {
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(ms) = header_str(headers, name).and_then(|v| v.trim().parse::<f64>().ok()) {
-            if ms.is_finite() && ms >= 0.0 {
-                return Some(Duration::from_secs_f64(ms / 1000.0));
+            // An absurd value from the service must not panic the conversion.
+            if let Ok(d) = Duration::try_from_secs_f64(ms / 1000.0) {
+                return Some(d);
             }
         }
     }
     let value = header_str(headers, "retry-after")?.trim().to_owned();
     if let Ok(secs) = value.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Some(Duration::from_secs_f64(secs));
-        }
-        return None;
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let date = chrono::DateTime::parse_from_rfc2822(&value).ok()?;
     let delta = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
@@ -206,6 +204,19 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+
+        // Values no duration holds are ignored, not a panic.
+        for (name, value) in [
+            ("retry-after", "1e300"),
+            ("retry-after", "-1"),
+            ("retry-after", "NaN"),
+            ("retry-after-ms", "1e300"),
+            ("x-ms-retry-after-ms", "inf"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            assert_eq!(retry_after(&h), None, "{name}: {value}");
+        }
     }
 
     #[tokio::test]

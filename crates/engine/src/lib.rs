@@ -9,6 +9,7 @@ mod path_rotate_root;
 pub mod provision;
 mod rollback;
 pub mod store;
+mod validate;
 
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::backend::AzureBackend;
 use super::provision::{self, PrincipalSpec};
 use super::store::{self, AzureGroup, AzureRole, Role, DEFAULT_CREDENTIAL_READY_TIMEOUT};
+use super::validate::{self, shown};
 use azure_clients::{AzureClient, AzureError, Deadline, NewApplication};
 use vault_plugin_sdk::framework::{
     handler, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler, Path,
@@ -34,6 +35,9 @@ const SIGN_IN_AUDIENCES: [&str; 4] = [
 ];
 
 const MAX_TAG_LEN: usize = 256;
+
+const NOTHING_TO_ISSUE: &str =
+    "either azure_roles, azure_groups or application_object_id must be provided";
 
 const SYNOPSIS: &str = "Manage the Vault roles used to generate Azure credentials.";
 const DESCRIPTION: &str = "A role decides what credentials `creds/<role>` issues. With \
@@ -128,13 +132,15 @@ fn parse_json_list<T: DeserializeOwned>(raw: &str) -> Result<Option<Vec<T>>, Str
 }
 
 pub fn parse_azure_roles(raw: &str) -> Result<Option<Vec<AzureRole>>, LogicalError> {
-    parse_json_list(raw)
-        .map_err(|e| LogicalError::bad_request(format!("error parsing Azure roles '{raw}': {e}")))
+    parse_json_list(raw).map_err(|e| {
+        LogicalError::bad_request(format!("error parsing azure_roles '{}': {e}", shown(raw)))
+    })
 }
 
 pub fn parse_azure_groups(raw: &str) -> Result<Option<Vec<AzureGroup>>, LogicalError> {
-    parse_json_list(raw)
-        .map_err(|e| LogicalError::bad_request(format!("error parsing Azure groups '{raw}': {e}")))
+    parse_json_list(raw).map_err(|e| {
+        LogicalError::bad_request(format!("error parsing azure_groups '{}': {e}", shown(raw)))
+    })
 }
 
 /// Checks the TTL rules of a role.
@@ -217,12 +223,12 @@ async fn resolve_role(
             .await
             .map_err(|e| match e {
                 AzureError::NoMatch { .. } => LogicalError::bad_request(format!(
-                    "no role found for role_name: '{}'",
-                    role.role_name
+                    "no role found for role_name: '{}' at scope '{}'",
+                    role.role_name, role.scope
                 )),
                 AzureError::MultipleMatches { .. } => LogicalError::bad_request(format!(
-                    "multiple matches found for role_name: '{}'. Specify role by ID instead.",
-                    role.role_name
+                    "multiple matches found for role_name: '{}' at scope '{}'. Specify role by ID instead.",
+                    role.role_name, role.scope
                 )),
                 // The scope does not exist or is malformed: the caller's mistake.
                 e if matches!(e.status(), Some(400 | 404)) => LogicalError::bad_request(format!(
@@ -395,13 +401,15 @@ impl AzureBackend {
             role.credential_ready_timeout = Some(t);
         }
 
-        // Decoded before any Azure call, so that bad input costs none.
+        // Decoded and checked before any Azure call, so that bad input costs none.
         if let Some(raw) = data.str_ok("azure_roles") {
             role.azure_roles = parse_azure_roles(&raw)?;
         }
         if let Some(raw) = data.str_ok("azure_groups") {
             role.azure_groups = parse_azure_groups(&raw)?;
         }
+        validate::check_azure_roles(role.azure_roles.as_deref().unwrap_or_default())?;
+        validate::check_azure_groups(role.azure_groups.as_deref().unwrap_or_default())?;
 
         // The application of a persisted role is always the one the engine made for it.
         if let Some(p) = data.bool_ok("persist_app") {
@@ -425,6 +433,22 @@ impl AzureBackend {
         if role.persist_app {
             role.application_object_id = role.managed_application_object_id.clone();
         }
+        if !role.application_object_id.is_empty() {
+            validate::check_object_id("application_object_id", &role.application_object_id)?;
+            // The role's own persisted application may be purged on delete; an existing
+            // application the role does not own may not.
+            if role.permanently_delete && !role.persist_app {
+                return Err(LogicalError::bad_request(
+                    "permanently_delete must be false if application_object_id is provided",
+                ));
+            }
+        }
+        let no_roles = role.azure_roles.as_ref().is_none_or(Vec::is_empty);
+        let no_groups = role.azure_groups.as_ref().is_none_or(Vec::is_empty);
+        if role.application_object_id.is_empty() && no_roles && no_groups {
+            return Err(LogicalError::bad_request(NOTHING_TO_ISSUE));
+        }
+
         if role.application_object_id.is_empty() {
             role.application_id.clear();
         } else {
@@ -436,14 +460,6 @@ impl AzureBackend {
         }
         if let Some(groups) = role.azure_groups.take() {
             role.azure_groups = Some(resolve_groups(&client, &groups, deadline).await?);
-        }
-
-        let no_roles = role.azure_roles.as_ref().is_none_or(Vec::is_empty);
-        let no_groups = role.azure_groups.as_ref().is_none_or(Vec::is_empty);
-        if role.application_object_id.is_empty() && no_roles && no_groups {
-            return Err(LogicalError::bad_request(
-                "either Azure role definitions, group definitions, or an Application Object ID must be provided",
-            ));
         }
 
         if role.persist_app {
@@ -489,13 +505,6 @@ impl AzureBackend {
             )));
         }
         role.application_id = app.app_id;
-        // The role's own persisted application may be purged on delete; an existing
-        // application the role does not own may not.
-        if role.permanently_delete && !role.persist_app {
-            return Err(LogicalError::bad_request(
-                "permanently_delete must be false if application_object_id is provided",
-            ));
-        }
         Ok(())
     }
 
@@ -706,13 +715,13 @@ mod tests {
         for bad in ["asdf", "", "{\"role_name\":\"x\"}", "[{\"role_name\":5}]"] {
             let err = parse_azure_roles(bad).unwrap_err();
             assert!(
-                matches!(&err, LogicalError::BadRequest(m) if m.starts_with(&format!("error parsing Azure roles '{bad}': "))),
+                matches!(&err, LogicalError::BadRequest(m) if m.starts_with(&format!("error parsing azure_roles '{bad}': "))),
                 "{err:?}"
             );
         }
         let err = parse_azure_groups("asdf").unwrap_err();
         assert!(
-            matches!(&err, LogicalError::BadRequest(m) if m.starts_with("error parsing Azure groups 'asdf': ")),
+            matches!(&err, LogicalError::BadRequest(m) if m.starts_with("error parsing azure_groups 'asdf': ")),
             "{err:?}"
         );
     }
