@@ -40,6 +40,8 @@ pub struct AzureBackend {
     /// A new root password waits to replace the old one (checked on each periodic tick;
     /// starts true so a swap pending before a restart is finished).
     pub(crate) root_swap_pending: AtomicBool,
+    /// Who the current client signs in as (for the own-application guard).
+    identity: super::identity::IdentityCache,
 }
 
 impl AzureBackend {
@@ -49,12 +51,31 @@ impl AzureBackend {
             client: Mutex::new(None),
             app_locks: std::sync::Mutex::new(HashMap::new()),
             root_swap_pending: AtomicBool::new(true),
+            identity: super::identity::IdentityCache::default(),
         })
     }
 
     /// Drops the cached client: the next call builds one from the stored configuration.
     pub async fn reset_client(&self) {
         *self.client.lock().await = None;
+        self.identity.clear().await;
+    }
+
+    /// Refuses (400) an application that is the engine's own identity: checked whenever a
+    /// role is written with an application and before every password is added to one, so a
+    /// role stored before `client_id` changed, or carried over from the Go engine, cannot
+    /// hand out the engine's own credentials.
+    pub(crate) async fn refuse_own_application(
+        &self,
+        client: &Arc<AzureClient>,
+        app_id: &str,
+        app_object_id: &str,
+        deadline: Deadline,
+    ) -> Result<(), LogicalError> {
+        self.identity
+            .get(client, deadline)
+            .await?
+            .refuse_own_application(app_id, app_object_id)
     }
 
     /// The Azure client for the current configuration (stored config merged with the

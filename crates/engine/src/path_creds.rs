@@ -11,6 +11,7 @@ use super::backend::AzureBackend;
 use super::lease::{self, SERVICE_PRINCIPAL, STATIC_SERVICE_PRINCIPAL};
 use super::provision::{self, PrincipalSpec, Readiness, PASSWORD_DISPLAY_NAME};
 use super::store::{self, Role};
+use super::validate;
 use azure_clients::{Deadline, NewApplication, NewPassword, DISPLAY_NAME_PREFIX};
 use vault_plugin_sdk::framework::{
     handler, secret_response, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler,
@@ -90,6 +91,28 @@ impl AzureBackend {
             .await?
             .ok_or_else(|| LogicalError::bad_request(format!("role '{name}' does not exist")))?;
         let deadline = Deadline::after(ISSUE_DEADLINE);
+        // Stored roles are checked again before any Azure call: they may predate these
+        // checks (or come from the Go engine's storage), and the configured identity may
+        // have changed since the role was written.
+        validate::check_azure_roles(role.azure_roles.as_deref().unwrap_or_default())
+            .and_then(|()| {
+                validate::check_azure_groups(role.azure_groups.as_deref().unwrap_or_default())
+            })
+            .map_err(|e| {
+                LogicalError::bad_request(format!(
+                    "role '{name}' cannot issue credentials: {e}; write the role again with valid values"
+                ))
+            })?;
+        if !role.application_object_id.is_empty() {
+            validate::check_object_id("application_object_id", &role.application_object_id)?;
+            self.refuse_own_application(
+                &client,
+                &role.application_id,
+                &role.application_object_id,
+                deadline,
+            )
+            .await?;
+        }
         let now = Utc::now();
         let end = self.password_end(&role, now).await?;
         let (ttl, max_ttl) = lease_ttls(&role);

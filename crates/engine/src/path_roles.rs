@@ -479,7 +479,7 @@ impl AzureBackend {
     /// Loads the role's application (to learn its client id) and checks the role may use it.
     async fn check_application(
         &self,
-        client: &AzureClient,
+        client: &Arc<AzureClient>,
         role: &mut Role,
         deadline: Deadline,
     ) -> Result<(), LogicalError> {
@@ -496,14 +496,8 @@ impl AzureBackend {
                     LogicalError::Internal(message)
                 }
             })?;
-        let root_client_id = &client.settings().client_id;
-        if !root_client_id.is_empty() && app.app_id.eq_ignore_ascii_case(root_client_id) {
-            return Err(LogicalError::bad_request(format!(
-                "application_object_id '{}' is the application this engine itself signs in with; \
-                 a role may not hand out passwords of the engine's own identity",
-                role.application_object_id
-            )));
-        }
+        self.refuse_own_application(client, &app.app_id, &role.application_object_id, deadline)
+            .await?;
         role.application_id = app.app_id;
         Ok(())
     }

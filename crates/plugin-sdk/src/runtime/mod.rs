@@ -37,6 +37,13 @@ use tls::TlsIdentity;
 /// up (hosts do not always kill a plugin whose connection failed).
 const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How often the process checks that its host is still alive.
+const HOST_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long calls under way may run on once the host is gone (their own deadlines are
+/// shorter: a request finishes or undoes its work well within this).
+const DRAIN_BOUND: Duration = Duration::from_secs(90);
+
 /// Serves `factory` to the host that launched this process; returns the exit code.
 ///
 /// `version` is what the plugin reports to the host (`v<semver>`).
@@ -111,6 +118,7 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
     let shutdown = Arc::new(Notify::new());
     let broker = Broker::new();
     let backends = Arc::new(server::Backends::new(factory, broker.clone(), client_tls));
+    tokio::spawn(exit_when_host_dies(backends.in_flight.clone()));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("plugin", tonic_health::ServingStatus::Serving)
@@ -160,6 +168,32 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
     }
     served?;
     Ok(())
+}
+
+/// The host launched this process and stays its parent while it lives. If the host is
+/// killed (SIGKILL: no shutdown call, no signal here), the process is re-parented; it then
+/// lets the calls under way finish (each within its own deadline, undoing what it made when
+/// it fails) and exits, instead of lingering with nobody to serve.
+async fn exit_when_host_dies(in_flight: Arc<server::InFlight>) {
+    let host = std::os::unix::process::parent_id();
+    let mut tick = tokio::time::interval(HOST_CHECK_INTERVAL);
+    loop {
+        tick.tick().await;
+        if std::os::unix::process::parent_id() != host {
+            break;
+        }
+    }
+    tracing::warn!(
+        host_pid = host,
+        "the host process is gone; finishing the calls under way, then exiting"
+    );
+    if tokio::time::timeout(DRAIN_BOUND, in_flight.idle())
+        .await
+        .is_err()
+    {
+        tracing::error!("calls still under way after the drain bound; exiting anyway");
+    }
+    std::process::exit(0);
 }
 
 /// Logs a panic's location but never its message, which may hold request data (secrets);

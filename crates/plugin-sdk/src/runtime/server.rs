@@ -27,12 +27,55 @@ struct Instance {
     storage: Arc<dyn Storage>,
 }
 
+/// Counts the handler calls under way (requests, and revocations of secrets whose caller
+/// went away), so that the process can let them finish before it exits.
+#[derive(Default)]
+pub struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: Notify,
+}
+
+/// One call under way; dropping it ends the call.
+pub struct InFlightGuard(Arc<InFlight>);
+
+impl InFlight {
+    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// Returns once no call is under way.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 /// Backend instances of this process, keyed by the host's `multiplex_id`.
 pub struct Backends {
     factory: Arc<dyn Factory>,
     broker: Arc<Broker>,
     tls: Arc<rustls::ClientConfig>,
     instances: RwLock<HashMap<String, Arc<Instance>>>,
+    pub in_flight: Arc<InFlight>,
 }
 
 impl Backends {
@@ -46,6 +89,7 @@ impl Backends {
             broker,
             tls,
             instances: RwLock::new(HashMap::new()),
+            in_flight: Arc::default(),
         }
     }
 
@@ -166,7 +210,7 @@ impl pb::backend_server::Backend for BackendService {
                 }))
             }
         };
-        let outcome = run_to_completion(instance, req).await?;
+        let outcome = run_to_completion(instance, req, &self.0.in_flight).await?;
         let reply = match outcome {
             Ok(response) => pb::HandleRequestReply {
                 response: response.map(convert::response_to_proto),
@@ -246,16 +290,20 @@ impl pb::backend_server::Backend for BackendService {
 async fn run_to_completion(
     instance: Arc<Instance>,
     req: logical::Request,
+    in_flight: &Arc<InFlight>,
 ) -> Result<Result<Option<logical::Response>, logical::LogicalError>, Status> {
     let backend = instance.backend.clone();
     let storage = instance.storage.clone();
-    let task = tokio::spawn(contain_panic("request", async move {
-        backend.handle_request(req).await
-    }));
+    let call = in_flight.enter();
+    let task = tokio::spawn(async move {
+        let _call = call;
+        contain_panic("request", backend.handle_request(req)).await
+    });
     let mut guard = CancelGuard {
         task: Some(task),
         instance,
         storage,
+        in_flight: in_flight.clone(),
     };
     let outcome = guard
         .task
@@ -292,6 +340,7 @@ struct CancelGuard {
     task: Option<tokio::task::JoinHandle<Result<Option<logical::Response>, logical::LogicalError>>>,
     instance: Arc<Instance>,
     storage: Arc<dyn Storage>,
+    in_flight: Arc<InFlight>,
 }
 
 impl Drop for CancelGuard {
@@ -301,7 +350,11 @@ impl Drop for CancelGuard {
         };
         let backend = self.instance.backend.clone();
         let storage = self.storage.clone();
+        // Entered before the request's own call can end, so the count never drops to zero
+        // between the request and the revocation of what it issued.
+        let call = self.in_flight.enter();
         tokio::spawn(async move {
+            let _call = call;
             let Ok(Ok(Some(resp))) = task.await else {
                 return;
             };
@@ -432,7 +485,8 @@ mod tests {
         let instance = instance();
         let read =
             |path: &str| logical::Request::new(Operation::Read, path, instance.storage.clone());
-        let outcome = run_to_completion(instance.clone(), read("boom"))
+        let in_flight = Arc::new(InFlight::default());
+        let outcome = run_to_completion(instance.clone(), read("boom"), &in_flight)
             .await
             .expect("the call itself completes");
         assert_eq!(
@@ -440,15 +494,39 @@ mod tests {
             logical::LogicalError::internal("internal error")
         );
         // The process and the backend still serve the next requests, the same one included.
-        let ok = run_to_completion(instance.clone(), read("ok"))
+        let ok = run_to_completion(instance.clone(), read("ok"), &in_flight)
             .await
             .unwrap()
             .unwrap()
             .unwrap();
         assert_eq!(ok.data.unwrap()["fine"], true);
-        let again = run_to_completion(instance.clone(), read("boom"))
+        let again = run_to_completion(instance.clone(), read("boom"), &in_flight)
             .await
             .unwrap();
         assert!(again.is_err());
+        // Every call, the panicked ones too, has ended.
+        tokio::time::timeout(std::time::Duration::from_secs(5), in_flight.idle())
+            .await
+            .expect("no call left under way");
+    }
+
+    #[tokio::test]
+    async fn idle_waits_for_the_calls_under_way() {
+        let in_flight = Arc::new(InFlight::default());
+        in_flight.idle().await;
+        let call = in_flight.enter();
+        let second = in_flight.enter();
+        let waiter = {
+            let in_flight = in_flight.clone();
+            tokio::spawn(async move { in_flight.idle().await })
+        };
+        drop(call);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one call is still under way");
+        drop(second);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("idle once both ended")
+            .unwrap();
     }
 }
