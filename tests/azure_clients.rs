@@ -412,11 +412,12 @@ async fn service_principals_roles_and_groups() {
         role_definition_guid(&reader_rg.id),
         role_definition_guid(&reader.id)
     );
-    let err = arm
+    // Names match case-insensitively, as HashiCorp documents the lookup.
+    let lower = arm
         .find_role_definition_by_name("", "reader", deadline())
         .await
-        .unwrap_err();
-    assert!(err.is_not_found(), "case-sensitive: {err}");
+        .unwrap();
+    assert_eq!(lower, reader);
     let by_id = arm
         .get_role_definition(&reader.id, deadline())
         .await

@@ -356,11 +356,11 @@ fn role_fields_resolution_errors_and_listing() {
     );
     let dup_group = format!("duplicate object_id '{group2}'");
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec![], "either Azure role definitions, group definitions, or an Application Object ID must be provided"),
-        (vec![s("ttl=10")], "either Azure role definitions, group definitions, or an Application Object ID must be provided"),
-        (vec![s("azure_roles=asdf")], "error parsing Azure roles 'asdf': "),
-        (vec![s("azure_groups=asdf")], "error parsing Azure groups 'asdf': "),
-        (vec![s("application_object_id=abc"), s("azure_roles=asdf")], "error parsing Azure roles"),
+        (vec![], "either azure_roles, azure_groups or application_object_id must be provided"),
+        (vec![s("ttl=10")], "either azure_roles, azure_groups or application_object_id must be provided"),
+        (vec![s("azure_roles=asdf")], "error parsing azure_roles 'asdf': "),
+        (vec![s("azure_groups=asdf")], "error parsing azure_groups 'asdf': "),
+        (vec![s("application_object_id=abc"), s("azure_roles=asdf")], "error parsing azure_roles"),
         (vec![inline_roles.clone(), s("ttl=101"), s("max_ttl=100")], "ttl cannot be greater than max_ttl"),
         (vec![inline_roles.clone(), s("ttl=10"), s("explicit_max_ttl=5")], "ttl cannot be greater than explicit_max_ttl"),
         (vec![inline_roles.clone(), s("max_ttl=10"), s("explicit_max_ttl=5")], "max_ttl cannot be greater than explicit_max_ttl"),
@@ -377,10 +377,6 @@ fn role_fields_resolution_errors_and_listing() {
         (
             vec![format!("application_object_id={existing}"), s("permanently_delete=true")],
             "permanently_delete must be false if application_object_id is provided",
-        ),
-        (
-            vec![format!(r#"azure_roles=[{{"role_name":"reader","scope":"{sub_scope}"}}]"#)],
-            "no role found for role_name: 'reader'",
         ),
         (
             vec![format!(r#"azure_roles=[{{"role_name":"No Such Role","scope":"{sub_scope}"}}]"#)],
@@ -401,7 +397,7 @@ fn role_fields_resolution_errors_and_listing() {
             &dup_role,
         ),
         (
-            vec![s(r#"azure_roles=[{"role_id":"not-a-role-id"}]"#)],
+            vec![format!(r#"azure_roles=[{{"role_id":"not-a-role-id","scope":"{sub_scope}"}}]"#)],
             "no role found for role_id: 'not-a-role-id'",
         ),
         (
@@ -448,7 +444,7 @@ fn role_fields_resolution_errors_and_listing() {
     let before = env.read("azure/roles/r1");
     env.write_fails(
         "azure/roles/r1",
-        &[s("azure_roles=[{\"role_name\":\"Nope\"}]")],
+        &[format!(r#"azure_roles=[{{"role_name":"Nope","scope":"{sub_scope}"}}]"#)],
         400,
         "no role found for role_name: 'Nope'",
     );
