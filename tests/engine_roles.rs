@@ -444,7 +444,9 @@ fn role_fields_resolution_errors_and_listing() {
     let before = env.read("azure/roles/r1");
     env.write_fails(
         "azure/roles/r1",
-        &[format!(r#"azure_roles=[{{"role_name":"Nope","scope":"{sub_scope}"}}]"#)],
+        &[format!(
+            r#"azure_roles=[{{"role_name":"Nope","scope":"{sub_scope}"}}]"#
+        )],
         400,
         "no role found for role_name: 'Nope'",
     );

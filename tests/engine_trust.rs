@@ -143,7 +143,10 @@ fn a_renewal_returns_the_lease_alone() {
             &json!({"lease_id": lease}).to_string(),
         );
         assert_eq!(code, 200, "{raw}");
-        assert!(!raw.contains(&secret), "{role}: the secret came back: {raw}");
+        assert!(
+            !raw.contains(&secret),
+            "{role}: the secret came back: {raw}"
+        );
         assert!(!raw.contains("client_secret"), "{role}: {raw}");
         let v: Value = serde_json::from_str(&raw).expect("JSON");
         assert!(v["data"].is_null() || v["data"] == json!({}), "{v}");
@@ -186,7 +189,12 @@ fn out_of_range_durations_are_400s_and_every_mount_keeps_its_process() {
         "\"99999999999999999h\"",
         "\"1e300\"",
     ];
-    let role_fields = ["ttl", "max_ttl", "explicit_max_ttl", "credential_ready_timeout"];
+    let role_fields = [
+        "ttl",
+        "max_ttl",
+        "explicit_max_ttl",
+        "credential_ready_timeout",
+    ];
     let config_fields = [
         "root_password_ttl",
         "rotation_period",
@@ -209,7 +217,11 @@ fn out_of_range_durations_are_400s_and_every_mount_keeps_its_process() {
     }
 
     // The same process, nothing restarted, both mounts serve, and nothing was changed.
-    assert_eq!(bao.plugin_pids(), before_pids, "the plugin process was replaced");
+    assert_eq!(
+        bao.plugin_pids(),
+        before_pids,
+        "the plugin process was replaced"
+    );
     let log = bao.log_text();
     for sign in ["plugin exited", "panicked", "plugin process exited"] {
         assert!(!log.contains(sign), "server log shows {sign:?}");
@@ -241,7 +253,10 @@ fn azure_roles_scopes_are_checked_at_write() {
     emu.clear_requests();
 
     let cases = [
-        (json!([{"role_name": "Reader"}]), "azure_roles[0] (role_name 'Reader'): scope is required"),
+        (
+            json!([{"role_name": "Reader"}]),
+            "azure_roles[0] (role_name 'Reader'): scope is required",
+        ),
         (
             json!([{"role_name": "Reader", "scope": sub}, {"role_name": "Contributor", "scope": ""}]),
             "azure_roles[1] (role_name 'Contributor'): scope is required",
@@ -278,7 +293,10 @@ fn azure_roles_scopes_are_checked_at_write() {
             &json!({ "azure_roles": roles.to_string() }).to_string(),
         );
         assert_eq!(code, 400, "{roles}: {body}");
-        assert!(body.contains(message), "{roles}: expected {message:?}: {body}");
+        assert!(
+            body.contains(message),
+            "{roles}: expected {message:?}: {body}"
+        );
     }
     assert!(
         azure_calls(&emu).is_empty(),
@@ -363,8 +381,14 @@ fn ids_and_field_combinations_are_checked_before_any_azure_call() {
             json!({"azure_groups": json!([{"group_name": "g"}, {"object_id": huge}]).to_string()}),
             "azure_groups[1]",
         ),
-        (json!({"azure_roles": "asdf"}), "error parsing azure_roles 'asdf'"),
-        (json!({"azure_groups": "asdf"}), "error parsing azure_groups 'asdf'"),
+        (
+            json!({"azure_roles": "asdf"}),
+            "error parsing azure_roles 'asdf'",
+        ),
+        (
+            json!({"azure_groups": "asdf"}),
+            "error parsing azure_groups 'asdf'",
+        ),
         (
             json!({"ttl": 10}),
             "either azure_roles, azure_groups or application_object_id must be provided",
@@ -374,7 +398,10 @@ fn ids_and_field_combinations_are_checked_before_any_azure_call() {
         let (code, answer) = post(&bao, "azure/roles/checked", &body.to_string());
         let shown: String = body.to_string().chars().take(120).collect();
         assert_eq!(code, 400, "{shown}: {answer:.300}");
-        assert!(answer.contains(message), "{shown}: expected {message:?}: {answer:.300}");
+        assert!(
+            answer.contains(message),
+            "{shown}: expected {message:?}: {answer:.300}"
+        );
         assert!(answer.len() < 4096, "the value is not echoed whole");
     }
     assert!(
@@ -434,10 +461,14 @@ fn a_role_on_the_engines_own_application_is_refused_at_issuance() {
         )
         .ok();
         let out = bao.read(&format!("azure/creds/{name}"));
-        assert_ne!(out.code, 0, "{name}: issued on the engine's own app: {out:?}");
+        assert_ne!(
+            out.code, 0,
+            "{name}: issued on the engine's own app: {out:?}"
+        );
         assert!(out.stderr.contains("Code: 400"), "{name}: {out:?}");
         assert!(
-            out.stderr.contains("is the application this engine itself signs in with"),
+            out.stderr
+                .contains("is the application this engine itself signs in with"),
             "{name}: {out:?}"
         );
     }
