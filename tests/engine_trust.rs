@@ -478,6 +478,31 @@ fn a_role_on_the_engines_own_application_is_refused_at_issuance() {
         "no password was added to the engine's own application"
     );
 
+    // A dynamic role carried over without a scope (the Go engine stored "") issues nothing.
+    let unscoped = json!({
+        "credential_type": 0,
+        "azure_roles": [{"role_name": "Reader", "scope": "",
+            "role_id": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7", emu.var("AZURE_SUBSCRIPTION_ID"))}],
+        "azure_groups": null, "application_id": "", "application_object_id": "",
+        "sign_in_audience": "", "tags": null, "ttl": 3_600_000_000_000i64, "max_ttl": 0,
+        "explicit_max_ttl": 0, "permanently_delete": false, "persist_app": false,
+        "role_assignment_ids": null, "group_membership_ids": null, "sp_object_id": "",
+        "managed_application_object_id": ""
+    });
+    bao.write(
+        &format!("sys/raw/{base}/roles/unscoped"),
+        &[&format!("value={unscoped}")],
+    )
+    .ok();
+    emu.clear_requests();
+    let out = bao.read("azure/creds/unscoped");
+    assert!(
+        out.stderr.contains("Code: 400") && out.stderr.contains("scope is required"),
+        "{out:?}"
+    );
+    assert!(azure_calls(&emu).is_empty(), "{:#?}", azure_calls(&emu));
+    assert!(emu.vault_apps().is_empty());
+
     // A role on another application still issues.
     let (other, _) = emu.create_app("trust-other", true);
     bao.write(

@@ -183,9 +183,7 @@ impl pb::backend_server::Backend for BackendService {
         request: Request<pb::InitializeArgs>,
     ) -> Result<Response<pb::InitializeReply>, Status> {
         let instance = self.0.instance(&request).await?;
-        let err = instance
-            .backend
-            .initialize()
+        let err = contain_panic("initialize", instance.backend.initialize())
             .await
             .err()
             .map(|e| convert::error_to_proto(&e));
