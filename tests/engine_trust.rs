@@ -538,7 +538,12 @@ fn the_plugin_exits_when_its_host_is_killed() {
         .status()
         .expect("kill");
     // Idle: it has nothing to finish, so it exits within a few seconds of its host.
+    let killed = Instant::now();
     let gone = wait_until(Duration::from_secs(20), || pids.iter().all(|p| exited(*p)));
+    eprintln!(
+        "plugin gone {:?} after its host was killed",
+        killed.elapsed()
+    );
     assert!(
         gone,
         "plugin processes {pids:?} still run 20 s after their host was killed"

@@ -118,7 +118,10 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
     let shutdown = Arc::new(Notify::new());
     let broker = Broker::new();
     let backends = Arc::new(server::Backends::new(factory, broker.clone(), client_tls));
-    tokio::spawn(exit_when_host_dies(backends.in_flight.clone()));
+    tokio::spawn(exit_when_host_dies(
+        backends.in_flight.clone(),
+        socket_path.clone(),
+    ));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("plugin", tonic_health::ServingStatus::Serving)
@@ -174,7 +177,10 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
 /// killed (SIGKILL: no shutdown call, no signal here), the process is re-parented; it then
 /// lets the calls under way finish (each within its own deadline, undoing what it made when
 /// it fails) and exits, instead of lingering with nobody to serve.
-async fn exit_when_host_dies(in_flight: Arc<server::InFlight>) {
+async fn exit_when_host_dies(
+    in_flight: Arc<server::InFlight>,
+    socket_path: Option<std::path::PathBuf>,
+) {
     let host = std::os::unix::process::parent_id();
     let mut tick = tokio::time::interval(HOST_CHECK_INTERVAL);
     loop {
@@ -192,6 +198,9 @@ async fn exit_when_host_dies(in_flight: Arc<server::InFlight>) {
         .is_err()
     {
         tracing::error!("calls still under way after the drain bound; exiting anyway");
+    }
+    if let Some(path) = socket_path {
+        let _ = std::fs::remove_file(path);
     }
     std::process::exit(0);
 }
