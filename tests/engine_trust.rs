@@ -404,6 +404,25 @@ fn ids_and_field_combinations_are_checked_before_any_azure_call() {
         );
         assert!(answer.len() < 4096, "the value is not echoed whole");
     }
+    // The engine's own ids go into Azure URLs and filters: plain identifiers only.
+    let config_before = bao.read("azure/config").ok().json()["data"].clone();
+    for (field, value) in [
+        ("client_id", huge.as_str()),
+        (
+            "subscription_id",
+            "../../providers/Microsoft.Management/managementGroups/root",
+        ),
+        ("tenant_id", "tenant/../other"),
+    ] {
+        let (code, answer) = post(&bao, "azure/config", &json!({ field: value }).to_string());
+        assert_eq!(code, 400, "{field}: {answer:.300}");
+        assert!(
+            answer.contains(&format!("invalid {field}")),
+            "{field}: {answer:.300}"
+        );
+        assert!(answer.len() < 4096, "the value is not echoed whole");
+    }
+    assert_eq!(bao.read("azure/config").ok().json()["data"], config_before);
     assert!(
         azure_calls(&emu).is_empty(),
         "refused before any Azure call: {:#?}",

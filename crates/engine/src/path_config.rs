@@ -134,6 +134,9 @@ impl AzureBackend {
             ("client_secret", &mut config.client_secret),
         ] {
             if let Some(v) = data.str_ok(field) {
+                if field != "client_secret" {
+                    super::validate::check_plain_id(field, &v)?;
+                }
                 *slot = v;
             }
         }

@@ -45,6 +45,25 @@ pub fn check_object_id(field: &str, value: &str) -> Result<(), LogicalError> {
     )))
 }
 
+/// A 400 unless `value` is empty or a plain identifier (at most 128 letters, digits, `-`,
+/// `.` or `_`, and not `.` or `..`): subscription, tenant and client ids go into URLs, paths
+/// and filters of Azure calls, so they must not carry anything else.
+pub fn check_plain_id(field: &str, value: &str) -> Result<(), LogicalError> {
+    let plain = value.len() <= 128
+        && value != "."
+        && value != ".."
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if plain {
+        return Ok(());
+    }
+    Err(LogicalError::bad_request(format!(
+        "invalid {field} '{}': only letters, digits, '-', '.' and '_' are allowed (at most 128)",
+        shown(value)
+    )))
+}
+
 fn eq(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
@@ -238,6 +257,27 @@ mod tests {
         };
         assert!(m.starts_with("invalid application_object_id '"), "{m}");
         assert!(m.len() < 300, "the value is not echoed whole");
+    }
+
+    #[test]
+    fn plain_ids() {
+        for ok in [
+            "",
+            "sub-1",
+            "0b1f5e2c-0000-4000-8000-000000000001",
+            "contoso.onmicrosoft.com",
+        ] {
+            assert!(check_plain_id("subscription_id", ok).is_ok(), "{ok}");
+        }
+        for bad in ["..", "a/b", "../providers", "a b", "x'y", "a?b"] {
+            assert!(check_plain_id("subscription_id", bad).is_err(), "{bad}");
+        }
+        let huge = "a".repeat(1 << 20);
+        let err = check_plain_id("client_id", &huge).unwrap_err();
+        assert!(
+            matches!(&err, LogicalError::BadRequest(m) if m.starts_with("invalid client_id") && m.len() < 300),
+            "{err:?}"
+        );
     }
 
     #[test]
