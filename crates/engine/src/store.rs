@@ -109,6 +109,12 @@ pub struct Config {
     /// (not in the Go engine, which leaves scheduling to Vault Enterprise).
     #[serde(with = "go_time", skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<DateTime<Utc>>,
+    /// Default `seamless_rotation` of static roles (`None`: true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seamless_rotation: Option<bool>,
+    /// Default `rotation_grace_period` of static roles (`None`: 5m; zero: no overlap).
+    #[serde(with = "go_duration_opt", skip_serializing_if = "Option::is_none")]
+    pub rotation_grace_period: Option<Duration>,
 }
 
 /// An ARM role of a role definition.
