@@ -161,6 +161,9 @@ pub struct Role {
     /// the Go engine, which ignores the key; absent means [`DEFAULT_CREDENTIAL_READY_TIMEOUT`].
     #[serde(with = "go_duration_opt", skip_serializing_if = "Option::is_none")]
     pub credential_ready_timeout: Option<Duration>,
+    /// Metadata returned with the role's credentials (Vault 2.0); absent when never set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `credential_ready_timeout` of a role that never set it.
