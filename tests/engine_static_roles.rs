@@ -45,7 +45,12 @@ fn passwords(emu: &Emulator, object_id: &str) -> Vec<Value> {
         .into_iter()
         .flatten()
         .filter(|a| a["id"] == object_id)
-        .flat_map(|a| a["passwordCredentials"].as_array().cloned().unwrap_or_default())
+        .flat_map(|a| {
+            a["passwordCredentials"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .collect()
 }
 
@@ -97,7 +102,10 @@ fn await_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 }
 
 fn fails_with(out: CliOutput, text: &str) {
-    assert_ne!(out.code, 0, "expected an error containing {text:?}: {out:?}");
+    assert_ne!(
+        out.code, 0,
+        "expected an error containing {text:?}: {out:?}"
+    );
     assert!(
         out.stderr.contains("Code: 400"),
         "expected a 400: {}",
@@ -119,7 +127,12 @@ fn creds(bao: &Bao, mount: &str, name: &str) -> Value {
 }
 
 fn rotate(bao: &Bao, mount: &str, name: &str) -> CliOutput {
-    bao.cli(&["write", "-f", "-format=json", &format!("{mount}/rotate-role/{name}")])
+    bao.cli(&[
+        "write",
+        "-f",
+        "-format=json",
+        &format!("{mount}/rotate-role/{name}"),
+    ])
 }
 
 fn root_app_object_id(emu: &Emulator) -> String {
@@ -161,7 +174,10 @@ fn static_role_paths_fields_and_errors() {
     fails_with(
         bao.write(
             "azure/static-roles/r",
-            &[&format!("application_object_id={}", root_app_object_id(&emu))],
+            &[&format!(
+                "application_object_id={}",
+                root_app_object_id(&emu)
+            )],
         ),
         "engine itself signs in with",
     );
@@ -170,7 +186,10 @@ fn static_role_paths_fields_and_errors() {
         "rotation_period",
     );
     fails_with(
-        bao.write("azure/static-roles/r", &[&app_arg, "rotation_period=60", "ttl=70"]),
+        bao.write(
+            "azure/static-roles/r",
+            &[&app_arg, "rotation_period=60", "ttl=70"],
+        ),
         "ttl",
     );
     fails_with(
@@ -181,7 +200,10 @@ fn static_role_paths_fields_and_errors() {
         "rotation_grace_period",
     );
     fails_with(
-        bao.write("azure/static-roles/r", &[&app_arg, "rotation_grace_period=soon"]),
+        bao.write(
+            "azure/static-roles/r",
+            &[&app_arg, "rotation_grace_period=soon"],
+        ),
         "rotation_grace_period",
     );
     fails_with(
@@ -195,7 +217,12 @@ fn static_role_paths_fields_and_errors() {
     let before = Utc::now();
     bao.write(
         "azure/static-roles/r",
-        &[&app_arg, "ttl=8760h", "metadata=team=eng", "metadata=env=dev"],
+        &[
+            &app_arg,
+            "ttl=8760h",
+            "metadata=team=eng",
+            "metadata=env=dev",
+        ],
     )
     .ok();
     let role = data(bao.read("azure/static-roles/r"));
@@ -213,9 +240,15 @@ fn static_role_paths_fields_and_errors() {
     // The password ends at the rotation period plus the grace, not years out.
     let end = end_of(&emu, &app, &key);
     let want = before + chrono::Duration::seconds(31_536_000 + 300);
-    assert!((end - want).num_seconds().abs() < 120, "end {end}, want about {want}");
+    assert!(
+        (end - want).num_seconds().abs() < 120,
+        "end {end}, want about {want}"
+    );
 
-    let list = bao.cli(&["list", "-format=json", "azure/static-roles"]).ok().json();
+    let list = bao
+        .cli(&["list", "-format=json", "azure/static-roles"])
+        .ok()
+        .json();
     assert_eq!(list, json!(["r"]));
 
     // static-creds: no lease, the role's metadata over the request's.
@@ -234,7 +267,10 @@ fn static_role_paths_fields_and_errors() {
     let c = &out["data"];
     assert_eq!(c["client_id"], app_id.as_str());
     assert_eq!(c["secret_id"], key.as_str());
-    assert_eq!(c["metadata"], json!({"team": "eng", "env": "dev", "ticket": "42"}));
+    assert_eq!(
+        c["metadata"],
+        json!({"team": "eng", "env": "dev", "ticket": "42"})
+    );
     assert!(c["expiration"].as_str().is_some());
     let secret = c["client_secret"].as_str().expect("secret").to_string();
     assert_eq!(token_status(&emu, &app_id, &secret), 200);
@@ -251,7 +287,9 @@ fn static_role_paths_fields_and_errors() {
     let t = &out["data"];
     assert_eq!(t["token_type"], "Bearer");
     assert!(t["expires_in"].as_u64().is_some_and(|n| n > 0));
-    assert!(t["access_token"].as_str().is_some_and(|s| s.split('.').count() == 3));
+    assert!(t["access_token"]
+        .as_str()
+        .is_some_and(|s| s.split('.').count() == 3));
     fails_with(
         bao.cli(&["write", "-f", "azure/static-creds/r/token"]),
         "scope",
@@ -262,8 +300,12 @@ fn static_role_paths_fields_and_errors() {
     );
 
     // Updates: metadata as JSON; the application cannot change.
-    bao.write("azure/static-roles/r", &[r#"metadata={"a":"b"}"#]).ok();
-    assert_eq!(data(bao.read("azure/static-roles/r"))["metadata"], json!({"a": "b"}));
+    bao.write("azure/static-roles/r", &[r#"metadata={"a":"b"}"#])
+        .ok();
+    assert_eq!(
+        data(bao.read("azure/static-roles/r"))["metadata"],
+        json!({"a": "b"})
+    );
     fails_with(
         bao.write(
             "azure/static-roles/r",
@@ -271,14 +313,28 @@ fn static_role_paths_fields_and_errors() {
         ),
         "cannot be changed",
     );
-    assert_eq!(data(bao.read("azure/static-roles/r"))["secret_id"], key.as_str());
+    assert_eq!(
+        data(bao.read("azure/static-roles/r"))["secret_id"],
+        key.as_str()
+    );
 
     // Deferred creds (and the 1.21 alias): no secret until the first read; the token
     // endpoint is a 400 meanwhile.
     let other_arg = format!("application_object_id={other_app}");
-    bao.write("azure/static-roles/d", &[&other_arg, "defer_initial_creds=true"]).ok();
-    bao.write("azure/static-roles/d2", &[&other_arg, "skip_import_rotation=true"]).ok();
-    assert_eq!(data(bao.read("azure/static-roles/d2"))["defer_initial_creds"], true);
+    bao.write(
+        "azure/static-roles/d",
+        &[&other_arg, "defer_initial_creds=true"],
+    )
+    .ok();
+    bao.write(
+        "azure/static-roles/d2",
+        &[&other_arg, "skip_import_rotation=true"],
+    )
+    .ok();
+    assert_eq!(
+        data(bao.read("azure/static-roles/d2"))["defer_initial_creds"],
+        true
+    );
     let d = data(bao.read("azure/static-roles/d"));
     assert_eq!(d["defer_initial_creds"], true);
     assert_eq!(d["secret_id"], Value::Null);
@@ -288,8 +344,12 @@ fn static_role_paths_fields_and_errors() {
         "no usable secret yet",
     );
     let first = creds(&bao, "azure", "d");
-    assert_eq!(engine_keys(&emu, &other_app), vec![first["secret_id"].as_str().unwrap().to_string()]);
-    bao.write("azure/static-creds/d/token", &[&graph_scope(&emu)]).ok();
+    assert_eq!(
+        engine_keys(&emu, &other_app),
+        vec![first["secret_id"].as_str().unwrap().to_string()]
+    );
+    bao.write("azure/static-creds/d/token", &[&graph_scope(&emu)])
+        .ok();
 
     // Unknown roles.
     fails_with(bao.read("azure/static-creds/ghost"), "does not exist");
@@ -304,7 +364,10 @@ fn static_role_paths_fields_and_errors() {
     let new_key = rotated["secret_id"].as_str().unwrap().to_string();
     assert_ne!(new_key, key);
     assert_eq!(creds(&bao, "azure", "r")["secret_id"], new_key.as_str());
-    assert_eq!(data(bao.read("azure/static-roles/r"))["previous_secret_ids"], json!([key]));
+    assert_eq!(
+        data(bao.read("azure/static-roles/r"))["previous_secret_ids"],
+        json!([key])
+    );
 
     // Delete: only the engine's passwords go; the foreign one stays and works.
     let out = bao.cli(&["delete", "-format=json", "azure/static-roles/r"]);
@@ -319,17 +382,30 @@ fn static_role_paths_fields_and_errors() {
     bao.write("azure/static-roles/r2", &[&app_arg]).ok();
     let k2 = data(bao.read("azure/static-roles/r2"))["secret_id"].clone();
     let resp = Command::new("curl")
-        .args(["-s", "-X", "DELETE", "-H", &format!("X-Vault-Token: {}", bao.token)])
+        .args([
+            "-s",
+            "-X",
+            "DELETE",
+            "-H",
+            &format!("X-Vault-Token: {}", bao.token),
+        ])
         .arg(format!("{}/v1/azure/static-roles/r2", bao.addr))
         .output()
         .expect("curl");
     let resp: Value = serde_json::from_slice(&resp.stdout).expect("delete JSON");
     assert_eq!(resp["data"]["removed_secret_ids"], json!([k2]));
-    assert!(resp["warnings"][0].as_str().unwrap().contains("other passwords of the application were left in place"));
+    assert!(resp["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("other passwords of the application were left in place"));
     assert_eq!(passwords(&emu, &app).len(), 1);
 
     // Config defaults for new roles.
-    bao.write("azure/config", &["seamless_rotation=false", "rotation_grace_period=-1"]).ok();
+    bao.write(
+        "azure/config",
+        &["seamless_rotation=false", "rotation_grace_period=-1"],
+    )
+    .ok();
     let config = data(bao.read("azure/config"));
     assert_eq!(config["seamless_rotation"], false);
     assert_eq!(config["rotation_grace_period"], -1);
@@ -337,7 +413,10 @@ fn static_role_paths_fields_and_errors() {
     let r3 = data(bao.read("azure/static-roles/r3"));
     assert_eq!(r3["seamless_rotation"], false);
     assert_eq!(r3["rotation_grace_period"], -1);
-    fails_with(bao.write("azure/config", &["rotation_grace_period=-7"]), "rotation_grace_period");
+    fails_with(
+        bao.write("azure/config", &["rotation_grace_period=-7"]),
+        "rotation_grace_period",
+    );
 }
 
 #[test]
@@ -350,37 +429,68 @@ fn import_proves_the_secret_first() {
     let key_arg = format!("secret_id={key}");
 
     fails_with(
-        bao.write("azure/static-roles/i/import", &[&app_arg, &key_arg, "client_secret=wrong", "skip_import_rotation=true"]),
+        bao.write(
+            "azure/static-roles/i/import",
+            &[
+                &app_arg,
+                &key_arg,
+                "client_secret=wrong",
+                "skip_import_rotation=true",
+            ],
+        ),
         "client_secret does not obtain a token",
     );
     fails_with(
         bao.write(
             "azure/static-roles/i/import",
-            &[&app_arg, "secret_id=00000000-0000-4000-8000-000000000000", "skip_import_rotation=true"],
+            &[
+                &app_arg,
+                "secret_id=00000000-0000-4000-8000-000000000000",
+                "skip_import_rotation=true",
+            ],
         ),
         "is not a password of application",
     );
-    fails_with(bao.write("azure/static-roles/i/import", &[&app_arg]), "secret_id");
+    fails_with(
+        bao.write("azure/static-roles/i/import", &[&app_arg]),
+        "secret_id",
+    );
     assert!(bao.read("azure/static-roles/i").stdout.trim().is_empty());
 
     // Adopted as is.
     let secret_arg = format!("client_secret={secret}");
     bao.write(
         "azure/static-roles/i/import",
-        &[&app_arg, &key_arg, &secret_arg, "skip_import_rotation=true", "rotation_period=720h", "metadata=team=eng"],
+        &[
+            &app_arg,
+            &key_arg,
+            &secret_arg,
+            "skip_import_rotation=true",
+            "rotation_period=720h",
+            "metadata=team=eng",
+        ],
     )
     .ok();
     let role_out = bao.read("azure/static-roles/i").ok();
-    assert!(!role_out.stdout.contains(&secret), "a role read shows the imported secret");
+    assert!(
+        !role_out.stdout.contains(&secret),
+        "a role read shows the imported secret"
+    );
     let role = role_out.json()["data"].clone();
     assert_eq!(role["secret_id"], key.as_str());
     assert_eq!(role["metadata"], json!({"team": "eng"}));
     let c = creds(&bao, "azure", "i");
     assert_eq!(c["client_secret"], secret.as_str());
     assert_eq!(c["client_id"], app_id.as_str());
-    assert!(engine_keys(&emu, &app).is_empty(), "import made no password");
+    assert!(
+        engine_keys(&emu, &app).is_empty(),
+        "import made no password"
+    );
     fails_with(
-        bao.write("azure/static-roles/i/import", &[&app_arg, &key_arg, &secret_arg]),
+        bao.write(
+            "azure/static-roles/i/import",
+            &[&app_arg, &key_arg, &secret_arg],
+        ),
         "already exists",
     );
     // Deleting leaves the imported password alone.
@@ -389,7 +499,11 @@ fn import_proves_the_secret_first() {
     assert_eq!(token_status(&emu, &app_id, &secret), 200);
 
     // Imported without a secret: reads are refused until a rotation.
-    bao.write("azure/static-roles/j/import", &[&app_arg, &key_arg, "skip_import_rotation=true"]).ok();
+    bao.write(
+        "azure/static-roles/j/import",
+        &[&app_arg, &key_arg, "skip_import_rotation=true"],
+    )
+    .ok();
     fails_with(bao.read("azure/static-creds/j"), "no usable secret yet");
     fails_with(
         bao.write("azure/static-creds/j/token", &[&graph_scope(&emu)]),
@@ -406,7 +520,10 @@ fn import_proves_the_secret_first() {
     .ok();
     let c = creds(&bao, "azure", "k");
     assert_ne!(c["secret_id"], key.as_str());
-    assert_eq!(engine_keys(&emu, &app), vec![c["secret_id"].as_str().unwrap().to_string()]);
+    assert_eq!(
+        engine_keys(&emu, &app),
+        vec![c["secret_id"].as_str().unwrap().to_string()]
+    );
     assert_eq!(passwords(&emu, &app).len(), 1);
     assert_eq!(token_status(&emu, &app_id, &secret), 401);
 }
@@ -437,9 +554,11 @@ fn seamless_rotation_overlaps_then_only_the_new_secret_works() {
     assert_eq!(token_status(&emu, &app_id, &new_secret), 200);
     assert_eq!(engine_keys(&emu, &app).len(), 2);
     // After it, only the new one.
-    await_until("the replaced secret stops working", Duration::from_secs(90), || {
-        token_status(&emu, &app_id, &old_secret) == 401
-    });
+    await_until(
+        "the replaced secret stops working",
+        Duration::from_secs(90),
+        || token_status(&emu, &app_id, &old_secret) == 401,
+    );
     assert_eq!(token_status(&emu, &app_id, &new_secret), 200);
     assert_eq!(
         engine_keys(&emu, &app),
@@ -450,10 +569,16 @@ fn seamless_rotation_overlaps_then_only_the_new_secret_works() {
     let (app2, app2_id) = emu.create_app("plain-app", true);
     bao.write(
         "azure/static-roles/p",
-        &[&format!("application_object_id={app2}"), "seamless_rotation=false"],
+        &[
+            &format!("application_object_id={app2}"),
+            "seamless_rotation=false",
+        ],
     )
     .ok();
-    let old = creds(&bao, "azure", "p")["client_secret"].as_str().unwrap().to_string();
+    let old = creds(&bao, "azure", "p")["client_secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
     rotate(&bao, "azure", "p").ok();
     assert_eq!(token_status(&emu, &app2_id, &old), 401);
     assert_eq!(engine_keys(&emu, &app2).len(), 1);
@@ -491,7 +616,10 @@ fn replaced_secrets_can_be_left_to_expire() {
     // Each ends at its own rotation period plus grace: an hour and ten seconds out.
     let end = end_of(&emu, &app, &first_key);
     let want = start + chrono::Duration::seconds(3600 + 60);
-    assert!((end - want).num_seconds().abs() < 60, "end {end}, want about {want}");
+    assert!(
+        (end - want).num_seconds().abs() < 60,
+        "end {end}, want about {want}"
+    );
     // On the emulator's password clock, past its end it no longer works, the current one
     // (made later) still does until its own end.
     let past_first = (end - Utc::now()).num_seconds() + 2;
@@ -520,10 +648,16 @@ fn background_rotation_with_a_short_period() {
     .ok();
     let role = data(bao.read("azure/static-roles/bg"));
     assert!(role["next_rotation_time"].as_str().is_some());
-    let mut seen = vec![creds(&bao, "azure", "bg")["secret_id"].as_str().unwrap().to_string()];
+    let mut seen = vec![creds(&bao, "azure", "bg")["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_string()];
     for _ in 0..2 {
         await_until("a background rotation", Duration::from_secs(120), || {
-            let now = creds(&bao, "azure", "bg")["secret_id"].as_str().unwrap().to_string();
+            let now = creds(&bao, "azure", "bg")["secret_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
             if seen.contains(&now) {
                 return false;
             }
@@ -532,11 +666,18 @@ fn background_rotation_with_a_short_period() {
         });
     }
     let c = creds(&bao, "azure", "bg");
-    assert_eq!(token_status(&emu, &app_id, c["client_secret"].as_str().unwrap()), 200);
-    await_until("only the current password is left", Duration::from_secs(60), || {
-        let c = creds(&bao, "azure", "bg");
-        engine_keys(&emu, &app) == vec![c["secret_id"].as_str().unwrap().to_string()]
-    });
+    assert_eq!(
+        token_status(&emu, &app_id, c["client_secret"].as_str().unwrap()),
+        200
+    );
+    await_until(
+        "only the current password is left",
+        Duration::from_secs(60),
+        || {
+            let c = creds(&bao, "azure", "bg");
+            engine_keys(&emu, &app) == vec![c["secret_id"].as_str().unwrap().to_string()]
+        },
+    );
 }
 
 #[test]
@@ -551,9 +692,25 @@ fn rapid_rotations_leave_exactly_the_expected_passwords() {
     let (app, app_id) = emu.create_app("rapid-app", true);
     let (foreign_key, foreign_secret) = foreign_password(&emu, &app);
     let app_arg = format!("application_object_id={app}");
-    bao.write("azure/static-roles/a", &[&app_arg, "seamless_rotation=false"]).ok();
-    bao.write("azure2/static-roles/b", &[&app_arg, "seamless_rotation=false"]).ok();
-    bao.write("azure/static-roles/g", &[&app_arg, "seamless_rotation=true", "rotation_grace_period=1h"]).ok();
+    bao.write(
+        "azure/static-roles/a",
+        &[&app_arg, "seamless_rotation=false"],
+    )
+    .ok();
+    bao.write(
+        "azure2/static-roles/b",
+        &[&app_arg, "seamless_rotation=false"],
+    )
+    .ok();
+    bao.write(
+        "azure/static-roles/g",
+        &[
+            &app_arg,
+            "seamless_rotation=true",
+            "rotation_grace_period=1h",
+        ],
+    )
+    .ok();
 
     // 20 sequential rotations of one role.
     for _ in 0..20 {
@@ -595,14 +752,19 @@ fn rapid_rotations_leave_exactly_the_expected_passwords() {
         .collect();
     want.sort();
     assert_eq!(g_role["previous_secret_ids"].as_array().unwrap().len(), 1);
-    await_until("exactly the expected passwords", Duration::from_secs(30), || {
-        engine_keys(&emu, &app) == want
-    });
+    await_until(
+        "exactly the expected passwords",
+        Duration::from_secs(30),
+        || engine_keys(&emu, &app) == want,
+    );
     let all = passwords(&emu, &app);
     assert_eq!(all.len(), 5, "{all:?}");
     assert!(all.iter().any(|p| p["keyId"] == foreign_key.as_str()));
     for c in [&a, &b, &g] {
-        assert_eq!(token_status(&emu, &app_id, c["client_secret"].as_str().unwrap()), 200);
+        assert_eq!(
+            token_status(&emu, &app_id, c["client_secret"].as_str().unwrap()),
+            200
+        );
     }
     assert_eq!(token_status(&emu, &app_id, &foreign_secret), 200);
 }
@@ -614,7 +776,10 @@ fn plugin_killed_mid_rotation_leaves_nothing_behind() {
     let (app, app_id) = emu.create_app("crash-app", true);
     bao.write(
         "azure/static-roles/c",
-        &[&format!("application_object_id={app}"), "seamless_rotation=false"],
+        &[
+            &format!("application_object_id={app}"),
+            "seamless_rotation=false",
+        ],
     )
     .ok();
     let before = creds(&bao, "azure", "c");
@@ -630,22 +795,37 @@ fn plugin_killed_mid_rotation_leaves_nothing_behind() {
             let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             v["faults"][0]["times"] == 0
         };
-        await_until("the rotation's token request is in flight", Duration::from_secs(30), faults_used);
+        await_until(
+            "the rotation's token request is in flight",
+            Duration::from_secs(30),
+            faults_used,
+        );
         assert_eq!(engine_keys(&emu, &app).len(), 2, "the new password exists");
         for pid in bao.plugin_pids() {
-            Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+            Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .expect("kill");
         }
         let out = rotation.join().expect("thread");
-        assert_ne!(out.code, 0, "the interrupted rotation cannot have succeeded: {out:?}");
+        assert_ne!(
+            out.code, 0,
+            "the interrupted rotation cannot have succeeded: {out:?}"
+        );
     });
     emu.clear_faults();
     // The role still hands out the old secret; the orphan goes at the next periodic tick.
     let after = creds(&bao, "azure", "c");
     assert_eq!(after["secret_id"], before["secret_id"]);
-    await_until("the interrupted rotation's password is removed", Duration::from_secs(180), || {
-        engine_keys(&emu, &app) == vec![before["secret_id"].as_str().unwrap().to_string()]
-    });
-    assert_eq!(token_status(&emu, &app_id, after["client_secret"].as_str().unwrap()), 200);
+    await_until(
+        "the interrupted rotation's password is removed",
+        Duration::from_secs(180),
+        || engine_keys(&emu, &app) == vec![before["secret_id"].as_str().unwrap().to_string()],
+    );
+    assert_eq!(
+        token_status(&emu, &app_id, after["client_secret"].as_str().unwrap()),
+        200
+    );
     // And rotation works again.
     rotate(&bao, "azure", "c").ok();
     assert_eq!(engine_keys(&emu, &app).len(), 1);
@@ -658,7 +838,11 @@ fn dynamic_roles_carry_metadata() {
     let (app, _) = emu.create_app("meta-app", true);
     bao.write(
         "azure/roles/dyn",
-        &[&format!("application_object_id={app}"), "metadata=team=eng", "metadata=env=dev"],
+        &[
+            &format!("application_object_id={app}"),
+            "metadata=team=eng",
+            "metadata=env=dev",
+        ],
     )
     .ok();
     assert_eq!(
@@ -666,7 +850,13 @@ fn dynamic_roles_carry_metadata() {
         json!({"team": "eng", "env": "dev"})
     );
     let out = bao
-        .cli(&["read", "-format=json", "azure/creds/dyn", "metadata=team=x", "metadata=req=1"])
+        .cli(&[
+            "read",
+            "-format=json",
+            "azure/creds/dyn",
+            "metadata=team=x",
+            "metadata=req=1",
+        ])
         .ok()
         .json();
     assert_eq!(
@@ -674,5 +864,6 @@ fn dynamic_roles_carry_metadata() {
         json!({"team": "eng", "env": "dev", "req": "1"})
     );
     assert!(!out["lease_id"].as_str().unwrap_or("").is_empty());
-    bao.cli(&["lease", "revoke", "-prefix", "azure/creds/dyn"]).ok();
+    bao.cli(&["lease", "revoke", "-prefix", "azure/creds/dyn"])
+        .ok();
 }

@@ -555,9 +555,10 @@ pub(crate) fn warnings_response(warnings: Vec<String>) -> Option<Response> {
     if warnings.is_empty() {
         return None;
     }
-    let mut resp = Response::default();
-    resp.warnings = warnings;
-    Some(resp)
+    Some(Response {
+        warnings,
+        ..Response::default()
+    })
 }
 
 /// Used by `static-creds` for a deferred role's first secret.
