@@ -23,7 +23,7 @@ use super::store::{self, Config};
 use super::{path_rotate_root, rollback};
 use azure_clients::{AzureClient, Deadline, NewPassword, SecretString, DISPLAY_NAME_PREFIX};
 use vault_plugin_sdk::framework::{wal, PeriodicFn};
-use vault_plugin_sdk::logical::{LogicalError, Request, Storage};
+use vault_plugin_sdk::logical::{LogicalError, Request, Storage, StorageEntry};
 
 /// The WAL kind of a password about to be added to a static role's application; the rollback
 /// removes only that password (found by its unique display name).
@@ -48,6 +48,21 @@ const DR_SECONDARY: i32 = 512;
 const PERFORMANCE_STANDBY: i32 = 16384;
 
 type Locks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A storage key written before background work touches Azure: on a node whose storage is
+/// read-only (a standby serving reads) the write fails and the work is skipped, whatever the
+/// host reports as its replication state.
+const PROBE_KEY: &str = "static-rotation-probe";
+
+async fn probe_writable(storage: &dyn Storage) -> Result<(), LogicalError> {
+    storage
+        .put(StorageEntry::json(
+            PROBE_KEY,
+            &json!({"at": Utc::now().to_rfc3339()}),
+        )?)
+        .await?;
+    Ok(())
+}
 
 /// Process-wide: one rotation of an application at a time, whichever role or mount asks.
 static APP_LOCKS: LazyLock<Locks> = LazyLock::new(Locks::default);
@@ -445,6 +460,7 @@ impl AzureBackend {
         let Some(mut role) = static_store::get(storage.as_ref(), name).await? else {
             return Ok(Vec::new());
         };
+        probe_writable(storage.as_ref()).await?;
         let lock = app_lock(&role.application_object_id);
         let _app_guard = lock.lock().await;
         let client = self.client(storage.as_ref()).await?;
@@ -534,6 +550,7 @@ impl AzureBackend {
     /// is adding: a crash, a restart or a failover interrupted them.
     pub(crate) async fn sweep_static_wal(&self, storage: &dyn Storage) -> Result<(), LogicalError> {
         let now = Utc::now().timestamp();
+        let mut probed = false;
         for id in wal::list(storage).await? {
             let Some(entry) = wal::get(storage, &id).await? else {
                 continue;
@@ -541,6 +558,10 @@ impl AzureBackend {
             if entry.kind != WAL_STATIC_PASSWORD || in_flight(&wal_str(&entry.data, "DisplayName"))
             {
                 continue;
+            }
+            if !probed {
+                probe_writable(storage).await?;
+                probed = true;
             }
             self.rollback_static_password(storage, &entry.data).await?;
             if now - entry.created_at >= ORPHAN_SETTLE {
@@ -562,6 +583,7 @@ impl AzureBackend {
         if app.is_empty() || display_name.is_empty() || in_flight(&display_name) {
             return Ok(());
         }
+        probe_writable(storage).await?;
         let lock = app_lock(&app);
         let _guard = lock.lock().await;
         let keep: HashSet<String> = match static_store::get(storage, &wal_str(data, "Role")).await?
