@@ -94,6 +94,19 @@ pub fn token_path(b: &Arc<AzureBackend>) -> Path {
         .help(TOKEN_SYNOPSIS, TOKEN_DESCRIPTION)
 }
 
+/// The host's read-only storage error, as the host words it.
+const READ_ONLY: &str = "cannot write to readonly storage";
+
+/// A read that must write (a deferred role's first secret) on a node whose storage is
+/// read-only: the host forwards the request to the active node only if it gets its own error
+/// back word for word.
+fn read_only_unchanged(e: LogicalError) -> LogicalError {
+    match &e {
+        LogicalError::Internal(m) if m.contains(READ_ONLY) => LogicalError::internal(READ_ONLY),
+        _ => e,
+    }
+}
+
 fn missing_role(name: &str) -> LogicalError {
     LogicalError::bad_request(format!("static role '{name}' does not exist"))
 }
@@ -112,7 +125,9 @@ impl AzureBackend {
             .await?
             .ok_or_else(|| missing_role(&name))?;
         if role.current.is_none() && role.defer_initial_creds {
-            role = first_secret(&self, &storage, &name).await?;
+            role = first_secret(&self, &storage, &name)
+                .await
+                .map_err(read_only_unchanged)?;
         }
         let current = role
             .current
@@ -181,5 +196,23 @@ impl AzureBackend {
             json!((Utc::now() + chrono::Duration::seconds(expires_in as i64)).timestamp()),
         );
         Ok(Some(Response::with_data(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_only_errors_reach_the_host_word_for_word() {
+        let wrapped = LogicalError::internal(
+            "storage put of \"wal/x\" failed: cannot write to readonly storage",
+        );
+        assert_eq!(
+            read_only_unchanged(wrapped),
+            LogicalError::internal(READ_ONLY)
+        );
+        let other = LogicalError::bad_request("static role 'x' does not exist");
+        assert_eq!(read_only_unchanged(other.clone()), other);
     }
 }
