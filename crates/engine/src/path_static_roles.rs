@@ -534,6 +534,8 @@ impl AzureBackend {
         }
         let client = self.client(storage).await?;
         let deadline = Deadline::after(AZURE_TIMEOUT);
+        let lock = static_rotation::app_lock(&role.application_object_id);
+        let _app_guard = lock.lock().await;
         for key in &made {
             client
                 .graph()

@@ -70,7 +70,7 @@ static APP_LOCKS: LazyLock<Locks> = LazyLock::new(Locks::default);
 /// Display names of passwords this process is adding right now (their WAL entries are live).
 static IN_FLIGHT: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
 
-fn app_lock(object_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+pub(crate) fn app_lock(object_id: &str) -> Arc<tokio::sync::Mutex<()>> {
     let mut locks = APP_LOCKS.lock().unwrap_or_else(|p| p.into_inner());
     locks.retain(|_, l| Arc::strong_count(l) > 1);
     locks
