@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: an OpenBao dev server, the Azure emulator and the plugin, end to end:
 # register, enable, configure, write a role with two Azure roles and a group, issue a
-# credential, show the new service principal in the emulator, revoke it, show it gone.
+# credential, show the new service principal in the emulator, revoke it, show it gone; then a
+# static role on an existing application: its credentials, an access token, a rotation.
 # Expects `cargo build --release --bins` and scripts/install-tools.sh to have run
 # (`make demo` does both).
 set -euo pipefail
@@ -118,5 +119,62 @@ left = [a for a in s["applications"] if a.get("appId") == app_id]
 print("applications left for", app_id, ":", len(left))
 sys.exit(1 if left else 0)
 ' "$client_id"
+
+step "Static roles: an existing application in the emulator"
+graph_token="$(curl -sf --cacert "$SSL_CERT_FILE" "${AZURE_AUTHORITY_HOST}${tenant}/oauth2/v2.0/token" \
+  --data-urlencode grant_type=client_credentials --data-urlencode client_id="$root_client_id" \
+  --data-urlencode client_secret="$root_client_secret" --data-urlencode scope="$AZURE_GRAPH_ENDPOINT/.default" |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+graph() { curl -sf --cacert "$SSL_CERT_FILE" -H "Authorization: Bearer $graph_token" -H 'Content-Type: application/json' "$@"; }
+app_json="$(graph -X POST "$AZURE_GRAPH_ENDPOINT/v1.0/applications" -d '{"displayName": "billing-service"}')"
+app_object_id="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["id"])' "$app_json")"
+app_client_id="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["appId"])' "$app_json")"
+graph -X POST "$AZURE_GRAPH_ENDPOINT/v1.0/servicePrincipals" -d "{\"appId\": \"$app_client_id\"}" > /dev/null
+echo "application billing-service: object id $app_object_id, client id $app_client_id"
+app_passwords() {
+  state | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+for a in s["applications"]:
+    if a["id"] == sys.argv[1]:
+        for p in a["passwordCredentials"]:
+            print("  password", p["keyId"], p.get("displayName"), "ends", p["endDateTime"])
+' "$app_object_id"
+}
+
+step "Write a static role (rotated every 30 days, 5 minutes of overlap)"
+"$bao" write azure/static-roles/billing application_object_id="$app_object_id" \
+  rotation_period=720h rotation_grace_period=5m metadata=team=billing
+"$bao" read azure/static-roles/billing
+
+step "Read its credentials (no lease) and get an access token with them"
+show_creds() {
+  "$bao" read -format=json azure/static-creds/billing | python3 -c '
+import json, sys
+c = json.load(sys.stdin); d = c["data"]
+print("lease_id       %r (none)" % c["lease_id"])
+print("client_id      " + d["client_id"])
+print("secret_id      " + d["secret_id"])
+print("client_secret  %s... (%d characters)" % (d["client_secret"][:3], len(d["client_secret"])))
+print("expiration     " + d["expiration"])
+print("metadata       %s" % d["metadata"])
+'
+}
+show_creds
+"$bao" write -format=json azure/static-creds/billing/token scope="$AZURE_GRAPH_ENDPOINT/.default" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["data"]
+print("token_type %s, expires_in %ss, access_token %s..." % (d["token_type"], d["expires_in"], d["access_token"][:12]))
+'
+app_passwords
+
+step "Rotate it now: the new secret is proven before it becomes current; the old one overlaps for 5 minutes"
+"$bao" write -f azure/rotate-role/billing
+show_creds
+app_passwords
+
+step "Delete the static role: only the passwords the engine made go"
+"$bao" delete azure/static-roles/billing
+app_passwords
 echo
 echo "Demo finished."

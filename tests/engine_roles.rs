@@ -252,6 +252,7 @@ fn role_fields_resolution_errors_and_listing() {
             "credential_ready_timeout",
             "explicit_max_ttl",
             "max_ttl",
+            "metadata",
             "permanently_delete",
             "persist_app",
             "sign_in_audience",

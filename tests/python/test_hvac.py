@@ -91,3 +91,65 @@ def test_delete_config(bao, emulator):
     bao.secrets.azure.delete_config()
     assert bao.secrets.azure.read_config()["tenant_id"] == ""
     configure(bao, emulator)
+
+
+def create_app(emulator, name):
+    """An application with a service principal, made as the root identity through Graph."""
+    url = f"{emulator['AZURE_AUTHORITY_HOST']}{emulator['AZURE_TENANT_ID']}/oauth2/v2.0/token"
+    token = requests.post(
+        url,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": emulator["AZURE_CLIENT_ID"],
+            "client_secret": emulator["AZURE_CLIENT_SECRET"],
+            "scope": f"{emulator['AZURE_GRAPH_ENDPOINT']}/.default",
+        },
+        verify=emulator["SSL_CERT_FILE"],
+        timeout=10,
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    graph = f"{emulator['AZURE_GRAPH_ENDPOINT']}/v1.0"
+    app = requests.post(f"{graph}/applications", json={"displayName": name}, headers=headers,
+                        verify=emulator["SSL_CERT_FILE"], timeout=10).json()
+    requests.post(f"{graph}/servicePrincipals", json={"appId": app["appId"]}, headers=headers,
+                  verify=emulator["SSL_CERT_FILE"], timeout=10).raise_for_status()
+    return app["id"], app["appId"]
+
+
+def test_static_roles_through_generic_calls(bao, emulator):
+    """hvac has no static-role methods: its generic read/write/list/delete reach every path."""
+    configure(bao, emulator)
+    object_id, app_id = create_app(emulator, "hvac-static-app")
+    bao.write("azure/static-roles/hvac-static", application_object_id=object_id,
+              rotation_period="720h", metadata={"team": "eng"}, seamless_rotation=False)
+    role = bao.read("azure/static-roles/hvac-static")["data"]
+    assert role["application_object_id"] == object_id
+    assert role["rotation_period"] == 720 * 3600
+    assert role["metadata"] == {"team": "eng"}
+    assert "client_secret" not in role
+    assert "hvac-static" in bao.list("azure/static-roles")["data"]["keys"]
+
+    creds = bao.read("azure/static-creds/hvac-static")
+    assert creds["lease_id"] == ""
+    first = creds["data"]
+    assert first["client_id"] == app_id
+    assert first["metadata"] == {"team": "eng"}
+    assert token_status(emulator, app_id, first["client_secret"]) == 200
+
+    token = bao.write("azure/static-creds/hvac-static/token",
+                      scope=f"{emulator['AZURE_GRAPH_ENDPOINT']}/.default")["data"]
+    assert token["token_type"] == "Bearer" and token["access_token"]
+
+    bao.write("azure/rotate-role/hvac-static")
+    second = bao.read("azure/static-creds/hvac-static")["data"]
+    assert second["secret_id"] != first["secret_id"]
+    assert token_status(emulator, app_id, first["client_secret"]) == 401
+    assert token_status(emulator, app_id, second["client_secret"]) == 200
+
+    with pytest.raises(hvac.exceptions.InvalidRequest) as err:
+        bao.write("azure/static-roles/hvac-bad", application_object_id="00000000-0000-4000-8000-000000000000")
+    assert "application_object_id" in str(err.value)
+
+    bao.delete("azure/static-roles/hvac-static")
+    apps = [a for a in admin_state(emulator)["applications"] if a["id"] == object_id]
+    assert apps[0]["passwordCredentials"] == []

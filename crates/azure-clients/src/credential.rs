@@ -663,6 +663,30 @@ pub async fn verify_client_secret(
     fetcher.fetch(scope, deadline).await.map(|_| ())
 }
 
+/// Requests an access token for `scope` with a client secret, bypassing every cache (the
+/// engine hands such tokens out for static roles). Transient failures are retried inside,
+/// within `deadline`.
+#[allow(clippy::too_many_arguments)]
+pub async fn client_secret_token(
+    http: &reqwest::Client,
+    cloud: &Cloud,
+    tenant_id: &str,
+    client_id: &str,
+    secret: &SecretString,
+    scope: &str,
+    deadline: Deadline,
+) -> Result<AccessToken, AzureError> {
+    let fetcher = EntraFetcher {
+        cloud: cloud.clone(),
+        tenant_id: tenant_id.to_owned(),
+        client_id: client_id.to_owned(),
+        credential: ClientCredential::Secret(secret.clone()),
+        http: http.clone(),
+        policy: RetryPolicy::default(),
+    };
+    fetcher.fetch(scope, deadline).await
+}
+
 /// Calls [`verify_client_secret`] until it succeeds, fails for another reason than
 /// "not yet valid", or `deadline` passes (then the last error is returned inside
 /// [`AzureError::DeadlineExceeded`]). Waits `poll` (with jitter) between attempts.

@@ -39,8 +39,8 @@ pub use arm::{
 };
 pub use cloud::{process_env, Cloud, EnvLookup, SUPPORTED_CLOUDS};
 pub use credential::{
-    verify_client_secret, wait_for_client_secret, AccessToken, AssertionProvider,
-    CachingTokenSource, ClientCredential, FileAssertion, TokenSource,
+    client_secret_token, verify_client_secret, wait_for_client_secret, AccessToken,
+    AssertionProvider, CachingTokenSource, ClientCredential, FileAssertion, TokenSource,
 };
 pub use error::{AzureError, Service, ServiceError};
 pub use graph::{
@@ -160,6 +160,27 @@ impl AzureClient {
             client_id,
             secret,
             &self.settings.cloud.graph_scope(),
+            deadline,
+        )
+        .await
+    }
+
+    /// An access token for `scope` obtained with `secret` of application `client_id` (in
+    /// this client's tenant and cloud), without any cache. See [`client_secret_token`].
+    pub async fn client_secret_token(
+        &self,
+        client_id: &str,
+        secret: &SecretString,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, AzureError> {
+        credential::client_secret_token(
+            &self.http,
+            &self.settings.cloud,
+            &self.settings.tenant_id,
+            client_id,
+            secret,
+            scope,
             deadline,
         )
         .await

@@ -160,6 +160,9 @@ pub struct Settings {
     pub arm_write_burst: u64,
     /// Passwords allowed on an application with a Microsoft-account audience (0: no limit).
     pub msa_app_password_limit: usize,
+    /// Seconds added to the real time when the token endpoint judges a password's
+    /// `startDateTime` / `endDateTime` (negative: the past). Nothing else uses it.
+    pub password_clock_offset_secs: i64,
 }
 
 impl Settings {
@@ -181,6 +184,7 @@ impl Settings {
             arm_writes_per_sec: 0.0,
             arm_write_burst: 200,
             msa_app_password_limit: 2,
+            password_clock_offset_secs: 0,
         }
     }
 
@@ -190,6 +194,11 @@ impl Settings {
 
     pub fn credential_delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.credential_delay_ms)
+    }
+
+    /// The time by which the token endpoint judges a password's validity window.
+    pub fn password_clock(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::seconds(self.password_clock_offset_secs)
     }
 }
 

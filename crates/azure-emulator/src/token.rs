@@ -259,7 +259,12 @@ fn issue(
             .iter()
             .find(|p| constant_time_eq(p.secret.as_bytes(), secret.as_bytes()))
             .ok_or_else(|| bad_secret(&client_id))?;
-        if found.end <= chrono::Utc::now() {
+        let now = settings.password_clock();
+        if found.start > now {
+            // Entra ID refuses a secret before its startDateTime as it does a wrong one.
+            return Err(bad_secret(&client_id));
+        }
+        if found.end <= now {
             return Err(AadError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",

@@ -2230,3 +2230,93 @@ fn startup_failures_exit_non_zero_without_ready() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--propagation-delay-ms"));
 }
+
+/// The token endpoint honours a password's `startDateTime` and `endDateTime`, judged by the
+/// admin `password_clock_offset_secs` clock, so an overlap of two secrets can be proven.
+#[tokio::test]
+async fn password_validity_window_and_clock() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let (id, client_id, _, _) = emu.new_principal(&g, "vault-window").await;
+    let now = chrono::Utc::now();
+    let fmt =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let add = |start: chrono::DateTime<chrono::Utc>, end: chrono::DateTime<chrono::Utc>| {
+        let (emu, g, id) = (&emu, &g, &id);
+        async move {
+            let r = emu
+                .graph(
+                    Method::POST,
+                    &format!("/applications/{id}/addPassword"),
+                    g,
+                    Some(json!({"passwordCredential": {"startDateTime": fmt(start), "endDateTime": fmt(end)}})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            r.body["secretText"].as_str().unwrap().to_string()
+        }
+    };
+    let hour = chrono::Duration::hours(1);
+    // Valid now until +1h; valid from +30 min until +2h (a staged secret).
+    let current = add(now - hour, now + hour).await;
+    let staged = add(now + hour / 2, now + hour * 2).await;
+    let scope = emu.graph_scope();
+    assert_eq!(
+        emu.token(&client_id, &current, &scope).await.status,
+        StatusCode::OK
+    );
+    let r = emu.token(&client_id, &staged, &scope).await;
+    assert_aad_error(&r, 401, "invalid_client", 7000215);
+
+    let set = |offset: i64| {
+        let emu = &emu;
+        async move {
+            let s = emu
+                .admin(
+                    Method::POST,
+                    "/settings",
+                    Some(json!({"password_clock_offset_secs": offset})),
+                )
+                .await;
+            assert_eq!(s.status, StatusCode::OK, "{}", s.text);
+            assert_eq!(s.body["password_clock_offset_secs"], offset);
+        }
+    };
+    // +45 min: inside the overlap, both work.
+    set(45 * 60).await;
+    assert_eq!(
+        emu.token(&client_id, &current, &scope).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        emu.token(&client_id, &staged, &scope).await.status,
+        StatusCode::OK
+    );
+    // +90 min: the first has ended, the staged one still works.
+    set(90 * 60).await;
+    let r = emu.token(&client_id, &current, &scope).await;
+    assert_aad_error(&r, 401, "invalid_client", 7000222);
+    assert_eq!(
+        emu.token(&client_id, &staged, &scope).await.status,
+        StatusCode::OK
+    );
+    // Back to the real time: as at first. Graph tokens are not affected by the clock.
+    set(0).await;
+    assert_eq!(
+        emu.token(&client_id, &current, &scope).await.status,
+        StatusCode::OK
+    );
+    let r = emu.token(&client_id, &staged, &scope).await;
+    assert_aad_error(&r, 401, "invalid_client", 7000215);
+
+    for bad in [json!("soon"), json!(1.5), json!(i64::MAX)] {
+        let s = emu
+            .admin(
+                Method::POST,
+                "/settings",
+                Some(json!({"password_clock_offset_secs": bad})),
+            )
+            .await;
+        assert_eq!(s.status, StatusCode::BAD_REQUEST, "{bad}: {}", s.text);
+    }
+}

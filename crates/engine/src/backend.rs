@@ -11,6 +11,9 @@ use tokio::sync::Mutex;
 
 use super::store::{self, Config};
 use super::{lease, path_config, path_creds, path_roles, path_rotate_root, rollback};
+use super::{
+    path_rotate_role, path_static_creds, path_static_roles, static_rotation, static_store,
+};
 use azure_clients::{
     self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError,
     AzureSettings, Deadline, NewPassword, PasswordCredential, SecretString,
@@ -181,7 +184,10 @@ impl AzureBackend {
         let invalidate = self.clone();
         BackendBuilder::new(BACKEND_HELP)
             .special_paths(SpecialPaths {
-                seal_wrap_storage: vec![store::CONFIG_KEY.into()],
+                seal_wrap_storage: vec![
+                    store::CONFIG_KEY.into(),
+                    static_store::STATIC_ROLES_PREFIX.into(),
+                ],
                 local_storage: vec![vault_plugin_sdk::framework::wal::WAL_PREFIX.into()],
                 ..SpecialPaths::default()
             })
@@ -190,10 +196,16 @@ impl AzureBackend {
             .path(path_roles::list_path(self))
             .path(path_creds::path(self))
             .path(path_rotate_root::path(self))
+            .path(path_static_roles::path(self))
+            .path(path_static_roles::list_path(self))
+            .path(path_static_roles::import_path(self))
+            .path(path_static_creds::path(self))
+            .path(path_static_creds::token_path(self))
+            .path(path_rotate_role::path(self))
             .secret(lease::service_principal(self))
             .secret(lease::static_service_principal(self))
             .wal_rollback(rollback::handler(self), rollback::MIN_AGE)
-            .periodic(path_rotate_root::periodic(self))
+            .periodic(static_rotation::periodic(self))
             .on_invalidate(Arc::new(move |key: String| {
                 let b = invalidate.clone();
                 Box::pin(async move {

@@ -6,9 +6,14 @@ mod lease;
 mod path_config;
 mod path_creds;
 mod path_roles;
+mod path_rotate_role;
 mod path_rotate_root;
+mod path_static_creds;
+mod path_static_roles;
 pub mod provision;
 mod rollback;
+mod static_rotation;
+pub mod static_store;
 pub mod store;
 mod validate;
 

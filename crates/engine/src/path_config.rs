@@ -39,6 +39,8 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
         .field("rotation_period", FieldSchema::new(FieldType::DurationSecond, "Rotate the root credential every this long."))
         .field("disable_automated_rotation", FieldSchema::new(FieldType::Bool, "Turn scheduled root rotation off."))
         .field("rotation_policy", FieldSchema::new(FieldType::String, "Name of a rotation policy (informational)."))
+        .field("seamless_rotation", FieldSchema::new(FieldType::Bool, "Default of static roles' seamless_rotation: keep a replaced secret valid for rotation_grace_period. Default true."))
+        .field("rotation_grace_period", FieldSchema::new(FieldType::String, "Default of static roles' rotation_grace_period: seconds or a duration string; -1 turns the overlap off, 0 restores the default (5m)."))
         .field("use_microsoft_graph_api", FieldSchema::new(FieldType::Bool, "Retired: Microsoft Graph is always used. Accepted and ignored."))
         .field("password_policy", FieldSchema::new(FieldType::String, "Retired: Microsoft Graph generates every secret. Not accepted."))
         .operation(Operation::Read, OperationHandler::new(handler(move |req, _| { let b = read.clone(); async move { b.config_read(req).await } }), "Read the engine configuration.", "read-configuration"))
@@ -107,6 +109,16 @@ impl AzureBackend {
             json!(config.disable_automated_rotation),
         );
         data.insert("rotation_policy".into(), json!(config.rotation_policy));
+        data.insert(
+            "seamless_rotation".into(),
+            json!(config.seamless_rotation.unwrap_or(true)),
+        );
+        data.insert(
+            "rotation_grace_period".into(),
+            json!(super::static_rotation::grace_for_output(
+                config.rotation_grace_period
+            )),
+        );
         Ok(Some(Response::with_data(data)))
     }
 
@@ -159,6 +171,13 @@ impl AzureBackend {
             config.identity_token_ttl = ttl;
         }
         validate_rotation(&mut config, &data)?;
+        if let Some(seamless) = data.bool_ok("seamless_rotation") {
+            config.seamless_rotation = Some(seamless);
+        }
+        if let Some(raw) = data.str_ok("rotation_grace_period") {
+            config.rotation_grace_period =
+                crate::static_store::parse_grace(&raw).map_err(LogicalError::BadRequest)?;
+        }
 
         if !config.identity_token_audience.is_empty() && !config.client_secret.is_empty() {
             return Err(LogicalError::bad_request(

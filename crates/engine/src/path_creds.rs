@@ -39,6 +39,13 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
         "role",
         FieldSchema::new(FieldType::LowerCaseString, "Name of the Vault role."),
     )
+    .field(
+        "metadata",
+        FieldSchema::new(
+            FieldType::KvPairs,
+            "Request metadata (key=value pairs), returned merged under the role's metadata.",
+        ),
+    )
     .operation(
         Operation::Read,
         OperationHandler::new(
@@ -127,6 +134,13 @@ impl AzureBackend {
         if let Some(secret) = resp.secret.as_mut() {
             secret.lease.ttl = ttl;
             secret.lease.max_ttl = max_ttl;
+        }
+        if let Some(d) = resp.data.as_mut() {
+            let mut metadata = data.map_ok("metadata").unwrap_or_default();
+            for (k, v) in role.metadata.iter().flatten() {
+                metadata.insert(k.clone(), json!(v));
+            }
+            d.insert("metadata".into(), serde_json::Value::Object(metadata));
         }
         if let (Some(d), Some(ms)) = (resp.data.as_mut(), readiness.waited_ms()) {
             d.insert("credential_ready_wait_ms".into(), json!(ms));

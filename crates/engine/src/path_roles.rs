@@ -67,6 +67,7 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
         .field("permanently_delete", FieldSchema::new(FieldType::Bool, "Purge deleted applications from Entra ID's deleted items."))
         .field("sign_in_audience", FieldSchema::new(FieldType::String, "signInAudience of the applications made: AzureADMyOrg, AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or PersonalMicrosoftAccount."))
         .field("tags", FieldSchema::new(FieldType::CommaStringSlice, "Tags of the applications made (comma-separated, no whitespace, 1 to 256 characters each)."))
+        .field("metadata", FieldSchema::new(FieldType::KvPairs, "Metadata returned with every credential of the role (a map, key=value pairs or a JSON object)."))
         .field("credential_ready_timeout", FieldSchema::new(FieldType::DurationSecond, "How long creds waits for a new secret to obtain a token before returning it. Default 30s; 0 turns the wait off."))
         .operation(Operation::Read, OperationHandler::new(handler(move |req, data| { let b = read.clone(); async move { b.role_read(req, data).await } }), "Read a role.", "read-role"))
         .operation(Operation::Create, OperationHandler::new(handler({ let b = write.clone(); move |req, data| { let b = b.clone(); async move { b.role_write(req, data).await } } }), "Create or update a role.", "write-role"))
@@ -190,6 +191,10 @@ fn role_data(role: &Role) -> Map {
             .credential_ready_timeout
             .unwrap_or(DEFAULT_CREDENTIAL_READY_TIMEOUT)
             .as_secs()),
+    );
+    data.insert(
+        "metadata".into(),
+        json!(role.metadata.clone().unwrap_or_default()),
     );
     data
 }
@@ -399,6 +404,13 @@ impl AzureBackend {
         }
         if let Some(t) = data.duration_ok("credential_ready_timeout") {
             role.credential_ready_timeout = Some(t);
+        }
+        if let Some(m) = data.map_ok("metadata") {
+            role.metadata = Some(
+                m.into_iter()
+                    .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+                    .collect(),
+            );
         }
 
         // Decoded and checked before any Azure call, so that bad input costs none.
@@ -804,7 +816,8 @@ mod tests {
                 "application_object_id": "22222222-0000-4000-8000-000000000002",
                 "permanently_delete": true, "persist_app": true,
                 "sign_in_audience": "AzureADMyOrg", "tags": ["team:eng"],
-                "credential_ready_timeout": 30
+                "credential_ready_timeout": 30,
+                "metadata": {}
             })
         );
         // Written back, it is the Go engine's layout, key for key.

@@ -41,6 +41,11 @@ impl AzureBackend {
         if kind == WAL_ROTATE_ROOT {
             return self.rollback_rotate_root(&req, &data).await;
         }
+        if kind == super::static_rotation::WAL_STATIC_PASSWORD {
+            return self
+                .rollback_static_password(req.storage.as_ref(), &data)
+                .await;
+        }
         if ![WAL_APP_CREATE, WAL_ROLE_ASSIGN, WAL_ADD_PASSWORD].contains(&kind) {
             return Err(LogicalError::internal(format!(
                 "unknown rollback type {kind:?}"

@@ -109,6 +109,12 @@ pub struct Config {
     /// (not in the Go engine, which leaves scheduling to Vault Enterprise).
     #[serde(with = "go_time", skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<DateTime<Utc>>,
+    /// Default `seamless_rotation` of static roles (`None`: true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seamless_rotation: Option<bool>,
+    /// Default `rotation_grace_period` of static roles (`None`: 5m; zero: no overlap).
+    #[serde(with = "go_duration_opt", skip_serializing_if = "Option::is_none")]
+    pub rotation_grace_period: Option<Duration>,
 }
 
 /// An ARM role of a role definition.
@@ -155,6 +161,9 @@ pub struct Role {
     /// the Go engine, which ignores the key; absent means [`DEFAULT_CREDENTIAL_READY_TIMEOUT`].
     #[serde(with = "go_duration_opt", skip_serializing_if = "Option::is_none")]
     pub credential_ready_timeout: Option<Duration>,
+    /// Metadata returned with the role's credentials (Vault 2.0); absent when never set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `credential_ready_timeout` of a role that never set it.

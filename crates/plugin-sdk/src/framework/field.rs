@@ -23,6 +23,10 @@ pub enum FieldType {
     CommaStringSlice,
     /// A JSON object, given as an object or as a string holding one.
     Map,
+    /// String key/value pairs (Vault's `TypeKVPairs`): an object, a string holding a JSON
+    /// object, `k=v` strings (a list, or one comma-separated string). Parsed to an object of
+    /// strings.
+    KvPairs,
 }
 
 impl FieldType {
@@ -34,7 +38,7 @@ impl FieldType {
             Self::Bool => ("boolean", None),
             Self::DurationSecond => ("string", Some("duration")),
             Self::CommaStringSlice => ("array", None),
-            Self::Map => ("object", None),
+            Self::Map | Self::KvPairs => ("object", None),
         }
     }
 
@@ -108,6 +112,7 @@ impl FieldType {
                 Value::Null => Ok(Value::Object(Map::new())),
                 _ => Err("expected a JSON object".into()),
             },
+            Self::KvPairs => parse_kv_pairs(raw).map(Value::Object),
         }
     }
 
@@ -117,9 +122,61 @@ impl FieldType {
             Self::Int | Self::DurationSecond => Value::from(0),
             Self::Bool => Value::Bool(false),
             Self::CommaStringSlice => Value::Array(Vec::new()),
-            Self::Map => Value::Object(Map::new()),
+            Self::Map | Self::KvPairs => Value::Object(Map::new()),
         }
     }
+}
+
+/// `k=v` pairs, a JSON object or a string holding one, as an object of strings.
+fn parse_kv_pairs(raw: &Value) -> Result<Map, String> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err("values must be strings".to_string()),
+    };
+    let pair = |item: &str, out: &mut Map| -> Result<(), String> {
+        let item = item.trim();
+        if item.is_empty() {
+            return Ok(());
+        }
+        match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
+                Ok(())
+            }
+            _ => Err(format!("{item:?} is not a key=value pair")),
+        }
+    };
+    let mut out = Map::new();
+    match raw {
+        Value::Null => {}
+        Value::Object(m) => {
+            for (k, v) in m {
+                out.insert(k.clone(), Value::String(scalar(v)?));
+            }
+        }
+        Value::String(s) if s.trim_start().starts_with('{') => {
+            let v: Value =
+                serde_json::from_str(s).map_err(|_| "expected a JSON object".to_string())?;
+            return parse_kv_pairs(&v);
+        }
+        Value::String(s) => {
+            for item in s.split(',') {
+                pair(item, &mut out)?;
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::String(s) => pair(s, &mut out)?,
+                    _ => return Err("expected key=value strings".into()),
+                }
+            }
+        }
+        _ => return Err("expected key=value pairs or a JSON object".into()),
+    }
+    Ok(out)
 }
 
 fn parse_go_bool(s: &str) -> Option<bool> {
@@ -302,6 +359,39 @@ fn display_input(raw: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn kv_pairs_take_every_form() {
+        let want = json!({"team": "eng", "env": "dev"});
+        for raw in [
+            json!({"team": "eng", "env": "dev"}),
+            json!("{\"team\": \"eng\", \"env\": \"dev\"}"),
+            json!(["team=eng", "env=dev"]),
+            json!("team=eng,env=dev"),
+            json!(" team = eng , env=dev "),
+        ] {
+            assert_eq!(FieldType::KvPairs.parse(&raw).unwrap(), want, "{raw}");
+        }
+        assert_eq!(
+            FieldType::KvPairs.parse(&json!({"n": 5})).unwrap(),
+            json!({"n": "5"})
+        );
+        assert_eq!(
+            FieldType::KvPairs.parse(&json!("a=b=c")).unwrap(),
+            json!({"a": "b=c"})
+        );
+        assert_eq!(FieldType::KvPairs.parse(&json!("")).unwrap(), json!({}));
+        for bad in [
+            json!("novalue"),
+            json!(["=x"]),
+            json!([1]),
+            json!({"a": {"b": 1}}),
+            json!(3),
+            json!("{bad"),
+        ] {
+            assert!(FieldType::KvPairs.parse(&bad).is_err(), "{bad}");
+        }
+    }
 
     fn data(raw: Value) -> FieldData {
         let mut schema = BTreeMap::new();
