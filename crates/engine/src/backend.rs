@@ -15,7 +15,7 @@ use azure_clients::{
     self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError,
     AzureSettings, Deadline, NewPassword, PasswordCredential, SecretString,
 };
-use vault_plugin_sdk::framework::{Backend, BackendBuilder};
+use vault_plugin_sdk::framework::{Backend, BackendBuilder, BuildError};
 use vault_plugin_sdk::logical::{BackendConfig, LogicalError, SpecialPaths, Storage, SystemView};
 
 const BACKEND_HELP: &str =
@@ -156,9 +156,11 @@ impl AzureBackend {
     }
 
     /// The framework backend for this mount.
-    pub fn build(self: &Arc<Self>, config: &BackendConfig) -> Result<Backend, String> {
+    pub fn build(self: &Arc<Self>, config: &BackendConfig) -> Result<Backend, BuildError> {
         let invalidate = self.clone();
         BackendBuilder::new(BACKEND_HELP)
+            .name("Azure secrets engine")
+            .version(concat!("v", env!("CARGO_PKG_VERSION")))
             .special_paths(SpecialPaths {
                 seal_wrap_storage: vec![store::CONFIG_KEY.into()],
                 local_storage: vec![vault_plugin_sdk::framework::wal::WAL_PREFIX.into()],
@@ -181,7 +183,7 @@ impl AzureBackend {
                     }
                 })
             }))
-            .build(config.storage.clone())
+            .build(config)
     }
 }
 

@@ -13,8 +13,7 @@ use super::provision::{self, PrincipalSpec, Readiness, PASSWORD_DISPLAY_NAME};
 use super::store::{self, Role};
 use azure_clients::{Deadline, NewApplication, NewPassword, DISPLAY_NAME_PREFIX};
 use vault_plugin_sdk::framework::{
-    handler, secret_response, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler,
-    Path,
+    secret_response, FieldData, FieldSchema, FieldType, HandlerResult, Path,
 };
 use vault_plugin_sdk::logical::{LogicalError, Map, Operation, Request, Response};
 
@@ -29,27 +28,23 @@ The credential is returned once it has been proven to obtain a token (see the ro
 credential_ready_timeout), and is removed from Azure when its lease is revoked or expires.";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
-    let b = b.clone();
+    let role = FieldSchema::new(FieldType::LowerCaseString, "Name of the Vault role.");
     Path::new(format!(
         "creds/(?P<role>{})",
         super::path_roles::NAME_PATTERN
     ))
-    .field(
-        "role",
-        FieldSchema::new(FieldType::LowerCaseString, "Name of the Vault role."),
+    .field("role", role)
+    .with_state(b)
+    .read(
+        AzureBackend::creds_read,
+        "Request Service Principal credentials for a given Vault role.",
+        "request-service-principal-credentials",
     )
-    .operation(
-        Operation::Read,
-        OperationHandler::new(
-            handler(move |req, data| {
-                let b = b.clone();
-                async move { b.creds_read(req, data).await }
-            }),
-            "Request Service Principal credentials for a given Vault role.",
-            "request-service-principal-credentials",
-        ),
-    )
+    // Issuing writes the write-ahead log and creates objects in Azure: only the active
+    // node of the primary cluster does it.
+    .forwarded(&[Operation::Read])
     .help(SYNOPSIS, DESCRIPTION)
+    .into_path()
 }
 
 /// Lease TTL and max TTL of a role's credentials (explicit_max_ttl caps max_ttl).
@@ -83,8 +78,8 @@ impl AzureBackend {
         Ok(now + life)
     }
 
-    async fn creds_read(&self, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("role");
+    async fn creds_read(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
+        let name = data.str("role")?;
         let client = self.client(req.storage.as_ref()).await?;
         let role = store::get_role(req.storage.as_ref(), &name)
             .await?
@@ -161,7 +156,7 @@ impl AzureBackend {
             key_end_date: principal.key_end,
         };
         Ok((
-            secret_response(SERVICE_PRINCIPAL, true, data, internal.to_map()),
+            secret_response(SERVICE_PRINCIPAL, data, internal.to_map()),
             principal.readiness,
         ))
     }
@@ -221,7 +216,7 @@ impl AzureBackend {
             role: name.to_string(),
         };
         Ok((
-            secret_response(STATIC_SERVICE_PRINCIPAL, true, data, internal.to_map()),
+            secret_response(STATIC_SERVICE_PRINCIPAL, data, internal.to_map()),
             readiness,
         ))
     }

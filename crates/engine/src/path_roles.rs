@@ -50,7 +50,6 @@ const LIST_DESCRIPTION: &str = "List the names of the roles of this mount.";
 pub const NAME_PATTERN: &str = r"\w(([\w.-]+)?\w)?";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
-    let (read, write, delete) = (b.clone(), b.clone(), b.clone());
     Path::new(format!("roles/(?P<name>{NAME_PATTERN})"))
         .field("name", FieldSchema::new(FieldType::LowerCaseString, "Name of the role (lower-cased).").required())
         .field("azure_roles", FieldSchema::new(FieldType::String, "JSON list of Azure roles to assign: [{\"role_name\", \"role_id\", \"scope\"}]."))
@@ -64,16 +63,14 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
         .field("sign_in_audience", FieldSchema::new(FieldType::String, "signInAudience of the applications made: AzureADMyOrg, AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or PersonalMicrosoftAccount."))
         .field("tags", FieldSchema::new(FieldType::CommaStringSlice, "Tags of the applications made (comma-separated, no whitespace, 1 to 256 characters each)."))
         .field("credential_ready_timeout", FieldSchema::new(FieldType::DurationSecond, "How long creds waits for a new secret to obtain a token before returning it. Default 30s; 0 turns the wait off."))
-        .operation(Operation::Read, OperationHandler::new(handler(move |req, data| { let b = read.clone(); async move { b.role_read(req, data).await } }), "Read a role.", "read-role"))
-        .operation(Operation::Create, OperationHandler::new(handler({ let b = write.clone(); move |req, data| { let b = b.clone(); async move { b.role_write(req, data).await } } }), "Create or update a role.", "write-role"))
-        .operation(Operation::Update, OperationHandler::new(handler(move |req, data| { let b = write.clone(); async move { b.role_write(req, data).await } }), "Create or update a role.", "write-role"))
-        .operation(Operation::Delete, OperationHandler::new(handler(move |req, data| { let b = delete.clone(); async move { b.role_delete(req, data).await } }), "Delete a role.", "delete-role"))
-        .existence_check(Arc::new(|req: Request, data: FieldData| {
-            Box::pin(async move {
-                Ok(store::get_role(req.storage.as_ref(), &data.str("name")).await?.is_some())
-            })
-        }))
+        .with_state(b)
+        .read(AzureBackend::role_read, "Read a role.", "read-role")
+        .write(AzureBackend::role_write, "Create or update a role.", "write-role")
+        .delete(AzureBackend::role_delete, "Delete a role.", "delete-role")
+        .exists(AzureBackend::role_exists)
+        .forwarded(&[Operation::Create, Operation::Update, Operation::Delete])
         .help(SYNOPSIS, DESCRIPTION)
+        .into_path()
 }
 
 pub fn list_path(_b: &Arc<AzureBackend>) -> Path {
@@ -333,18 +330,28 @@ async fn resolve_groups(
 }
 
 impl AzureBackend {
-    async fn role_read(&self, req: Request, data: FieldData) -> HandlerResult {
+    async fn role_exists(
+        self: Arc<Self>,
+        req: Request,
+        data: FieldData,
+    ) -> Result<bool, LogicalError> {
+        Ok(store::get_role(req.storage.as_ref(), &data.str("name")?)
+            .await?
+            .is_some())
+    }
+
+    async fn role_read(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
         let storage = req.storage.as_ref();
         if store::get_config(storage).await?.is_none() {
             return Err(LogicalError::internal("config is nil"));
         }
-        Ok(store::get_role(storage, &data.str("name"))
+        Ok(store::get_role(storage, &data.str("name")?)
             .await?
             .map(|role| Response::with_data(role_data(&role))))
     }
 
-    async fn role_write(&self, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("name");
+    async fn role_write(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
+        let name = data.str("name")?;
         let storage = req.storage.clone();
         if store::get_config(storage.as_ref()).await?.is_none() {
             return Err(LogicalError::internal("config is nil"));
@@ -370,16 +377,16 @@ impl AzureBackend {
             ("max_ttl", &mut role.max_ttl),
             ("explicit_max_ttl", &mut role.explicit_max_ttl),
         ] {
-            if let Some(d) = data.duration_ok(field) {
+            if let Some(d) = data.duration_ok(field)? {
                 *slot = d;
             }
         }
         check_ttls(&role)?;
 
-        if let Some(p) = data.bool_ok("permanently_delete") {
+        if let Some(p) = data.bool_ok("permanently_delete")? {
             role.permanently_delete = p;
         }
-        if let Some(aud) = data.str_ok("sign_in_audience") {
+        if let Some(aud) = data.str_ok("sign_in_audience")? {
             if !SIGN_IN_AUDIENCES.contains(&aud.as_str()) {
                 return Err(LogicalError::bad_request(format!(
                     "Invalid value for sign_in_audience field. Valid values are: {}",
@@ -388,23 +395,23 @@ impl AzureBackend {
             }
             role.sign_in_audience = aud;
         }
-        if let Some(tags) = data.strings_ok("tags") {
+        if let Some(tags) = data.strings_ok("tags")? {
             role.tags = Some(normalize_tags(tags).map_err(LogicalError::BadRequest)?);
         }
-        if let Some(t) = data.duration_ok("credential_ready_timeout") {
+        if let Some(t) = data.duration_ok("credential_ready_timeout")? {
             role.credential_ready_timeout = Some(t);
         }
 
         // Decoded before any Azure call, so that bad input costs none.
-        if let Some(raw) = data.str_ok("azure_roles") {
+        if let Some(raw) = data.str_ok("azure_roles")? {
             role.azure_roles = parse_azure_roles(&raw)?;
         }
-        if let Some(raw) = data.str_ok("azure_groups") {
+        if let Some(raw) = data.str_ok("azure_groups")? {
             role.azure_groups = parse_azure_groups(&raw)?;
         }
 
         // The application of a persisted role is always the one the engine made for it.
-        if let Some(p) = data.bool_ok("persist_app") {
+        if let Some(p) = data.bool_ok("persist_app")? {
             if !p && role.persist_app && !role.managed_application_object_id.is_empty() {
                 return Err(LogicalError::bad_request(
                     "persist_app cannot be turned off on a role that has a persisted application; \
@@ -413,7 +420,7 @@ impl AzureBackend {
             }
             role.persist_app = p;
         }
-        if let Some(id) = data.str_ok("application_object_id") {
+        if let Some(id) = data.str_ok("application_object_id")? {
             if role.persist_app && !id.is_empty() && id != role.managed_application_object_id {
                 return Err(LogicalError::bad_request(
                     "application_object_id cannot be given together with persist_app=true: \
@@ -587,8 +594,8 @@ impl AzureBackend {
         }
     }
 
-    async fn role_delete(&self, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("name");
+    async fn role_delete(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
+        let name = data.str("name")?;
         let storage = req.storage.clone();
         let lock = self.app_lock(&format!("{}{name}", store::ROLES_PREFIX));
         let _guard = lock.lock().await;

@@ -10,7 +10,9 @@
 //!   and revoke, a write-ahead log with rollback, and a storage cache, on [`logical`].
 
 pub mod framework;
+pub mod gocompat;
 pub mod logical;
 pub mod runtime;
+pub mod testing;
 
-pub use runtime::serve;
+pub use runtime::{serve, serve_with, ServeOptions};

@@ -74,6 +74,22 @@ pub async fn list(storage: &dyn Storage) -> Result<Vec<String>, StorageError> {
     storage.list(WAL_PREFIX).await
 }
 
+/// Deletes entry `id` once its work is done, logging a failure (the rollback then finds
+/// nothing left to undo, or undoes it again harmlessly).
+pub async fn forget(storage: &dyn Storage, id: &str) {
+    if let Err(e) = delete(storage, id).await {
+        tracing::warn!(wal_id = %id, error = %e, "cannot delete write-ahead-log entry");
+    }
+}
+
+/// A string field of an entry's data; empty when absent or not a string.
+pub fn data_str(data: &Value, key: &str) -> String {
+    data.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

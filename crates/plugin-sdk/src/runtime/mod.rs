@@ -7,6 +7,7 @@ mod convert;
 mod handshake;
 mod logging;
 pub mod proto;
+mod router;
 mod server;
 mod storage;
 mod system_view;
@@ -37,10 +38,34 @@ use tls::TlsIdentity;
 /// up (hosts do not always kill a plugin whose connection failed).
 const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Work the plugin runs once, off the request path.
+type ReadyHook = Box<dyn FnOnce() + Send + 'static>;
+
+/// Options of [`serve_with`].
+#[derive(Default)]
+pub struct ServeOptions {
+    on_ready: Option<ReadyHook>,
+}
+
+impl ServeOptions {
+    /// Runs `hook` on a blocking thread once the plugin has announced itself to the host,
+    /// concurrently with the host's first calls: for one-off work that would otherwise land
+    /// on the first request (warming up a TLS library's random generator, for example).
+    pub fn on_ready(mut self, hook: impl FnOnce() + Send + 'static) -> Self {
+        self.on_ready = Some(Box::new(hook));
+        self
+    }
+}
+
 /// Serves `factory` to the host that launched this process; returns the exit code.
 ///
 /// `version` is what the plugin reports to the host (`v<semver>`).
 pub fn serve(factory: Arc<dyn Factory>, version: &str) -> ExitCode {
+    serve_with(factory, version, ServeOptions::default())
+}
+
+/// [`serve`] with options.
+pub fn serve_with(factory: Arc<dyn Factory>, version: &str, options: ServeOptions) -> ExitCode {
     logging::init(&logging::level_from_env(|k| std::env::var(k).ok()));
     let host = match HostEnv::from_lookup(|k| std::env::var(k).ok()) {
         Ok(host) => host,
@@ -61,7 +86,7 @@ pub fn serve(factory: Arc<dyn Factory>, version: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(host, factory, version.to_string())) {
+    match runtime.block_on(run(host, factory, version.to_string(), options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "plugin stopped");
@@ -81,7 +106,12 @@ enum RunError {
     Serve(#[from] tonic::transport::Error),
 }
 
-async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Result<(), RunError> {
+async fn run(
+    host: HostEnv,
+    factory: Arc<dyn Factory>,
+    version: String,
+    options: ServeOptions,
+) -> Result<(), RunError> {
     ignore_sigint();
     let identity = TlsIdentity::generate(&host.client_cert_pem)?;
     let acceptor = TlsAcceptor::from(Arc::new(identity.server_config()?));
@@ -122,16 +152,16 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
     use proto::plugin::grpc_stdio_server::GrpcStdioServer;
     use proto::pluginutil::multiplexing::plugin_multiplexing_server::PluginMultiplexingServer;
 
-    let router = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(GrpcBrokerServer::new(broker::BrokerService(broker)))
-        .add_service(GrpcControllerServer::new(server::ControllerService {
+    let services = router::Services::default()
+        .add(health_service)
+        .add(GrpcBrokerServer::new(broker::BrokerService(broker)))
+        .add(GrpcControllerServer::new(server::ControllerService {
             shutdown: shutdown.clone(),
         }))
-        .add_service(GrpcStdioServer::new(server::StdioService))
-        .add_service(PluginMultiplexingServer::new(server::MultiplexingService))
-        .add_service(PluginVersionServer::new(server::VersionService { version }))
-        .add_service(
+        .add(GrpcStdioServer::new(server::StdioService))
+        .add(PluginMultiplexingServer::new(server::MultiplexingService))
+        .add(PluginVersionServer::new(server::VersionService { version }))
+        .add(
             BackendServer::new(server::BackendService(backends))
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
@@ -139,18 +169,13 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
 
     handshake::announce(&line)?;
     tracing::debug!("plugin ready");
-    // The Azure clients' TLS (aws-lc) seeds its random generator from CPU jitter on first
-    // use, about 100 ms of CPU: do it now, off the request path.
-    tokio::task::spawn_blocking(|| {
-        let mut seed = [0u8; 1];
-        let _ = rustls::crypto::aws_lc_rs::default_provider()
-            .secure_random
-            .fill(&mut seed);
-    });
+    if let Some(hook) = options.on_ready {
+        tokio::task::spawn_blocking(hook);
+    }
 
     let stop = shutdown.clone();
-    let served = router
-        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
+    let served = tonic::transport::Server::builder()
+        .serve_with_incoming_shutdown(services, ReceiverStream::new(conn_rx), async move {
             stop.notified().await;
         })
         .await;

@@ -103,7 +103,9 @@ impl pb::backend_server::Backend for BackendService {
             }
             Err(err) => {
                 tracing::error!(error = %err, "backend setup failed");
-                Ok(Response::new(pb::SetupReply { err }))
+                Ok(Response::new(pb::SetupReply {
+                    err: err.to_string(),
+                }))
             }
         }
     }
