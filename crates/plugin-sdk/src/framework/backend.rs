@@ -48,6 +48,12 @@ pub enum BuildError {
     DuplicateSecretType(String),
 }
 
+impl From<BuildError> for logical::FactoryError {
+    fn from(e: BuildError) -> Self {
+        Self::Build(e.to_string())
+    }
+}
+
 /// Builds a [`Backend`].
 pub struct BackendBuilder {
     name: String,

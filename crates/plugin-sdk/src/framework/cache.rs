@@ -15,12 +15,15 @@ use crate::logical::{Storage, StorageEntry, StorageError};
 /// caller can multiply at will).
 const MAX_ENTRIES: usize = 4096;
 
+/// A read cache in front of a mount's storage: remembers values and misses, drops a key
+/// on write, delete and invalidation.
 pub struct CachedStorage {
     inner: Arc<dyn Storage>,
     entries: RwLock<HashMap<String, Option<StorageEntry>>>,
 }
 
 impl CachedStorage {
+    /// A cache in front of `inner`.
     pub fn new(inner: Arc<dyn Storage>) -> Self {
         Self {
             inner,

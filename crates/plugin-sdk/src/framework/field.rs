@@ -13,10 +13,13 @@ use crate::logical::{LogicalError, Map};
 /// The type of a field, which decides how raw input is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldType {
+    /// Any string.
     String,
     /// A string stored and compared in lower case (role names).
     LowerCaseString,
+    /// A whole number, given as a number or a string holding one.
     Int,
+    /// A boolean, given as a boolean, `0`/`1`, or Go's boolean words (`true`, `f`, ...).
     Bool,
     /// Seconds, or a duration string such as `1h30m`; read back as whole seconds.
     DurationSecond,
@@ -134,15 +137,21 @@ fn parse_go_bool(s: &str) -> Option<bool> {
 /// One declared field of a path.
 #[derive(Debug, Clone)]
 pub struct FieldSchema {
+    /// How input is parsed.
     pub ty: FieldType,
+    /// Shown in help and OpenAPI.
     pub description: String,
+    /// The value when the request gives none.
     pub default: Option<Value>,
+    /// Create and update fail with a 400 naming the field when it is missing; published in
+    /// OpenAPI.
     pub required: bool,
     /// Hidden from OpenAPI values and help examples (secrets).
     pub sensitive: bool,
 }
 
 impl FieldSchema {
+    /// A field of type `ty`.
     pub fn new(ty: FieldType, description: impl Into<String>) -> Self {
         Self {
             ty,
@@ -153,16 +162,19 @@ impl FieldSchema {
         }
     }
 
+    /// Sets the default value.
     pub fn default_value(mut self, v: impl Into<Value>) -> Self {
         self.default = Some(v.into());
         self
     }
 
+    /// Makes the field required on create and update.
     pub fn required(mut self) -> Self {
         self.required = true;
         self
     }
 
+    /// Marks the field secret: its value never appears in errors or OpenAPI.
     pub fn sensitive(mut self) -> Self {
         self.sensitive = true;
         self
@@ -177,6 +189,7 @@ pub struct FieldData {
 }
 
 impl FieldData {
+    /// The request's raw input `raw` against the path's fields `schema`.
     pub fn new(raw: Map, schema: Arc<BTreeMap<String, FieldSchema>>) -> Self {
         Self { raw, schema }
     }

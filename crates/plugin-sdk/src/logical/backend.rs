@@ -66,9 +66,9 @@ pub trait Backend: Send + Sync {
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum FactoryError {
     /// The backend's declaration is invalid (for example a path pattern that does not
-    /// compile).
-    #[error(transparent)]
-    Build(#[from] crate::framework::BuildError),
+    /// compile); made from the framework's `BuildError`.
+    #[error("{0}")]
+    Build(String),
     /// The mount's configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

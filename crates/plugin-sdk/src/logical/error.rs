@@ -13,7 +13,12 @@ pub enum LogicalError {
     Internal(String),
     /// An error with an explicit HTTP status.
     #[error("{message}")]
-    Coded { status: u16, message: String },
+    Coded {
+        /// The HTTP status.
+        status: u16,
+        /// The message.
+        message: String,
+    },
     /// The operation is not supported on this path (HTTP 405).
     #[error("unsupported operation")]
     UnsupportedOperation,

@@ -24,6 +24,7 @@ pub struct LeaseOptions {
 /// and revoke.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Secret {
+    /// Lease settings.
     pub lease: LeaseOptions,
     /// Data only the backend sees, kept by the host with the lease.
     pub internal_data: Map,
