@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use backend::AzureBackend;
+pub use backend::{AzureBackend, EnvSource};
 
 use vault_plugin_sdk::logical::{Backend, BackendConfig, Factory, FactoryError};
 
