@@ -4,9 +4,6 @@
 
 mod common;
 
-#[path = "bins/mod.rs"]
-mod bins;
-
 use serde_json::Value;
 
 use common::Bao;
@@ -16,7 +13,7 @@ fn bao_with_example() -> Bao {
     let bao = Bao::dev();
     let name = "kv-example";
     std::fs::copy(
-        bins::bin_path("vault-plugin-kv-example"),
+        common::workspace_bin("vault-plugin-kv-example"),
         bao.plugin_dir.join(name),
     )
     .expect("copy the example plugin");

@@ -39,6 +39,11 @@ pub fn plugin_bin() -> PathBuf {
     bins::bin_path("vault-plugin-secrets-azure")
 }
 
+/// The path of workspace binary `name` (built beside this test).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    bins::bin_path(name)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
