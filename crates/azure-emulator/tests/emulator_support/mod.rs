@@ -258,3 +258,20 @@ pub async fn to_resp(r: reqwest::Response) -> Resp {
         text,
     }
 }
+
+/// Waits until `check` holds, polling every 50 ms, for at most 20 s: what a test awaits
+/// instead of sleeping for a fixed time (the emulator's delays run on its own clock).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
