@@ -23,25 +23,23 @@ over the stored values. The client secret is never returned by a read.";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
     Path::new("config")
-        .field("subscription_id", FieldSchema::new(FieldType::String, "The subscription id of the Azure account."))
-        .field("tenant_id", FieldSchema::new(FieldType::String, "The tenant id of the Azure Entra ID directory."))
-        .field("client_id", FieldSchema::new(FieldType::String, "The application (client) id of the engine's own identity."))
-        .field("client_secret", FieldSchema::new(FieldType::String, "The client secret of the engine's own identity. Never returned.").sensitive())
-        .field("environment", FieldSchema::new(FieldType::String, "The Azure cloud: AzurePublicCloud (default), AzureUSGovernmentCloud or AzureChinaCloud."))
-        .field("root_password_ttl", FieldSchema::new(FieldType::DurationSecond, "Lifetime of root passwords made by rotate-root. Default 4380h (about six months).").default_value(15_768_000))
-        .field("identity_token_audience", FieldSchema::new(FieldType::String, "Audience of the plugin identity token, for workload identity federation."))
-        .field("identity_token_ttl", FieldSchema::new(FieldType::DurationSecond, "Lifetime of plugin identity tokens.").default_value(3600))
-        .field("rotation_schedule", FieldSchema::new(FieldType::String, "A cron schedule (five fields) on which the root credential is rotated."))
-        .field("rotation_window", FieldSchema::new(FieldType::DurationSecond, "How long after the scheduled time a missed rotation may still run."))
-        .field("rotation_period", FieldSchema::new(FieldType::DurationSecond, "Rotate the root credential every this long."))
-        .field("disable_automated_rotation", FieldSchema::new(FieldType::Bool, "Turn scheduled root rotation off."))
-        .field("rotation_policy", FieldSchema::new(FieldType::String, "Name of a rotation policy (informational)."))
-        .field("use_microsoft_graph_api", FieldSchema::new(FieldType::Bool, "Retired: Microsoft Graph is always used. Accepted and ignored."))
-        .field("password_policy", FieldSchema::new(FieldType::String, "Retired: Microsoft Graph generates every secret. Not accepted."))
+        .fields(config_fields())
         .with_state(b)
-        .read(AzureBackend::config_read, "Read the engine configuration.", "read-configuration")
-        .write(AzureBackend::config_write, "Configure the engine.", "configure")
-        .delete(AzureBackend::config_delete, "Delete the engine configuration.", "delete-configuration")
+        .read(
+            AzureBackend::config_read,
+            "Read the engine configuration.",
+            "read-configuration",
+        )
+        .write(
+            AzureBackend::config_write,
+            "Configure the engine.",
+            "configure",
+        )
+        .delete(
+            AzureBackend::config_delete,
+            "Delete the engine configuration.",
+            "delete-configuration",
+        )
         .exists(AzureBackend::config_exists)
         .forwarded(&[Operation::Create, Operation::Update, Operation::Delete])
         .help(SYNOPSIS, DESCRIPTION)
@@ -259,4 +257,123 @@ fn validate_rotation(config: &mut Config, data: &FieldData) -> Result<(), Logica
         config.last_rotation_time = Some(chrono::Utc::now());
     }
     Ok(())
+}
+
+/// The path's fields.
+fn config_fields() -> Vec<(&'static str, FieldSchema)> {
+    vec![
+        (
+            "subscription_id",
+            FieldSchema::new(
+                FieldType::String,
+                "The subscription id of the Azure account.",
+            ),
+        ),
+        (
+            "tenant_id",
+            FieldSchema::new(
+                FieldType::String,
+                "The tenant id of the Azure Entra ID directory.",
+            ),
+        ),
+        (
+            "client_id",
+            FieldSchema::new(
+                FieldType::String,
+                "The application (client) id of the engine's own identity.",
+            ),
+        ),
+        (
+            "client_secret",
+            FieldSchema::new(
+                FieldType::String,
+                "The client secret of the engine's own identity. Never \
+                 returned.",
+            )
+            .sensitive(),
+        ),
+        (
+            "environment",
+            FieldSchema::new(
+                FieldType::String,
+                "The Azure cloud: AzurePublicCloud (default), \
+                 AzureUSGovernmentCloud or AzureChinaCloud.",
+            ),
+        ),
+        (
+            "root_password_ttl",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Lifetime of root passwords made by rotate-root. Default \
+                 4380h (about six months).",
+            )
+            .default_value(15_768_000),
+        ),
+        (
+            "identity_token_audience",
+            FieldSchema::new(
+                FieldType::String,
+                "Audience of the plugin identity token, for workload identity \
+                 federation.",
+            ),
+        ),
+        (
+            "identity_token_ttl",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Lifetime of plugin identity tokens.",
+            )
+            .default_value(3600),
+        ),
+        (
+            "rotation_schedule",
+            FieldSchema::new(
+                FieldType::String,
+                "A cron schedule (five fields) on which the root credential \
+                 is rotated.",
+            ),
+        ),
+        (
+            "rotation_window",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "How long after the scheduled time a missed rotation may \
+                 still run.",
+            ),
+        ),
+        (
+            "rotation_period",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Rotate the root credential every this long.",
+            ),
+        ),
+        (
+            "disable_automated_rotation",
+            FieldSchema::new(FieldType::Bool, "Turn scheduled root rotation off."),
+        ),
+        (
+            "rotation_policy",
+            FieldSchema::new(
+                FieldType::String,
+                "Name of a rotation policy (informational).",
+            ),
+        ),
+        (
+            "use_microsoft_graph_api",
+            FieldSchema::new(
+                FieldType::Bool,
+                "Retired: Microsoft Graph is always used. Accepted and \
+                 ignored.",
+            ),
+        ),
+        (
+            "password_policy",
+            FieldSchema::new(
+                FieldType::String,
+                "Retired: Microsoft Graph generates every secret. Not \
+                 accepted.",
+            ),
+        ),
+    ]
 }

@@ -121,6 +121,14 @@ impl Path {
         self
     }
 
+    /// Declares several fields: `(name, schema)` pairs.
+    pub fn fields<'a>(mut self, fields: impl IntoIterator<Item = (&'a str, FieldSchema)>) -> Self {
+        for (name, schema) in fields {
+            self.fields.insert(name.to_string(), schema);
+        }
+        self
+    }
+
     /// Adds an operation.
     pub fn operation(mut self, op: Operation, handler: OperationHandler) -> Self {
         self.operations.insert(op, handler);
