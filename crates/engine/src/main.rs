@@ -11,7 +11,9 @@ fn main() -> ExitCode {
     vault_plugin_sdk::serve_with(
         Arc::new(AzureFactory),
         concat!("v", env!("CARGO_PKG_VERSION")),
-        ServeOptions::default().on_ready(warm_up_tls),
+        ServeOptions::default()
+            .log_target(env!("CARGO_CRATE_NAME"))
+            .on_ready(warm_up_tls),
     )
 }
 

@@ -647,6 +647,106 @@ impl AzureBackend {
     }
 }
 
+/// The path's fields.
+fn role_fields() -> Vec<(&'static str, FieldSchema)> {
+    vec![
+        (
+            "name",
+            FieldSchema::new(
+                FieldType::LowerCaseString,
+                "Name of the role (lower-cased).",
+            )
+            .required(),
+        ),
+        (
+            "azure_roles",
+            FieldSchema::new(
+                FieldType::String,
+                "JSON list of Azure roles to assign: [{\"role_name\", \
+                 \"role_id\", \"scope\"}].",
+            ),
+        ),
+        (
+            "azure_groups",
+            FieldSchema::new(
+                FieldType::String,
+                "JSON list of Entra ID groups to join: [{\"group_name\", \
+                 \"object_id\"}].",
+            ),
+        ),
+        (
+            "application_object_id",
+            FieldSchema::new(
+                FieldType::String,
+                "Object id of an existing application: credentials are \
+                 passwords on it.",
+            ),
+        ),
+        (
+            "persist_app",
+            FieldSchema::new(
+                FieldType::Bool,
+                "Make one application for the role, kept until the role is \
+                 deleted.",
+            ),
+        ),
+        (
+            "ttl",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Default lease duration of credentials. Default: the mount's.",
+            ),
+        ),
+        (
+            "max_ttl",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Maximum lease duration of credentials. Default: the mount's.",
+            ),
+        ),
+        (
+            "explicit_max_ttl",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Hard limit of a credential's life, also its end date in \
+                 Azure.",
+            ),
+        ),
+        (
+            "permanently_delete",
+            FieldSchema::new(
+                FieldType::Bool,
+                "Purge deleted applications from Entra ID's deleted items.",
+            ),
+        ),
+        (
+            "sign_in_audience",
+            FieldSchema::new(
+                FieldType::String,
+                "signInAudience of the applications made: AzureADMyOrg, \
+                 AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or \
+                 PersonalMicrosoftAccount.",
+            ),
+        ),
+        (
+            "tags",
+            FieldSchema::new(
+                FieldType::CommaStringSlice,
+                "Tags of the applications made (comma-separated, no \
+                 whitespace, 1 to 256 characters each).",
+            ),
+        ),
+        (
+            "credential_ready_timeout",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "How long creds waits for a new secret to obtain a token \
+                 before returning it. Default 30s; 0 turns the wait off.",
+            ),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -862,104 +962,4 @@ mod tests {
             .unwrap()
             .is_none());
     }
-}
-
-/// The path's fields.
-fn role_fields() -> Vec<(&'static str, FieldSchema)> {
-    vec![
-        (
-            "name",
-            FieldSchema::new(
-                FieldType::LowerCaseString,
-                "Name of the role (lower-cased).",
-            )
-            .required(),
-        ),
-        (
-            "azure_roles",
-            FieldSchema::new(
-                FieldType::String,
-                "JSON list of Azure roles to assign: [{\"role_name\", \
-                 \"role_id\", \"scope\"}].",
-            ),
-        ),
-        (
-            "azure_groups",
-            FieldSchema::new(
-                FieldType::String,
-                "JSON list of Entra ID groups to join: [{\"group_name\", \
-                 \"object_id\"}].",
-            ),
-        ),
-        (
-            "application_object_id",
-            FieldSchema::new(
-                FieldType::String,
-                "Object id of an existing application: credentials are \
-                 passwords on it.",
-            ),
-        ),
-        (
-            "persist_app",
-            FieldSchema::new(
-                FieldType::Bool,
-                "Make one application for the role, kept until the role is \
-                 deleted.",
-            ),
-        ),
-        (
-            "ttl",
-            FieldSchema::new(
-                FieldType::DurationSecond,
-                "Default lease duration of credentials. Default: the mount's.",
-            ),
-        ),
-        (
-            "max_ttl",
-            FieldSchema::new(
-                FieldType::DurationSecond,
-                "Maximum lease duration of credentials. Default: the mount's.",
-            ),
-        ),
-        (
-            "explicit_max_ttl",
-            FieldSchema::new(
-                FieldType::DurationSecond,
-                "Hard limit of a credential's life, also its end date in \
-                 Azure.",
-            ),
-        ),
-        (
-            "permanently_delete",
-            FieldSchema::new(
-                FieldType::Bool,
-                "Purge deleted applications from Entra ID's deleted items.",
-            ),
-        ),
-        (
-            "sign_in_audience",
-            FieldSchema::new(
-                FieldType::String,
-                "signInAudience of the applications made: AzureADMyOrg, \
-                 AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or \
-                 PersonalMicrosoftAccount.",
-            ),
-        ),
-        (
-            "tags",
-            FieldSchema::new(
-                FieldType::CommaStringSlice,
-                "Tags of the applications made (comma-separated, no \
-                 whitespace, 1 to 256 characters each).",
-            ),
-        ),
-        (
-            "credential_ready_timeout",
-            FieldSchema::new(
-                FieldType::DurationSecond,
-                "How long creds waits for a new secret to obtain a token \
-                 before returning it. Default 30s; 0 turns the wait off.",
-            ),
-        ),
-    ]
 }

@@ -16,6 +16,7 @@ use vault_plugin_sdk::logical::{
     self, BackendConfig, Factory, FactoryError, LogicalError, Operation, Request, Response,
     StorageEntry,
 };
+use vault_plugin_sdk::ServeOptions;
 
 const TOKEN: &str = "token";
 
@@ -162,5 +163,7 @@ impl Factory for KvFactory {
 }
 
 fn main() -> ExitCode {
-    vault_plugin_sdk::serve(Arc::new(KvFactory), concat!("v", env!("CARGO_PKG_VERSION")))
+    let version = concat!("v", env!("CARGO_PKG_VERSION"));
+    let options = ServeOptions::default().log_target(env!("CARGO_CRATE_NAME"));
+    vault_plugin_sdk::serve_with(Arc::new(KvFactory), version, options)
 }

@@ -45,9 +45,17 @@ type ReadyHook = Box<dyn FnOnce() + Send + 'static>;
 #[derive(Default)]
 pub struct ServeOptions {
     on_ready: Option<ReadyHook>,
+    log_targets: Vec<String>,
 }
 
 impl ServeOptions {
+    /// Logs of `target` (a crate name such as `my_plugin`) go to the host at the server's
+    /// log level; other crates log only warnings and errors.
+    pub fn log_target(mut self, target: impl Into<String>) -> Self {
+        self.log_targets.push(target.into());
+        self
+    }
+
     /// Runs `hook` on a blocking thread once the plugin has announced itself to the host,
     /// concurrently with the host's first calls: for one-off work that would otherwise land
     /// on the first request (warming up a TLS library's random generator, for example).
@@ -66,7 +74,10 @@ pub fn serve(factory: Arc<dyn Factory>, version: &str) -> ExitCode {
 
 /// [`serve`] with options.
 pub fn serve_with(factory: Arc<dyn Factory>, version: &str, options: ServeOptions) -> ExitCode {
-    logging::init(&logging::level_from_env(|k| std::env::var(k).ok()));
+    logging::init(
+        &logging::level_from_env(|k| std::env::var(k).ok()),
+        &options.log_targets,
+    );
     let host = match HostEnv::from_lookup(|k| std::env::var(k).ok()) {
         Ok(host) => host,
         Err(e) => {
