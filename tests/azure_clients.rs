@@ -569,13 +569,25 @@ async fn tokens_are_cached_per_audience_and_shared() {
         .get_group(&group.id, deadline())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(2300)).await;
-    client
-        .graph()
-        .get_group(&group.id, deadline())
-        .await
-        .unwrap();
-    let reqs = emu.requests().await;
+    // Calls until the client has fetched its second token (awaited, not slept for): it
+    // must do so before the first one expires, so no call is ever refused.
+    let until = Instant::now() + Duration::from_secs(10);
+    let reqs = loop {
+        client
+            .graph()
+            .get_group(&group.id, deadline())
+            .await
+            .unwrap();
+        let reqs = emu.requests().await;
+        if reqs.iter().filter(|r| r.service == "token").count() >= 2 {
+            break reqs;
+        }
+        assert!(
+            Instant::now() < until,
+            "the token was never refreshed: {reqs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let tokens = reqs.iter().filter(|r| r.service == "token").count();
     let unauthorized = reqs.iter().filter(|r| r.status == 401).count();
     assert_eq!((tokens, unauthorized), (2, 0), "{reqs:?}");
