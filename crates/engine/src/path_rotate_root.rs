@@ -13,7 +13,9 @@ use super::provision::{self, Readiness};
 use super::rollback::WAL_ROTATE_ROOT;
 use super::store::{self, Config};
 use azure_clients::{Deadline, NewPassword, SecretString, DISPLAY_NAME_PREFIX};
-use vault_plugin_sdk::framework::{wal, FieldData, HandlerResult, Path, PeriodicFn};
+use vault_plugin_sdk::framework::{
+    periodic_method, wal, FieldData, HandlerResult, Path, PeriodicFn,
+};
 use vault_plugin_sdk::logical::{
     LogicalError, Operation, ReplicationState, Request, Response, Storage,
 };
@@ -46,11 +48,7 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
 }
 
 pub fn periodic(b: &Arc<AzureBackend>) -> PeriodicFn {
-    let b = b.clone();
-    Arc::new(move |req: Request| {
-        let b = b.clone();
-        Box::pin(async move { b.periodic(req).await })
-    })
+    periodic_method(b, AzureBackend::periodic)
 }
 
 impl AzureBackend {
@@ -218,7 +216,7 @@ impl AzureBackend {
         Ok(Some(warnings))
     }
 
-    async fn periodic(&self, req: Request) -> Result<(), LogicalError> {
+    async fn periodic(self: Arc<Self>, req: Request) -> Result<(), LogicalError> {
         let state = ReplicationState(self.system_view.replication_state().await.unwrap_or(0));
         let local = self.system_view.local_mount().await.unwrap_or(false);
         if !state.writes_allowed(local) {

@@ -28,6 +28,28 @@ pub type WalRollbackFn = Arc<
     dyn Fn(Request, String, Value) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync,
 >;
 
+/// Wraps a method of a shared state as a [`PeriodicFn`] (see [`super::method`]).
+pub fn periodic_method<S, F, Fut>(state: &Arc<S>, f: F) -> PeriodicFn
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), LogicalError>> + Send + 'static,
+{
+    let state = state.clone();
+    Arc::new(move |req| Box::pin(f(state.clone(), req)))
+}
+
+/// Wraps a method of a shared state as a [`WalRollbackFn`] (see [`super::method`]).
+pub fn wal_rollback_method<S, F, Fut>(state: &Arc<S>, f: F) -> WalRollbackFn
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request, String, Value) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), LogicalError>> + Send + 'static,
+{
+    let state = state.clone();
+    Arc::new(move |req, kind, data| Box::pin(f(state.clone(), req, kind, data)))
+}
+
 type InitFn = Arc<dyn Fn(Request) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync>;
 type InvalidateFn = Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>;
 type CleanFn = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;

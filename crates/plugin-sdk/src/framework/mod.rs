@@ -14,7 +14,10 @@ mod path;
 mod secret;
 pub mod wal;
 
-pub use backend::{object, Backend, BackendBuilder, BuildError, PeriodicFn, WalRollbackFn};
+pub use backend::{
+    object, periodic_method, wal_rollback_method, Backend, BackendBuilder, BuildError, PeriodicFn,
+    WalRollbackFn,
+};
 pub use cache::CachedStorage;
 pub use duration::{format_duration_seconds, parse_duration};
 pub use field::{FieldData, FieldError, FieldSchema, FieldType};
