@@ -12,59 +12,27 @@ mod bins;
 use azure_clients::*;
 use serde_json::json;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const TOKEN_DIR: &str = "/var/opt/azcmagent/tokens";
 
 struct Emulator {
-    child: Child,
+    _process: azure_emulator::testing::EmulatorProcess,
     vars: HashMap<String, String>,
 }
 
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_emulator(extra: &[&str]) -> Emulator {
-    let mut child = Command::new(bins::bin_path("azure-emulator"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start azure-emulator");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let mut vars = HashMap::new();
-    let until = Instant::now() + Duration::from_secs(30);
-    loop {
-        let line = rx
-            .recv_timeout(until.saturating_duration_since(Instant::now()))
-            .expect("emulator printed READY");
-        if line.trim() == "READY" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            vars.insert(k.trim().to_owned(), v.trim().to_owned());
-        }
+    let process =
+        azure_emulator::testing::EmulatorProcess::spawn(&bins::bin_path("azure-emulator"), extra);
+    let vars = process.env.iter().cloned().collect();
+    Emulator {
+        _process: process,
+        vars,
     }
-    Emulator { child, vars }
 }
 
 async fn set_realm(admin: &str, realm: Option<&str>) {
@@ -112,7 +80,10 @@ fn deadline() -> Deadline {
 #[tokio::test]
 async fn azure_arc_challenge_flow() {
     if let Err(e) = std::fs::create_dir_all(TOKEN_DIR) {
-        eprintln!("skipping: cannot create {TOKEN_DIR}: {e}");
+        azure_emulator::testing::skip(
+            "azure_arc_challenge_flow",
+            &format!("cannot create {TOKEN_DIR} (run as root): {e}"),
+        );
         return;
     }
     let emu = start_emulator(&["--arc-token-dir", TOKEN_DIR]);

@@ -8,15 +8,13 @@ use azure_clients::*;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------------------- harness
 
 struct Emulator {
-    child: Child,
+    _process: azure_emulator::testing::EmulatorProcess,
     vars: HashMap<String, String>,
     admin: String,
     http: reqwest::Client,
@@ -33,51 +31,16 @@ struct Req {
     service: String,
 }
 
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Emulator {
     fn start(extra: &[&str]) -> Emulator {
-        let mut child = Command::new(bins::bin_path("azure-emulator"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("EMULATOR_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("start azure-emulator");
-        let stdout = child.stdout.take().expect("emulator stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep draining after READY so the emulator never blocks on a full pipe.
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut vars = HashMap::new();
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("emulator printed READY");
-            if line.trim() == "READY" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once('=') {
-                vars.insert(k.trim().to_owned(), v.trim().to_owned());
-            }
-        }
+        let process = azure_emulator::testing::EmulatorProcess::spawn(
+            &bins::bin_path("azure-emulator"),
+            extra,
+        );
+        let vars: HashMap<String, String> = process.env.iter().cloned().collect();
         let admin = vars["EMULATOR_ADMIN"].trim_end_matches('/').to_owned();
         Emulator {
-            child,
+            _process: process,
             vars,
             admin,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
@@ -607,13 +570,25 @@ async fn tokens_are_cached_per_audience_and_shared() {
         .get_group(&group.id, deadline())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(2300)).await;
-    client
-        .graph()
-        .get_group(&group.id, deadline())
-        .await
-        .unwrap();
-    let reqs = emu.requests().await;
+    // Calls until the client has fetched its second token (awaited, not slept for): it
+    // must do so before the first one expires, so no call is ever refused.
+    let until = Instant::now() + Duration::from_secs(10);
+    let reqs = loop {
+        client
+            .graph()
+            .get_group(&group.id, deadline())
+            .await
+            .unwrap();
+        let reqs = emu.requests().await;
+        if reqs.iter().filter(|r| r.service == "token").count() >= 2 {
+            break reqs;
+        }
+        assert!(
+            Instant::now() < until,
+            "the token was never refreshed: {reqs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let tokens = reqs.iter().filter(|r| r.service == "token").count();
     let unauthorized = reqs.iter().filter(|r| r.status == 401).count();
     assert_eq!((tokens, unauthorized), (2, 0), "{reqs:?}");

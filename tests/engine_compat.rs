@@ -14,7 +14,10 @@ const ARC_TOKEN_DIR: &str = "/var/opt/azcmagent/tokens";
 #[test]
 fn azure_arc_managed_identity_instead_of_a_client_secret() {
     if std::fs::create_dir_all(ARC_TOKEN_DIR).is_err() {
-        eprintln!("skipping: {ARC_TOKEN_DIR} cannot be created (not root)");
+        azure_emulator::testing::skip(
+            "azure_arc_managed_identity_instead_of_a_client_secret",
+            &format!("{ARC_TOKEN_DIR} cannot be created (run as root)"),
+        );
         return;
     }
     let emu = Emulator::start(&["--arc-token-dir", ARC_TOKEN_DIR]);

@@ -39,6 +39,11 @@ pub fn plugin_bin() -> PathBuf {
     bins::bin_path("vault-plugin-secrets-azure")
 }
 
+/// The path of workspace binary `name` (built beside this test).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    bins::bin_path(name)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -390,7 +395,7 @@ pub fn emulator_bin() -> PathBuf {
 
 /// A running Azure emulator, killed on drop.
 pub struct Emulator {
-    child: Child,
+    _process: azure_emulator::testing::EmulatorProcess,
     pub env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
@@ -399,20 +404,14 @@ impl Emulator {
     pub fn start(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let tokens = dir.path().join("arc-tokens");
-        let mut child = Command::new(emulator_bin())
-            .args(["--listen", "127.0.0.1:0", "--arc-token-dir"])
-            .arg(&tokens)
-            .args(extra_args)
-            .env("EMULATOR_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start azure-emulator");
-        let env = read_env_lines(&mut child);
+        let tokens = tokens.to_string_lossy().into_owned();
+        let mut args = vec!["--arc-token-dir", tokens.as_str()];
+        args.extend_from_slice(extra_args);
+        let process = azure_emulator::testing::EmulatorProcess::spawn(&emulator_bin(), &args);
+        let env = process.env.clone();
         assert!(!env.is_empty(), "emulator printed nothing");
         Self {
-            child,
+            _process: process,
             env,
             _dir: dir,
         }
@@ -581,13 +580,6 @@ impl Emulator {
                     .is_some_and(|n| n.starts_with("vault-"))
             })
             .collect()
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

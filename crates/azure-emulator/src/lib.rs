@@ -20,6 +20,7 @@ pub mod roles;
 pub mod seed;
 pub mod server;
 pub mod state;
+pub mod testing;
 pub mod throttle;
 pub mod tls;
 pub mod token;

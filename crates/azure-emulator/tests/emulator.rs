@@ -4,7 +4,7 @@ mod emulator_support;
 
 use std::time::{Duration, Instant};
 
-use emulator_support::{form, Emu};
+use emulator_support::{eventually, form, Emu};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -672,7 +672,15 @@ async fn audience_expiry_and_permissions() {
     assert_eq!(short.body["expires_in"], 1);
     let short_arm = short.body["access_token"].as_str().unwrap().to_string();
     let short_graph = emu.root_graph().await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (e, sub_ref, arm_tok, graph_tok) = (&emu, &sub, &short_arm, &short_graph);
+    eventually("the one-second tokens expire", move || async move {
+        e.arm(Method::GET, sub_ref, arm_tok, None).await.status == StatusCode::UNAUTHORIZED
+            && e.graph(Method::GET, "/groups", graph_tok, None)
+                .await
+                .status
+                == StatusCode::UNAUTHORIZED
+    })
+    .await;
     let r = emu.arm(Method::GET, &sub, &short_arm, None).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.code(), "ExpiredAuthenticationToken");
@@ -899,15 +907,26 @@ async fn propagation_delay() {
         r.body["error"]["details"][0]["code"],
         "NoBackingApplicationObject"
     );
-    tokio::time::sleep(Duration::from_millis(3100)).await;
-    let sp = emu
-        .graph(
-            Method::POST,
-            "/servicePrincipals",
-            &g,
-            Some(json!({"appId": app_id})),
-        )
-        .await;
+    // Retried until the application has propagated (no fixed wait).
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let sp = loop {
+        let sp = emu
+            .graph(
+                Method::POST,
+                "/servicePrincipals",
+                &g,
+                Some(json!({"appId": app_id})),
+            )
+            .await;
+        if sp.status != StatusCode::BAD_REQUEST {
+            break sp;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the application never propagated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(sp.status, StatusCode::CREATED, "{}", sp.text);
     let sp_id = sp.body["id"].as_str().unwrap().to_string();
 
@@ -952,15 +971,26 @@ async fn propagation_delay() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "Request_ResourceNotFound");
-    tokio::time::sleep(Duration::from_millis(3100)).await;
-    let r = emu
-        .graph(
-            Method::POST,
-            &format!("/groups/{gid}/members/$ref"),
-            &g,
-            Some(member),
-        )
-        .await;
+    // Retried until the service principal has propagated (no fixed wait).
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = emu
+            .graph(
+                Method::POST,
+                &format!("/groups/{gid}/members/$ref"),
+                &g,
+                Some(member.clone()),
+            )
+            .await;
+        if r.status != StatusCode::NOT_FOUND {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the principal never propagated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     let path2 = format!(
         "{sub}/providers/Microsoft.Authorization/roleAssignments/{}",
@@ -1025,7 +1055,11 @@ async fn propagation_delay() {
         emu.arm(Method::GET, &ra, &a, None).await.code(),
         "RoleAssignmentNotFound"
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (e, at, ra_ref) = (&emu, &a, &ra);
+    eventually("the role assignment becomes readable", move || async move {
+        e.arm(Method::GET, ra_ref, at, None).await.status == StatusCode::OK
+    })
+    .await;
     let r = emu
         .graph(Method::GET, &format!("/applications/{id}"), &g, None)
         .await;
@@ -1043,7 +1077,11 @@ async fn credential_delay() {
     let (id, client_id, _, secret) = emu.new_principal(&g, "vault-cred").await;
     let r = emu.token(&client_id, &secret, &emu.graph_scope()).await;
     assert_aad_error(&r, 400, "unauthorized_client", 700016);
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (e, cid, sec) = (&emu, &client_id, &secret);
+    eventually("the new secret is accepted", move || async move {
+        e.token(cid, sec, &e.graph_scope()).await.status == StatusCode::OK
+    })
+    .await;
     assert_eq!(
         emu.token(&client_id, &secret, &emu.graph_scope())
             .await

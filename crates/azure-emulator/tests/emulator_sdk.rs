@@ -74,7 +74,10 @@ async fn azure_identity_works_against_the_emulator() {
     );
 
     if !arc_usable {
-        eprintln!("skipping the Arc part: {ARC_DIR} is not writable");
+        azure_emulator::testing::skip(
+            "the Arc part of the SDK test",
+            &format!("{ARC_DIR} is not writable (run as root)"),
+        );
         return;
     }
     std::env::set_var("IDENTITY_ENDPOINT", emu.var("IDENTITY_ENDPOINT"));

@@ -18,7 +18,7 @@ use azure_clients::{
     self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError,
     AzureSettings, Deadline, NewPassword, PasswordCredential, SecretString,
 };
-use vault_plugin_sdk::framework::{Backend, BackendBuilder};
+use vault_plugin_sdk::framework::{Backend, BackendBuilder, BuildError};
 use vault_plugin_sdk::logical::{BackendConfig, LogicalError, SpecialPaths, Storage, SystemView};
 
 const BACKEND_HELP: &str =
@@ -34,9 +34,14 @@ struct CachedClient {
     built: Instant,
 }
 
+/// Where the engine reads its `AZURE_*` settings and endpoints (`SSL_CERT_FILE` too): the
+/// process environment in the plugin, any lookup in tests.
+pub type EnvSource = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// State shared by every path of one mount.
 pub struct AzureBackend {
     pub(crate) system_view: Arc<dyn SystemView>,
+    env: EnvSource,
     client: Mutex<Option<CachedClient>>,
     /// Serialises password changes per application object id within this process.
     app_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -48,9 +53,18 @@ pub struct AzureBackend {
 }
 
 impl AzureBackend {
+    /// The state of the mount `config` describes, with settings from the process
+    /// environment.
     pub fn new(config: &BackendConfig) -> Arc<Self> {
+        Self::with_env(config, Arc::new(azure_clients::process_env))
+    }
+
+    /// The state of a mount whose environment is `env` (tests pass the emulator's
+    /// endpoints here instead of changing the process environment).
+    pub fn with_env(config: &BackendConfig, env: EnvSource) -> Arc<Self> {
         Arc::new(Self {
             system_view: config.system_view.clone(),
+            env,
             client: Mutex::new(None),
             app_locks: std::sync::Mutex::new(HashMap::new()),
             root_swap_pending: AtomicBool::new(true),
@@ -117,7 +131,7 @@ impl AzureBackend {
             identity_token_audience: config.identity_token_audience.clone(),
             identity_token_ttl: Some(config.identity_token_ttl).filter(|d| !d.is_zero()),
         };
-        let settings = AzureSettings::resolve(&azure_config, &azure_clients::process_env)?;
+        let settings = AzureSettings::resolve(&azure_config, &*self.env)?;
         let assertion_provider: Option<Arc<dyn AssertionProvider>> =
             settings.identity_token_audience.clone().map(|audience| {
                 Arc::new(HostIdentityToken {
@@ -180,9 +194,11 @@ impl AzureBackend {
     }
 
     /// The framework backend for this mount.
-    pub fn build(self: &Arc<Self>, config: &BackendConfig) -> Result<Backend, String> {
+    pub fn build(self: &Arc<Self>, config: &BackendConfig) -> Result<Backend, BuildError> {
         let invalidate = self.clone();
         BackendBuilder::new(BACKEND_HELP)
+            .name("Azure secrets engine")
+            .version(concat!("v", env!("CARGO_PKG_VERSION")))
             .special_paths(SpecialPaths {
                 seal_wrap_storage: vec![
                     store::CONFIG_KEY.into(),
@@ -214,7 +230,7 @@ impl AzureBackend {
                     }
                 })
             }))
-            .build(config.storage.clone())
+            .build(config)
     }
 }
 

@@ -13,7 +13,7 @@ use super::backend::AzureBackend;
 use super::provision;
 use super::store::{self, go_time};
 use azure_clients::{Deadline, DeleteOutcome};
-use vault_plugin_sdk::framework::{handler, FieldData, HandlerFn, HandlerResult, SecretType};
+use vault_plugin_sdk::framework::{method, FieldData, HandlerFn, HandlerResult, SecretType};
 use vault_plugin_sdk::logical::{LogicalError, Map, Request, Response, Secret};
 
 pub const SERVICE_PRINCIPAL: &str = "service_principal";
@@ -23,9 +23,7 @@ const REVOKE_DEADLINE: Duration = Duration::from_secs(60);
 /// What the Go engine assumed for leases issued before it recorded `key_end_date`.
 const LEGACY_KEY_LIFETIME: chrono::Duration = chrono::Duration::hours(87_600);
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
+use vault_plugin_sdk::gocompat::format_time as rfc3339;
 
 /// Internal data of a `service_principal` lease.
 pub struct ServicePrincipalLease {
@@ -102,46 +100,35 @@ fn secret_of(req: &Request) -> Result<Secret, LogicalError> {
 }
 
 pub fn service_principal(b: &Arc<AzureBackend>) -> SecretType {
-    let revoke = b.clone();
     secret_type(
         SERVICE_PRINCIPAL,
         b,
-        handler(move |req, _| {
-            let b = revoke.clone();
-            async move { b.revoke_service_principal(req).await }
-        }),
+        method(b, AzureBackend::revoke_service_principal),
     )
 }
 
 pub fn static_service_principal(b: &Arc<AzureBackend>) -> SecretType {
-    let revoke = b.clone();
     secret_type(
         STATIC_SERVICE_PRINCIPAL,
         b,
-        handler(move |req, _| {
-            let b = revoke.clone();
-            async move { b.revoke_static(req).await }
-        }),
+        method(b, AzureBackend::revoke_static),
     )
 }
 
-/// Both lease types renew the same way and differ in how they are revoked.
+/// Both lease types renew the same way and differ in how they are revoked. Issued leases
+/// take their TTLs from the role; the registered type makes them renewable.
 fn secret_type(name: &str, b: &Arc<AzureBackend>, revoke: HandlerFn) -> SecretType {
-    let renew = b.clone();
     SecretType {
         name: name.into(),
         default_duration: Duration::ZERO,
-        renew: Some(handler(move |req, data| {
-            let b = renew.clone();
-            async move { b.renew(req, data).await }
-        })),
+        renew: Some(method(b, AzureBackend::renew)),
         revoke,
     }
 }
 
 impl AzureBackend {
     /// Extends a lease within the role's TTLs and the password's remaining life in Azure.
-    async fn renew(&self, req: Request, _data: FieldData) -> HandlerResult {
+    async fn renew(self: Arc<Self>, req: Request, _data: FieldData) -> HandlerResult {
         let mut secret = secret_of(&req)?;
         let role_name = internal_str(&secret, "role")
             .ok_or_else(|| LogicalError::internal("internal data 'role' not found"))?;
@@ -190,7 +177,11 @@ impl AzureBackend {
         }))
     }
 
-    async fn revoke_service_principal(&self, req: Request) -> HandlerResult {
+    async fn revoke_service_principal(
+        self: Arc<Self>,
+        req: Request,
+        _: FieldData,
+    ) -> HandlerResult {
         let secret = secret_of(&req)?;
         let app_object_id = internal_str(&secret, "app_object_id")
             .ok_or_else(|| LogicalError::internal("internal data 'app_object_id' not found"))?;
@@ -258,7 +249,7 @@ impl AzureBackend {
         Ok(Some(resp).filter(|r| !r.warnings.is_empty()))
     }
 
-    async fn revoke_static(&self, req: Request) -> HandlerResult {
+    async fn revoke_static(self: Arc<Self>, req: Request, _: FieldData) -> HandlerResult {
         let secret = secret_of(&req)?;
         let app_object_id = internal_str(&secret, "app_object_id")
             .ok_or_else(|| LogicalError::internal("internal data 'app_object_id' not found"))?;

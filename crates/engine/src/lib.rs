@@ -21,16 +21,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use backend::AzureBackend;
+pub use backend::{AzureBackend, EnvSource};
 
-use vault_plugin_sdk::logical::{Backend, BackendConfig, Factory};
+use vault_plugin_sdk::logical::{Backend, BackendConfig, Factory, FactoryError};
 
 /// Makes one engine instance per mount.
 pub struct AzureFactory;
 
 #[async_trait]
 impl Factory for AzureFactory {
-    async fn create(&self, config: BackendConfig) -> Result<Arc<dyn Backend>, String> {
+    async fn create(&self, config: BackendConfig) -> Result<Arc<dyn Backend>, FactoryError> {
         let state = AzureBackend::new(&config);
         Ok(Arc::new(state.build(&config)?))
     }

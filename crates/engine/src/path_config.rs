@@ -7,9 +7,7 @@ use serde_json::json;
 
 use super::backend::AzureBackend;
 use super::store::{self, Config};
-use vault_plugin_sdk::framework::{
-    handler, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler, Path,
-};
+use vault_plugin_sdk::framework::{FieldData, FieldSchema, FieldType, HandlerResult, Path};
 use vault_plugin_sdk::logical::{LogicalError, Map, Operation, Request, Response};
 
 /// Default lifetime of a root password made by `rotate-root`.
@@ -24,34 +22,28 @@ AZURE_SUBSCRIPTION_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and AZURE_ENVIRONMEN
 over the stored values. The client secret is never returned by a read.";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
-    let (read, write, delete, exists) = (b.clone(), b.clone(), b.clone(), b.clone());
     Path::new("config")
-        .field("subscription_id", FieldSchema::new(FieldType::String, "The subscription id of the Azure account."))
-        .field("tenant_id", FieldSchema::new(FieldType::String, "The tenant id of the Azure Entra ID directory."))
-        .field("client_id", FieldSchema::new(FieldType::String, "The application (client) id of the engine's own identity."))
-        .field("client_secret", FieldSchema::new(FieldType::String, "The client secret of the engine's own identity. Never returned.").sensitive())
-        .field("environment", FieldSchema::new(FieldType::String, "The Azure cloud: AzurePublicCloud (default), AzureUSGovernmentCloud or AzureChinaCloud."))
-        .field("root_password_ttl", FieldSchema::new(FieldType::DurationSecond, "Lifetime of root passwords made by rotate-root. Default 4380h (about six months).").default_value(15_768_000))
-        .field("identity_token_audience", FieldSchema::new(FieldType::String, "Audience of the plugin identity token, for workload identity federation."))
-        .field("identity_token_ttl", FieldSchema::new(FieldType::DurationSecond, "Lifetime of plugin identity tokens.").default_value(3600))
-        .field("rotation_schedule", FieldSchema::new(FieldType::String, "A cron schedule (five fields) on which the root credential is rotated."))
-        .field("rotation_window", FieldSchema::new(FieldType::DurationSecond, "How long after the scheduled time a missed rotation may still run."))
-        .field("rotation_period", FieldSchema::new(FieldType::DurationSecond, "Rotate the root credential every this long."))
-        .field("disable_automated_rotation", FieldSchema::new(FieldType::Bool, "Turn scheduled root rotation off."))
-        .field("rotation_policy", FieldSchema::new(FieldType::String, "Name of a rotation policy (informational)."))
-        .field("seamless_rotation", FieldSchema::new(FieldType::Bool, "Default of static roles' seamless_rotation: keep a replaced secret valid for rotation_grace_period. Default true."))
-        .field("rotation_grace_period", FieldSchema::new(FieldType::String, "Default of static roles' rotation_grace_period: seconds or a duration string; -1 turns the overlap off, 0 restores the default (5m)."))
-        .field("use_microsoft_graph_api", FieldSchema::new(FieldType::Bool, "Retired: Microsoft Graph is always used. Accepted and ignored."))
-        .field("password_policy", FieldSchema::new(FieldType::String, "Retired: Microsoft Graph generates every secret. Not accepted."))
-        .operation(Operation::Read, OperationHandler::new(handler(move |req, _| { let b = read.clone(); async move { b.config_read(req).await } }), "Read the engine configuration.", "read-configuration"))
-        .operation(Operation::Create, OperationHandler::new(handler({ let b = write.clone(); move |req, data| { let b = b.clone(); async move { b.config_write(req, data).await } } }), "Configure the engine.", "configure"))
-        .operation(Operation::Update, OperationHandler::new(handler(move |req, data| { let b = write.clone(); async move { b.config_write(req, data).await } }), "Configure the engine.", "configure"))
-        .operation(Operation::Delete, OperationHandler::new(handler(move |req, _| { let b = delete.clone(); async move { b.config_delete(req).await } }), "Delete the engine configuration.", "delete-configuration"))
-        .existence_check(Arc::new(move |req: Request, _| {
-            let _ = &exists;
-            Box::pin(async move { Ok(store::get_config(req.storage.as_ref()).await?.is_some()) })
-        }))
+        .fields(config_fields())
+        .with_state(b)
+        .read(
+            AzureBackend::config_read,
+            "Read the engine configuration.",
+            "read-configuration",
+        )
+        .write(
+            AzureBackend::config_write,
+            "Configure the engine.",
+            "configure",
+        )
+        .delete(
+            AzureBackend::config_delete,
+            "Delete the engine configuration.",
+            "delete-configuration",
+        )
+        .exists(AzureBackend::config_exists)
+        .forwarded(&[Operation::Create, Operation::Update, Operation::Delete])
         .help(SYNOPSIS, DESCRIPTION)
+        .into_path()
 }
 
 /// `environment` must name a supported cloud (case-insensitive); empty is not a name.
@@ -68,7 +60,15 @@ fn check_environment(name: &str) -> Result<(), String> {
 }
 
 impl AzureBackend {
-    async fn config_read(&self, req: Request) -> HandlerResult {
+    async fn config_exists(
+        self: Arc<Self>,
+        req: Request,
+        _: FieldData,
+    ) -> Result<bool, LogicalError> {
+        Ok(store::get_config(req.storage.as_ref()).await?.is_some())
+    }
+
+    async fn config_read(self: Arc<Self>, req: Request, _: FieldData) -> HandlerResult {
         let config = store::get_config(req.storage.as_ref())
             .await?
             .unwrap_or_default();
@@ -122,7 +122,7 @@ impl AzureBackend {
         Ok(Some(Response::with_data(data)))
     }
 
-    async fn config_write(&self, req: Request, data: FieldData) -> HandlerResult {
+    async fn config_write(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
         if data.contains("password_policy") {
             return Err(LogicalError::bad_request(
                 "password_policy is not supported: Microsoft Graph generates every client secret \
@@ -145,7 +145,7 @@ impl AzureBackend {
             ("client_id", &mut config.client_id),
             ("client_secret", &mut config.client_secret),
         ] {
-            if let Some(v) = data.str_ok(field) {
+            if let Some(v) = data.str_ok(field)? {
                 if field != "client_secret" {
                     super::validate::check_plain_id(field, &v)?;
                 }
@@ -153,28 +153,28 @@ impl AzureBackend {
             }
         }
         let mut env_error = None;
-        if let Some(env) = data.str_ok("environment") {
+        if let Some(env) = data.str_ok("environment")? {
             match check_environment(&env) {
                 Ok(()) => config.environment = env,
                 Err(e) => env_error = Some(e),
             }
         }
-        match data.duration_ok("root_password_ttl") {
+        match data.duration_ok("root_password_ttl")? {
             Some(ttl) => config.root_password_ttl = ttl,
             None if creating => config.root_password_ttl = DEFAULT_ROOT_PASSWORD_TTL,
             None => {}
         }
-        if let Some(aud) = data.str_ok("identity_token_audience") {
+        if let Some(aud) = data.str_ok("identity_token_audience")? {
             config.identity_token_audience = aud;
         }
-        if let Some(ttl) = data.duration_ok("identity_token_ttl") {
+        if let Some(ttl) = data.duration_ok("identity_token_ttl")? {
             config.identity_token_ttl = ttl;
         }
         validate_rotation(&mut config, &data)?;
-        if let Some(seamless) = data.bool_ok("seamless_rotation") {
+        if let Some(seamless) = data.bool_ok("seamless_rotation")? {
             config.seamless_rotation = Some(seamless);
         }
-        if let Some(raw) = data.str_ok("rotation_grace_period") {
+        if let Some(raw) = data.str_ok("rotation_grace_period")? {
             config.rotation_grace_period =
                 crate::static_store::parse_grace(&raw).map_err(LogicalError::BadRequest)?;
         }
@@ -225,7 +225,7 @@ impl AzureBackend {
         }
     }
 
-    async fn config_delete(&self, req: Request) -> HandlerResult {
+    async fn config_delete(self: Arc<Self>, req: Request, _: FieldData) -> HandlerResult {
         req.storage.delete(store::CONFIG_KEY).await?;
         self.reset_client().await;
         Ok(None)
@@ -235,9 +235,9 @@ impl AzureBackend {
 /// Checks and applies the rotation fields (`rotation_schedule`, `rotation_window`,
 /// `rotation_period`, `disable_automated_rotation`, `rotation_policy`).
 fn validate_rotation(config: &mut Config, data: &FieldData) -> Result<(), LogicalError> {
-    let schedule = data.str_ok("rotation_schedule");
-    let window = data.duration_ok("rotation_window");
-    let period = data.duration_ok("rotation_period");
+    let schedule = data.str_ok("rotation_schedule")?;
+    let window = data.duration_ok("rotation_window")?;
+    let period = data.duration_ok("rotation_period")?;
     let new_schedule = schedule
         .clone()
         .unwrap_or_else(|| config.rotation_schedule.clone());
@@ -266,10 +266,10 @@ fn validate_rotation(config: &mut Config, data: &FieldData) -> Result<(), Logica
     config.rotation_schedule = new_schedule;
     config.rotation_period = new_period;
     config.rotation_window = new_window;
-    if let Some(d) = data.bool_ok("disable_automated_rotation") {
+    if let Some(d) = data.bool_ok("disable_automated_rotation")? {
         config.disable_automated_rotation = d;
     }
-    if let Some(p) = data.str_ok("rotation_policy") {
+    if let Some(p) = data.str_ok("rotation_policy")? {
         config.rotation_policy = p;
     }
     // Scheduled rotation counts from when it was configured.
@@ -277,4 +277,140 @@ fn validate_rotation(config: &mut Config, data: &FieldData) -> Result<(), Logica
         config.last_rotation_time = Some(chrono::Utc::now());
     }
     Ok(())
+}
+
+/// The path's fields.
+fn config_fields() -> Vec<(&'static str, FieldSchema)> {
+    vec![
+        (
+            "subscription_id",
+            FieldSchema::new(
+                FieldType::String,
+                "The subscription id of the Azure account.",
+            ),
+        ),
+        (
+            "tenant_id",
+            FieldSchema::new(
+                FieldType::String,
+                "The tenant id of the Azure Entra ID directory.",
+            ),
+        ),
+        (
+            "client_id",
+            FieldSchema::new(
+                FieldType::String,
+                "The application (client) id of the engine's own identity.",
+            ),
+        ),
+        (
+            "client_secret",
+            FieldSchema::new(
+                FieldType::String,
+                "The client secret of the engine's own identity. Never \
+                 returned.",
+            )
+            .sensitive(),
+        ),
+        (
+            "environment",
+            FieldSchema::new(
+                FieldType::String,
+                "The Azure cloud: AzurePublicCloud (default), \
+                 AzureUSGovernmentCloud or AzureChinaCloud.",
+            ),
+        ),
+        (
+            "root_password_ttl",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Lifetime of root passwords made by rotate-root. Default \
+                 4380h (about six months).",
+            )
+            .default_value(15_768_000),
+        ),
+        (
+            "identity_token_audience",
+            FieldSchema::new(
+                FieldType::String,
+                "Audience of the plugin identity token, for workload identity \
+                 federation.",
+            ),
+        ),
+        (
+            "identity_token_ttl",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Lifetime of plugin identity tokens.",
+            )
+            .default_value(3600),
+        ),
+        (
+            "rotation_schedule",
+            FieldSchema::new(
+                FieldType::String,
+                "A cron schedule (five fields) on which the root credential \
+                 is rotated.",
+            ),
+        ),
+        (
+            "rotation_window",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "How long after the scheduled time a missed rotation may \
+                 still run.",
+            ),
+        ),
+        (
+            "rotation_period",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Rotate the root credential every this long.",
+            ),
+        ),
+        (
+            "disable_automated_rotation",
+            FieldSchema::new(FieldType::Bool, "Turn scheduled root rotation off."),
+        ),
+        (
+            "rotation_policy",
+            FieldSchema::new(
+                FieldType::String,
+                "Name of a rotation policy (informational).",
+            ),
+        ),
+        (
+            "seamless_rotation",
+            FieldSchema::new(
+                FieldType::Bool,
+                "Default of static roles' seamless_rotation: keep a replaced \
+                 secret valid for rotation_grace_period. Default true.",
+            ),
+        ),
+        (
+            "rotation_grace_period",
+            FieldSchema::new(
+                FieldType::String,
+                "Default of static roles' rotation_grace_period: seconds or a \
+                 duration string; -1 turns the overlap off, 0 restores the \
+                 default (5m).",
+            ),
+        ),
+        (
+            "use_microsoft_graph_api",
+            FieldSchema::new(
+                FieldType::Bool,
+                "Retired: Microsoft Graph is always used. Accepted and \
+                 ignored.",
+            ),
+        ),
+        (
+            "password_policy",
+            FieldSchema::new(
+                FieldType::String,
+                "Retired: Microsoft Graph generates every secret. Not \
+                 accepted.",
+            ),
+        ),
+    ]
 }

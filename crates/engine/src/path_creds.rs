@@ -14,8 +14,7 @@ use super::store::{self, Role};
 use super::validate;
 use azure_clients::{Deadline, NewApplication, NewPassword, DISPLAY_NAME_PREFIX};
 use vault_plugin_sdk::framework::{
-    handler, secret_response, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler,
-    Path,
+    secret_response, FieldData, FieldSchema, FieldType, HandlerResult, Path,
 };
 use vault_plugin_sdk::logical::{LogicalError, Map, Operation, Request, Response};
 
@@ -30,15 +29,12 @@ The credential is returned once it has been proven to obtain a token (see the ro
 credential_ready_timeout), and is removed from Azure when its lease is revoked or expires.";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
-    let b = b.clone();
+    let role = FieldSchema::new(FieldType::LowerCaseString, "Name of the Vault role.");
     Path::new(format!(
         "creds/(?P<role>{})",
         super::path_roles::NAME_PATTERN
     ))
-    .field(
-        "role",
-        FieldSchema::new(FieldType::LowerCaseString, "Name of the Vault role."),
-    )
+    .field("role", role)
     .field(
         "metadata",
         FieldSchema::new(
@@ -46,18 +42,17 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
             "Request metadata (key=value pairs), returned merged under the role's metadata.",
         ),
     )
-    .operation(
-        Operation::Read,
-        OperationHandler::new(
-            handler(move |req, data| {
-                let b = b.clone();
-                async move { b.creds_read(req, data).await }
-            }),
-            "Request Service Principal credentials for a given Vault role.",
-            "request-service-principal-credentials",
-        ),
+    .with_state(b)
+    .read(
+        AzureBackend::creds_read,
+        "Request Service Principal credentials for a given Vault role.",
+        "request-service-principal-credentials",
     )
+    // Issuing writes the write-ahead log and creates objects in Azure: only the active
+    // node of the primary cluster does it.
+    .forwarded(&[Operation::Read])
     .help(SYNOPSIS, DESCRIPTION)
+    .into_path()
 }
 
 /// Lease TTL and max TTL of a role's credentials (explicit_max_ttl caps max_ttl).
@@ -91,8 +86,8 @@ impl AzureBackend {
         Ok(now + life)
     }
 
-    async fn creds_read(&self, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("role");
+    async fn creds_read(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
+        let name = data.str("role")?;
         let client = self.client(req.storage.as_ref()).await?;
         let role = store::get_role(req.storage.as_ref(), &name)
             .await?
@@ -136,7 +131,7 @@ impl AzureBackend {
             secret.lease.max_ttl = max_ttl;
         }
         if let Some(d) = resp.data.as_mut() {
-            let mut metadata = data.map_ok("metadata").unwrap_or_default();
+            let mut metadata = data.map_ok("metadata")?.unwrap_or_default();
             for (k, v) in role.metadata.iter().flatten() {
                 metadata.insert(k.clone(), json!(v));
             }
@@ -198,7 +193,7 @@ impl AzureBackend {
             key_end_date: principal.key_end,
         };
         Ok((
-            secret_response(SERVICE_PRINCIPAL, true, data, internal.to_map()),
+            secret_response(SERVICE_PRINCIPAL, data, internal.to_map()),
             principal.readiness,
         ))
     }
@@ -258,7 +253,7 @@ impl AzureBackend {
             role: name.to_string(),
         };
         Ok((
-            secret_response(STATIC_SERVICE_PRINCIPAL, true, data, internal.to_map()),
+            secret_response(STATIC_SERVICE_PRINCIPAL, data, internal.to_map()),
             readiness,
         ))
     }

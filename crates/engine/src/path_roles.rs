@@ -54,31 +54,20 @@ const LIST_DESCRIPTION: &str = "List the names of the roles of this mount.";
 pub const NAME_PATTERN: &str = r"\w(([\w.-]+)?\w)?";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
-    let (read, write, delete) = (b.clone(), b.clone(), b.clone());
     Path::new(format!("roles/(?P<name>{NAME_PATTERN})"))
-        .field("name", FieldSchema::new(FieldType::LowerCaseString, "Name of the role (lower-cased).").required())
-        .field("azure_roles", FieldSchema::new(FieldType::String, "JSON list of Azure roles to assign: [{\"role_name\", \"role_id\", \"scope\"}]."))
-        .field("azure_groups", FieldSchema::new(FieldType::String, "JSON list of Entra ID groups to join: [{\"group_name\", \"object_id\"}]."))
-        .field("application_object_id", FieldSchema::new(FieldType::String, "Object id of an existing application: credentials are passwords on it."))
-        .field("persist_app", FieldSchema::new(FieldType::Bool, "Make one application for the role, kept until the role is deleted."))
-        .field("ttl", FieldSchema::new(FieldType::DurationSecond, "Default lease duration of credentials. Default: the mount's."))
-        .field("max_ttl", FieldSchema::new(FieldType::DurationSecond, "Maximum lease duration of credentials. Default: the mount's."))
-        .field("explicit_max_ttl", FieldSchema::new(FieldType::DurationSecond, "Hard limit of a credential's life, also its end date in Azure."))
-        .field("permanently_delete", FieldSchema::new(FieldType::Bool, "Purge deleted applications from Entra ID's deleted items."))
-        .field("sign_in_audience", FieldSchema::new(FieldType::String, "signInAudience of the applications made: AzureADMyOrg, AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or PersonalMicrosoftAccount."))
-        .field("tags", FieldSchema::new(FieldType::CommaStringSlice, "Tags of the applications made (comma-separated, no whitespace, 1 to 256 characters each)."))
-        .field("metadata", FieldSchema::new(FieldType::KvPairs, "Metadata returned with every credential of the role (a map, key=value pairs or a JSON object)."))
-        .field("credential_ready_timeout", FieldSchema::new(FieldType::DurationSecond, "How long creds waits for a new secret to obtain a token before returning it. Default 30s; 0 turns the wait off."))
-        .operation(Operation::Read, OperationHandler::new(handler(move |req, data| { let b = read.clone(); async move { b.role_read(req, data).await } }), "Read a role.", "read-role"))
-        .operation(Operation::Create, OperationHandler::new(handler({ let b = write.clone(); move |req, data| { let b = b.clone(); async move { b.role_write(req, data).await } } }), "Create or update a role.", "write-role"))
-        .operation(Operation::Update, OperationHandler::new(handler(move |req, data| { let b = write.clone(); async move { b.role_write(req, data).await } }), "Create or update a role.", "write-role"))
-        .operation(Operation::Delete, OperationHandler::new(handler(move |req, data| { let b = delete.clone(); async move { b.role_delete(req, data).await } }), "Delete a role.", "delete-role"))
-        .existence_check(Arc::new(|req: Request, data: FieldData| {
-            Box::pin(async move {
-                Ok(store::get_role(req.storage.as_ref(), &data.str("name")).await?.is_some())
-            })
-        }))
+        .fields(role_fields())
+        .with_state(b)
+        .read(AzureBackend::role_read, "Read a role.", "read-role")
+        .write(
+            AzureBackend::role_write,
+            "Create or update a role.",
+            "write-role",
+        )
+        .delete(AzureBackend::role_delete, "Delete a role.", "delete-role")
+        .exists(AzureBackend::role_exists)
+        .forwarded(&[Operation::Create, Operation::Update, Operation::Delete])
         .help(SYNOPSIS, DESCRIPTION)
+        .into_path()
 }
 
 pub fn list_path(_b: &Arc<AzureBackend>) -> Path {
@@ -344,18 +333,28 @@ async fn resolve_groups(
 }
 
 impl AzureBackend {
-    async fn role_read(&self, req: Request, data: FieldData) -> HandlerResult {
+    async fn role_exists(
+        self: Arc<Self>,
+        req: Request,
+        data: FieldData,
+    ) -> Result<bool, LogicalError> {
+        Ok(store::get_role(req.storage.as_ref(), &data.str("name")?)
+            .await?
+            .is_some())
+    }
+
+    async fn role_read(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
         let storage = req.storage.as_ref();
         if store::get_config(storage).await?.is_none() {
             return Err(LogicalError::internal("config is nil"));
         }
-        Ok(store::get_role(storage, &data.str("name"))
+        Ok(store::get_role(storage, &data.str("name")?)
             .await?
             .map(|role| Response::with_data(role_data(&role))))
     }
 
-    async fn role_write(&self, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("name");
+    async fn role_write(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
+        let name = data.str("name")?;
         let storage = req.storage.clone();
         if store::get_config(storage.as_ref()).await?.is_none() {
             return Err(LogicalError::internal("config is nil"));
@@ -381,16 +380,16 @@ impl AzureBackend {
             ("max_ttl", &mut role.max_ttl),
             ("explicit_max_ttl", &mut role.explicit_max_ttl),
         ] {
-            if let Some(d) = data.duration_ok(field) {
+            if let Some(d) = data.duration_ok(field)? {
                 *slot = d;
             }
         }
         check_ttls(&role)?;
 
-        if let Some(p) = data.bool_ok("permanently_delete") {
+        if let Some(p) = data.bool_ok("permanently_delete")? {
             role.permanently_delete = p;
         }
-        if let Some(aud) = data.str_ok("sign_in_audience") {
+        if let Some(aud) = data.str_ok("sign_in_audience")? {
             if !SIGN_IN_AUDIENCES.contains(&aud.as_str()) {
                 return Err(LogicalError::bad_request(format!(
                     "Invalid value for sign_in_audience field. Valid values are: {}",
@@ -399,13 +398,13 @@ impl AzureBackend {
             }
             role.sign_in_audience = aud;
         }
-        if let Some(tags) = data.strings_ok("tags") {
+        if let Some(tags) = data.strings_ok("tags")? {
             role.tags = Some(normalize_tags(tags).map_err(LogicalError::BadRequest)?);
         }
-        if let Some(t) = data.duration_ok("credential_ready_timeout") {
+        if let Some(t) = data.duration_ok("credential_ready_timeout")? {
             role.credential_ready_timeout = Some(t);
         }
-        if let Some(m) = data.map_ok("metadata") {
+        if let Some(m) = data.map_ok("metadata")? {
             role.metadata = Some(
                 m.into_iter()
                     .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
@@ -414,17 +413,17 @@ impl AzureBackend {
         }
 
         // Decoded and checked before any Azure call, so that bad input costs none.
-        if let Some(raw) = data.str_ok("azure_roles") {
+        if let Some(raw) = data.str_ok("azure_roles")? {
             role.azure_roles = parse_azure_roles(&raw)?;
         }
-        if let Some(raw) = data.str_ok("azure_groups") {
+        if let Some(raw) = data.str_ok("azure_groups")? {
             role.azure_groups = parse_azure_groups(&raw)?;
         }
         validate::check_azure_roles(role.azure_roles.as_deref().unwrap_or_default())?;
         validate::check_azure_groups(role.azure_groups.as_deref().unwrap_or_default())?;
 
         // The application of a persisted role is always the one the engine made for it.
-        if let Some(p) = data.bool_ok("persist_app") {
+        if let Some(p) = data.bool_ok("persist_app")? {
             if !p && role.persist_app && !role.managed_application_object_id.is_empty() {
                 return Err(LogicalError::bad_request(
                     "persist_app cannot be turned off on a role that has a persisted application; \
@@ -433,7 +432,7 @@ impl AzureBackend {
             }
             role.persist_app = p;
         }
-        if let Some(id) = data.str_ok("application_object_id") {
+        if let Some(id) = data.str_ok("application_object_id")? {
             if role.persist_app && !id.is_empty() && id != role.managed_application_object_id {
                 return Err(LogicalError::bad_request(
                     "application_object_id cannot be given together with persist_app=true: \
@@ -602,8 +601,8 @@ impl AzureBackend {
         }
     }
 
-    async fn role_delete(&self, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("name");
+    async fn role_delete(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
+        let name = data.str("name")?;
         let storage = req.storage.clone();
         let lock = self.app_lock(&format!("{}{name}", store::ROLES_PREFIX));
         let _guard = lock.lock().await;
@@ -660,6 +659,114 @@ impl AzureBackend {
         }
         Ok(Some(resp))
     }
+}
+
+/// The path's fields.
+fn role_fields() -> Vec<(&'static str, FieldSchema)> {
+    vec![
+        (
+            "name",
+            FieldSchema::new(
+                FieldType::LowerCaseString,
+                "Name of the role (lower-cased).",
+            )
+            .required(),
+        ),
+        (
+            "azure_roles",
+            FieldSchema::new(
+                FieldType::String,
+                "JSON list of Azure roles to assign: [{\"role_name\", \
+                 \"role_id\", \"scope\"}].",
+            ),
+        ),
+        (
+            "azure_groups",
+            FieldSchema::new(
+                FieldType::String,
+                "JSON list of Entra ID groups to join: [{\"group_name\", \
+                 \"object_id\"}].",
+            ),
+        ),
+        (
+            "application_object_id",
+            FieldSchema::new(
+                FieldType::String,
+                "Object id of an existing application: credentials are \
+                 passwords on it.",
+            ),
+        ),
+        (
+            "persist_app",
+            FieldSchema::new(
+                FieldType::Bool,
+                "Make one application for the role, kept until the role is \
+                 deleted.",
+            ),
+        ),
+        (
+            "ttl",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Default lease duration of credentials. Default: the mount's.",
+            ),
+        ),
+        (
+            "max_ttl",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Maximum lease duration of credentials. Default: the mount's.",
+            ),
+        ),
+        (
+            "explicit_max_ttl",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "Hard limit of a credential's life, also its end date in \
+                 Azure.",
+            ),
+        ),
+        (
+            "permanently_delete",
+            FieldSchema::new(
+                FieldType::Bool,
+                "Purge deleted applications from Entra ID's deleted items.",
+            ),
+        ),
+        (
+            "sign_in_audience",
+            FieldSchema::new(
+                FieldType::String,
+                "signInAudience of the applications made: AzureADMyOrg, \
+                 AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or \
+                 PersonalMicrosoftAccount.",
+            ),
+        ),
+        (
+            "tags",
+            FieldSchema::new(
+                FieldType::CommaStringSlice,
+                "Tags of the applications made (comma-separated, no \
+                 whitespace, 1 to 256 characters each).",
+            ),
+        ),
+        (
+            "metadata",
+            FieldSchema::new(
+                FieldType::KvPairs,
+                "Metadata returned with every credential of the role (a map, \
+                 key=value pairs or a JSON object).",
+            ),
+        ),
+        (
+            "credential_ready_timeout",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "How long creds waits for a new secret to obtain a token \
+                 before returning it. Default 30s; 0 turns the wait off.",
+            ),
+        ),
+    ]
 }
 
 #[cfg(test)]

@@ -7,9 +7,7 @@ use serde_json::json;
 use super::backend::AzureBackend;
 use super::path_roles::NAME_PATTERN;
 use super::static_rotation::When;
-use vault_plugin_sdk::framework::{
-    handler, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler, Path,
-};
+use vault_plugin_sdk::framework::{FieldData, FieldSchema, FieldType, HandlerResult, Path};
 use vault_plugin_sdk::logical::{Map, Operation, Request, Response};
 
 const SYNOPSIS: &str = "Rotate a static role's secret now.";
@@ -21,40 +19,25 @@ Rotations of one application are serialised. The next background rotation is one
 from now. The secret is never returned here: read static-creds/<name>.";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
-    let (create, update) = (b.clone(), b.clone());
     Path::new(format!("rotate-role/(?P<name>{NAME_PATTERN})"))
         .field(
             "name",
             FieldSchema::new(FieldType::LowerCaseString, "Name of the static role.").required(),
         )
-        .operation(
-            Operation::Update,
-            OperationHandler::new(
-                handler(move |req, data| {
-                    let b = update.clone();
-                    async move { b.rotate_role(req, data).await }
-                }),
-                "Rotate a static role's secret.",
-                "rotate-static-role",
-            ),
+        .with_state(b)
+        .write(
+            AzureBackend::rotate_role,
+            "Rotate a static role's secret.",
+            "rotate-static-role",
         )
-        .operation(
-            Operation::Create,
-            OperationHandler::new(
-                handler(move |req, data| {
-                    let b = create.clone();
-                    async move { b.rotate_role(req, data).await }
-                }),
-                "Rotate a static role's secret.",
-                "rotate-static-role",
-            ),
-        )
+        .forwarded(&[Operation::Create, Operation::Update])
         .help(SYNOPSIS, DESCRIPTION)
+        .into_path()
 }
 
 impl AzureBackend {
     async fn rotate_role(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("name");
+        let name = data.str("name")?;
         let rotated = self.rotate_static(&req.storage, &name, When::Now).await?;
         let current = rotated.role.current.as_ref();
         let mut out = Map::new();

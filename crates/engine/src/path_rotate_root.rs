@@ -14,9 +14,11 @@ use super::rollback::WAL_ROTATE_ROOT;
 use super::store::{self, Config};
 use azure_clients::{Deadline, NewPassword, SecretString, DISPLAY_NAME_PREFIX};
 use vault_plugin_sdk::framework::{
-    handler, wal, HandlerResult, OperationHandler, Path, PeriodicFn,
+    periodic_method, wal, FieldData, HandlerResult, Path, PeriodicFn,
 };
-use vault_plugin_sdk::logical::{LogicalError, Operation, Request, Response, Storage};
+use vault_plugin_sdk::logical::{
+    LogicalError, Operation, ReplicationState, Request, Response, Storage,
+};
 
 const DEADLINE: Duration = Duration::from_secs(75);
 /// How long `rotate-root` waits for the new password to work before it leaves the swap to
@@ -25,11 +27,6 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The periodic check's own bound.
 const PERIODIC_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Replication states in which the periodic work must not run.
-const PERFORMANCE_SECONDARY: i32 = 64;
-const DR_SECONDARY: i32 = 512;
-const PERFORMANCE_STANDBY: i32 = 16384;
-
 const SYNOPSIS: &str = "Attempt to rotate the root credentials used to communicate with Azure.";
 const DESCRIPTION: &str = "This path will add a new password to the application the engine uses \
 (the configured client_id), prove that it obtains a token, switch the engine to it, and then remove \
@@ -37,32 +34,25 @@ the passwords this engine made earlier. Passwords the engine did not make are le
 password is never returned.";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
-    let b = b.clone();
     Path::new("rotate-root")
-        .operation(
+        .with_state(b)
+        .on(
             Operation::Update,
-            OperationHandler::new(
-                handler(move |req, _| {
-                    let b = b.clone();
-                    async move { b.rotate_root(req).await }
-                }),
-                "Rotate the engine's root credential.",
-                "rotate-root",
-            ),
+            AzureBackend::rotate_root,
+            "Rotate the engine's root credential.",
+            "rotate-root",
         )
+        .forwarded(&[Operation::Update])
         .help(SYNOPSIS, DESCRIPTION)
+        .into_path()
 }
 
 pub fn periodic(b: &Arc<AzureBackend>) -> PeriodicFn {
-    let b = b.clone();
-    Arc::new(move |req: Request| {
-        let b = b.clone();
-        Box::pin(async move { b.periodic(req).await })
-    })
+    periodic_method(b, AzureBackend::periodic)
 }
 
 impl AzureBackend {
-    async fn rotate_root(&self, req: Request) -> HandlerResult {
+    async fn rotate_root(self: Arc<Self>, req: Request, _: FieldData) -> HandlerResult {
         let storage = req.storage.as_ref();
         let config = store::get_config(storage)
             .await?
@@ -226,12 +216,10 @@ impl AzureBackend {
         Ok(Some(warnings))
     }
 
-    async fn periodic(&self, req: Request) -> Result<(), LogicalError> {
-        let state = self.system_view.replication_state().await.unwrap_or(0);
+    async fn periodic(self: Arc<Self>, req: Request) -> Result<(), LogicalError> {
+        let state = ReplicationState(self.system_view.replication_state().await.unwrap_or(0));
         let local = self.system_view.local_mount().await.unwrap_or(false);
-        if state & (DR_SECONDARY | PERFORMANCE_STANDBY) != 0
-            || (state & PERFORMANCE_SECONDARY != 0 && !local)
-        {
+        if !state.writes_allowed(local) {
             return Ok(());
         }
         let storage = req.storage.as_ref();

@@ -10,10 +10,8 @@ use super::backend::AzureBackend;
 use super::path_roles::NAME_PATTERN;
 use super::path_static_roles::first_secret;
 use super::static_store::{self, StaticRole};
-use vault_plugin_sdk::framework::{
-    handler, FieldData, FieldSchema, FieldType, HandlerResult, OperationHandler, Path,
-};
-use vault_plugin_sdk::logical::{LogicalError, Map, Operation, Request, Response};
+use vault_plugin_sdk::framework::{FieldData, FieldSchema, FieldType, HandlerResult, Path};
+use vault_plugin_sdk::logical::{LogicalError, Map, Request, Response};
 
 const SYNOPSIS: &str = "The current credentials of a static role.";
 const DESCRIPTION: &str = "Returns client_id, client_secret, secret_id, expiration and metadata \
@@ -27,7 +25,6 @@ and returns Entra ID's answer: access_token, expires_in, ext_expires_in, token_t
 token cannot be revoked. 400 if the role has no secret yet.";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
-    let b = b.clone();
     Path::new(format!("static-creds/(?P<name>{NAME_PATTERN})"))
         .field(
             "name",
@@ -40,22 +37,17 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
                 "Request metadata (key=value pairs), merged under the role's metadata.",
             ),
         )
-        .operation(
-            Operation::Read,
-            OperationHandler::new(
-                handler(move |req, data| {
-                    let b = b.clone();
-                    async move { b.static_creds_read(req, data).await }
-                }),
-                "Read a static role's credentials.",
-                "read-static-credentials",
-            ),
+        .with_state(b)
+        .read(
+            AzureBackend::static_creds_read,
+            "Read a static role's credentials.",
+            "read-static-credentials",
         )
         .help(SYNOPSIS, DESCRIPTION)
+        .into_path()
 }
 
 pub fn token_path(b: &Arc<AzureBackend>) -> Path {
-    let (create, update) = (b.clone(), b.clone());
     Path::new(format!("static-creds/(?P<name>{NAME_PATTERN})/token"))
         .field(
             "name",
@@ -69,29 +61,14 @@ pub fn token_path(b: &Arc<AzureBackend>) -> Path {
             )
             .required(),
         )
-        .operation(
-            Operation::Create,
-            OperationHandler::new(
-                handler(move |req, data| {
-                    let b = create.clone();
-                    async move { b.static_token_write(req, data).await }
-                }),
-                "Get an access token with a static role's secret.",
-                "static-role-access-token",
-            ),
-        )
-        .operation(
-            Operation::Update,
-            OperationHandler::new(
-                handler(move |req, data| {
-                    let b = update.clone();
-                    async move { b.static_token_write(req, data).await }
-                }),
-                "Get an access token with a static role's secret.",
-                "static-role-access-token",
-            ),
+        .with_state(b)
+        .write(
+            AzureBackend::static_token_write,
+            "Get an access token with a static role's secret.",
+            "static-role-access-token",
         )
         .help(TOKEN_SYNOPSIS, TOKEN_DESCRIPTION)
+        .into_path()
 }
 
 /// The host's read-only storage error, as the host words it.
@@ -119,7 +96,7 @@ fn no_secret(name: &str) -> LogicalError {
 
 impl AzureBackend {
     async fn static_creds_read(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("name");
+        let name = data.str("name")?;
         let storage = req.storage.clone();
         let mut role = static_store::get(storage.as_ref(), &name)
             .await?
@@ -134,7 +111,7 @@ impl AzureBackend {
             .as_ref()
             .filter(|c| !c.client_secret.is_empty())
             .ok_or_else(|| no_secret(&name))?;
-        let mut metadata = data.map_ok("metadata").unwrap_or_default();
+        let mut metadata = data.map_ok("metadata")?.unwrap_or_default();
         for (k, v) in &role.metadata {
             metadata.insert(k.clone(), json!(v));
         }
@@ -153,8 +130,8 @@ impl AzureBackend {
     }
 
     async fn static_token_write(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("name");
-        let scope = data.str("scope");
+        let name = data.str("name")?;
+        let scope = data.str("scope")?;
         if scope.trim().is_empty() {
             return Err(LogicalError::bad_request("missing required field 'scope'"));
         }

@@ -56,20 +56,43 @@ fn common_fields(path: Path) -> Path {
 }
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
-    let (read, write, delete) = (b.clone(), b.clone(), b.clone());
     common_fields(Path::new(format!("static-roles/(?P<name>{NAME_PATTERN})")))
-        .field("defer_initial_creds", FieldSchema::new(FieldType::Bool, "Do not make a secret when the role is created: the first static-creds read makes it."))
-        .field("expiration", FieldSchema::new(FieldType::String, "Deprecated (Vault 1.21 import): ignored, the end date is read from Azure."))
-        .operation(Operation::Read, OperationHandler::new(handler(move |req, data| { let b = read.clone(); async move { b.static_role_read(req, data).await } }), "Read a static role.", "read-static-role"))
-        .operation(Operation::Create, OperationHandler::new(handler({ let b = write.clone(); move |req, data| { let b = b.clone(); async move { b.static_role_write(req, data).await } } }), "Create or update a static role.", "write-static-role"))
-        .operation(Operation::Update, OperationHandler::new(handler(move |req, data| { let b = write.clone(); async move { b.static_role_write(req, data).await } }), "Create or update a static role.", "write-static-role"))
-        .operation(Operation::Delete, OperationHandler::new(handler(move |req, data| { let b = delete.clone(); async move { b.static_role_delete(req, data).await } }), "Delete a static role.", "delete-static-role"))
-        .existence_check(Arc::new(|req: Request, data: FieldData| {
-            Box::pin(async move {
-                Ok(static_store::get(req.storage.as_ref(), &data.str("name")).await?.is_some())
-            })
-        }))
+        .field(
+            "defer_initial_creds",
+            FieldSchema::new(
+                FieldType::Bool,
+                "Do not make a secret when the role is created: the first \
+                 static-creds read makes it.",
+            ),
+        )
+        .field(
+            "expiration",
+            FieldSchema::new(
+                FieldType::String,
+                "Deprecated (Vault 1.21 import): ignored, the end date is read \
+                 from Azure.",
+            ),
+        )
+        .with_state(b)
+        .read(
+            AzureBackend::static_role_read,
+            "Read a static role.",
+            "read-static-role",
+        )
+        .write(
+            AzureBackend::static_role_write,
+            "Create or update a static role.",
+            "write-static-role",
+        )
+        .delete(
+            AzureBackend::static_role_delete,
+            "Delete a static role.",
+            "delete-static-role",
+        )
+        .exists(AzureBackend::static_role_exists)
+        .forwarded(&[Operation::Create, Operation::Update, Operation::Delete])
         .help(SYNOPSIS, DESCRIPTION)
+        .into_path()
 }
 
 pub fn list_path(_b: &Arc<AzureBackend>) -> Path {
@@ -93,33 +116,18 @@ pub fn list_path(_b: &Arc<AzureBackend>) -> Path {
 }
 
 pub fn import_path(b: &Arc<AzureBackend>) -> Path {
-    let (create, update) = (b.clone(), b.clone());
     common_fields(Path::new(format!(
         "static-roles/(?P<name>{NAME_PATTERN})/import"
     )))
-    .operation(
-        Operation::Create,
-        OperationHandler::new(
-            handler(move |req, data| {
-                let b = create.clone();
-                async move { b.static_role_import(req, data).await }
-            }),
-            "Create a static role by importing a password.",
-            "import-static-role",
-        ),
+    .with_state(b)
+    .write(
+        AzureBackend::static_role_import,
+        "Create a static role by importing a password.",
+        "import-static-role",
     )
-    .operation(
-        Operation::Update,
-        OperationHandler::new(
-            handler(move |req, data| {
-                let b = update.clone();
-                async move { b.static_role_import(req, data).await }
-            }),
-            "Create a static role by importing a password.",
-            "import-static-role",
-        ),
-    )
+    .forwarded(&[Operation::Create, Operation::Update])
     .help(IMPORT_SYNOPSIS, IMPORT_DESCRIPTION)
+    .into_path()
 }
 
 fn rfc3339(t: Option<chrono::DateTime<Utc>>) -> serde_json::Value {
@@ -176,8 +184,8 @@ fn static_role_data(role: &StaticRole, config: &store::Config) -> Map {
 
 /// `rotation_period` or its alias `ttl`; `None` when neither was given.
 fn period_field(data: &FieldData) -> Result<Option<Duration>, LogicalError> {
-    let period = data.duration_ok("rotation_period");
-    let ttl = data.duration_ok("ttl");
+    let period = data.duration_ok("rotation_period")?;
+    let ttl = data.duration_ok("ttl")?;
     let chosen = match (period, ttl) {
         (Some(p), Some(t)) if p != t => return Err(LogicalError::bad_request(
             "rotation_period and ttl are the same setting (ttl is its deprecated name); give one",
@@ -204,16 +212,16 @@ fn apply_common(role: &mut StaticRole, data: &FieldData) -> Result<(), LogicalEr
     if role.rotation_period.is_zero() {
         role.rotation_period = DEFAULT_ROTATION_PERIOD;
     }
-    if let Some(m) = data.map_ok("metadata") {
+    if let Some(m) = data.map_ok("metadata")? {
         role.metadata = m
             .into_iter()
             .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
             .collect::<BTreeMap<_, _>>();
     }
-    if let Some(s) = data.bool_ok("seamless_rotation") {
+    if let Some(s) = data.bool_ok("seamless_rotation")? {
         role.seamless_rotation = Some(s);
     }
-    if let Some(raw) = data.str_ok("rotation_grace_period") {
+    if let Some(raw) = data.str_ok("rotation_grace_period")? {
         role.rotation_grace_period =
             static_store::parse_grace(&raw).map_err(LogicalError::BadRequest)?;
     }
@@ -226,7 +234,7 @@ fn apply_common(role: &mut StaticRole, data: &FieldData) -> Result<(), LogicalEr
             )));
         }
     }
-    if let Some(k) = data.bool_ok("keep_previous_until_expiry") {
+    if let Some(k) = data.bool_ok("keep_previous_until_expiry")? {
         role.keep_previous_until_expiry = k;
     }
     Ok(())
@@ -237,9 +245,19 @@ fn role_lock_key(name: &str) -> String {
 }
 
 impl AzureBackend {
+    async fn static_role_exists(
+        self: Arc<Self>,
+        req: Request,
+        data: FieldData,
+    ) -> Result<bool, LogicalError> {
+        Ok(static_store::get(req.storage.as_ref(), &data.str("name")?)
+            .await?
+            .is_some())
+    }
+
     async fn static_role_read(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
         let storage = req.storage.as_ref();
-        let Some(role) = static_store::get(storage, &data.str("name")).await? else {
+        let Some(role) = static_store::get(storage, &data.str("name")?).await? else {
             return Ok(None);
         };
         let config = store::get_config(storage).await?.unwrap_or_default();
@@ -281,7 +299,7 @@ impl AzureBackend {
     }
 
     async fn static_role_write(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("name");
+        let name = data.str("name")?;
         let storage = req.storage.clone();
         let lock = self.app_lock(&role_lock_key(&name));
         let _guard = lock.lock().await;
@@ -290,8 +308,8 @@ impl AzureBackend {
             drop(_guard);
             if data.contains("secret_id") || data.contains("client_secret") {
                 // Vault 1.21's import through the create endpoint.
-                let skip = data.bool_ok("skip_import_rotation").unwrap_or(false)
-                    || data.bool_ok("defer_initial_creds").unwrap_or(false);
+                let skip = data.bool_ok("skip_import_rotation")?.unwrap_or(false)
+                    || data.bool_ok("defer_initial_creds")?.unwrap_or(false);
                 let mut resp = self.import(&req, &data, skip).await?.unwrap_or_default();
                 resp.add_warning(
                     "importing through static-roles/<name> is deprecated: use static-roles/<name>/import",
@@ -302,7 +320,7 @@ impl AzureBackend {
         };
 
         // Update.
-        if let Some(id) = data.str_ok("application_object_id") {
+        if let Some(id) = data.str_ok("application_object_id")? {
             if !id.eq_ignore_ascii_case(&role.application_object_id) {
                 return Err(LogicalError::bad_request(
                     "application_object_id cannot be changed: delete the static role and create it again",
@@ -331,17 +349,17 @@ impl AzureBackend {
     }
 
     async fn static_role_create(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("name");
+        let name = data.str("name")?;
         let storage = req.storage.clone();
         let client = self.client(storage.as_ref()).await?;
         let app = self
-            .static_role_app(&client, &data.str("application_object_id"))
+            .static_role_app(&client, &data.str("application_object_id")?)
             .await?;
         let mut role = StaticRole {
             application_object_id: app.id.clone(),
             application_id: app.app_id.clone(),
-            defer_initial_creds: data.bool_ok("defer_initial_creds").unwrap_or(false)
-                || data.bool_ok("skip_import_rotation").unwrap_or(false),
+            defer_initial_creds: data.bool_ok("defer_initial_creds")?.unwrap_or(false)
+                || data.bool_ok("skip_import_rotation")?.unwrap_or(false),
             ..StaticRole::default()
         };
         apply_common(&mut role, &data)?;
@@ -368,7 +386,7 @@ impl AzureBackend {
     }
 
     async fn static_role_import(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
-        let skip = data.bool_ok("skip_import_rotation").unwrap_or(false);
+        let skip = data.bool_ok("skip_import_rotation")?.unwrap_or(false);
         self.import(&req, &data, skip).await
     }
 
@@ -378,9 +396,9 @@ impl AzureBackend {
         data: &FieldData,
         skip_rotation: bool,
     ) -> HandlerResult {
-        let name = data.str("name");
+        let name = data.str("name")?;
         let storage = req.storage.clone();
-        let secret_id = data.str("secret_id").trim().to_string();
+        let secret_id = data.str("secret_id")?.trim().to_string();
         if secret_id.is_empty() {
             return Err(LogicalError::bad_request(
                 "missing required field 'secret_id'",
@@ -393,7 +411,7 @@ impl AzureBackend {
         }
         let client = self.client(storage.as_ref()).await?;
         let app = self
-            .static_role_app(&client, &data.str("application_object_id"))
+            .static_role_app(&client, &data.str("application_object_id")?)
             .await?;
         let password = app
             .password_credentials
@@ -405,7 +423,7 @@ impl AzureBackend {
                     app.id
                 ))
             })?;
-        let client_secret = data.str("client_secret");
+        let client_secret = data.str("client_secret")?;
         if !client_secret.is_empty() {
             client
                 .wait_for_client_secret(
@@ -478,7 +496,7 @@ impl AzureBackend {
     }
 
     async fn static_role_delete(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
-        let name = data.str("name");
+        let name = data.str("name")?;
         let storage = req.storage.clone();
         let lock = self.app_lock(&role_lock_key(&name));
         let _guard = lock.lock().await;

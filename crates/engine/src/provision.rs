@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::store::{AzureGroup, AzureRole};
 use azure_clients::{
@@ -470,15 +470,7 @@ pub async fn wal_password(
     .map_err(|e| ProvisionError::Wal(e.to_string()))
 }
 
-/// Deletes a WAL entry, logging a failure (the rollback will then find nothing to undo).
-pub async fn forget_wal(storage: &dyn Storage, id: &str) {
-    finish_wal(storage, &[id.to_string()], true).await;
-}
-
 /// Reads a string field of WAL data.
-pub fn wal_str(data: &Value, key: &str) -> String {
-    data.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
+pub use vault_plugin_sdk::framework::wal::data_str as wal_str;
+/// Deletes a WAL entry, logging a failure (the rollback will then find nothing to undo).
+pub use vault_plugin_sdk::framework::wal::forget as forget_wal;

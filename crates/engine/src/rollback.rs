@@ -11,7 +11,7 @@ use super::backend::AzureBackend;
 use super::provision::{self, wal_str, WAL_ADD_PASSWORD, WAL_APP_CREATE, WAL_ROLE_ASSIGN};
 use super::store::{self, go_time, AzureRole};
 use azure_clients::{AzureClient, AzureError, Deadline};
-use vault_plugin_sdk::framework::WalRollbackFn;
+use vault_plugin_sdk::framework::{wal_rollback_method, WalRollbackFn};
 use vault_plugin_sdk::logical::{LogicalError, Request};
 
 /// Entries younger than this belong to work that may still be running.
@@ -21,11 +21,7 @@ pub const WAL_ROTATE_ROOT: &str = "rotateRootCreds";
 const ROLLBACK_DEADLINE: Duration = Duration::from_secs(60);
 
 pub fn handler(b: &Arc<AzureBackend>) -> WalRollbackFn {
-    let b = b.clone();
-    Arc::new(move |req: Request, kind: String, data: Value| {
-        let b = b.clone();
-        Box::pin(async move { b.rollback(req, &kind, data).await })
-    })
+    wal_rollback_method(b, AzureBackend::rollback)
 }
 
 /// True once the entry's objects are no longer worth chasing.
@@ -37,7 +33,13 @@ fn expired(data: &Value) -> bool {
 }
 
 impl AzureBackend {
-    async fn rollback(&self, req: Request, kind: &str, data: Value) -> Result<(), LogicalError> {
+    async fn rollback(
+        self: Arc<Self>,
+        req: Request,
+        kind: String,
+        data: Value,
+    ) -> Result<(), LogicalError> {
+        let kind = kind.as_str();
         if kind == WAL_ROTATE_ROOT {
             return self.rollback_rotate_root(&req, &data).await;
         }

@@ -12,68 +12,8 @@ use vault_plugin_sdk::logical::{LogicalError, Storage, StorageEntry};
 pub const CONFIG_KEY: &str = "config";
 pub const ROLES_PREFIX: &str = "roles/";
 
-/// Go `time.Duration` in JSON: integer nanoseconds.
-pub mod go_duration {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_i64(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let ns = Option::<i64>::deserialize(d)?.unwrap_or(0);
-        Ok(Duration::from_nanos(u64::try_from(ns).unwrap_or(0)))
-    }
-}
-
-/// An optional Go `time.Duration` in JSON: integer nanoseconds, `None` when absent or null.
-/// Pair with `skip_serializing_if = "Option::is_none"` so that an unset value is omitted.
-pub mod go_duration_opt {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => go_duration::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<i64>::deserialize(d)?
-            .map(|ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(0))))
-    }
-}
-
-/// Go `time.Time` in JSON: RFC 3339 with nanoseconds; the zero time means "unset".
-pub mod go_time {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    pub const ZERO: &str = "0001-01-01T00:00:00Z";
-
-    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-            None => s.serialize_str(ZERO),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-        let text = Option::<String>::deserialize(d)?.unwrap_or_default();
-        parse(&text).map_err(serde::de::Error::custom)
-    }
-
-    pub fn parse(text: &str) -> Result<Option<DateTime<Utc>>, String> {
-        if text.is_empty() || text.starts_with("0001-01-01T00:00:00") {
-            return Ok(None);
-        }
-        DateTime::parse_from_rfc3339(text)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|e| format!("invalid time {text:?}: {e}"))
-    }
-}
+/// Go's JSON shapes (durations in nanoseconds, RFC 3339 times), from the SDK.
+pub use vault_plugin_sdk::gocompat::{go_duration, go_duration_opt, go_time};
 
 /// The stored `config`. Debug is not derived: it holds secrets.
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -3,8 +3,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -12,7 +10,7 @@ use serde_json::Value;
 
 /// A running emulator process, killed on drop.
 pub struct Emu {
-    pub child: Child,
+    pub process: azure_emulator::testing::EmulatorProcess,
     pub env: HashMap<String, String>,
     pub lines: Vec<String>,
     pub http: reqwest::Client,
@@ -45,35 +43,15 @@ impl Emu {
     pub fn start(extra: &[&str]) -> Emu {
         let dir = tempfile::tempdir().expect("tempdir");
         let token_dir = dir.path().join("tokens");
-        let mut args: Vec<String> = vec![
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--arc-token-dir".into(),
-            token_dir.to_string_lossy().into_owned(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_azure-emulator"))
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn azure-emulator");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut reader = BufReader::new(stdout);
-        let mut lines = Vec::new();
-        let mut env = HashMap::new();
-        loop {
-            let mut line = String::new();
-            let n = reader.read_line(&mut line).expect("read stdout");
-            assert!(n > 0, "emulator exited before READY; got {lines:?}");
-            let line = line.trim_end().to_string();
-            lines.push(line.clone());
-            if line == "READY" {
-                break;
-            }
-            let (k, v) = line.split_once('=').expect("KEY=VALUE line");
-            env.insert(k.to_string(), v.to_string());
-        }
+        let token_arg = token_dir.to_string_lossy().into_owned();
+        let mut args = vec!["--arc-token-dir", token_arg.as_str()];
+        args.extend_from_slice(extra);
+        let process = azure_emulator::testing::EmulatorProcess::spawn(
+            std::path::Path::new(env!("CARGO_BIN_EXE_azure-emulator")),
+            &args,
+        );
+        let env: HashMap<String, String> = process.env.iter().cloned().collect();
+        let lines = process.lines.clone();
         let pem = std::fs::read(&env["SSL_CERT_FILE"]).expect("read CA");
         let cert = reqwest::Certificate::from_pem(&pem).expect("CA pem");
         let http = reqwest::Client::builder()
@@ -82,7 +60,7 @@ impl Emu {
             .build()
             .expect("client");
         Emu {
-            child,
+            process,
             env,
             lines,
             http,
@@ -262,19 +240,9 @@ impl Emu {
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-        for _ in 0..100 {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("emulator did not exit after SIGTERM");
+        self.process
+            .terminate(Duration::from_secs(5))
+            .expect("emulator did not exit after SIGTERM")
     }
 }
 
@@ -291,21 +259,19 @@ pub async fn to_resp(r: reqwest::Response) -> Resp {
     }
 }
 
-impl Drop for Emu {
-    /// SIGTERM first, so that the emulator removes its temporary files; SIGKILL if it lingers.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            for _ in 0..40 {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Waits until `check` holds, polling every 50 ms, for at most 20 s: what a test awaits
+/// instead of sleeping for a fixed time (the emulator's delays run on its own clock).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -10,11 +10,12 @@ use serde_json::Value;
 
 use super::cache::CachedStorage;
 use super::field::FieldData;
-use super::path::{CompiledPath, Path};
+use super::path::{CompiledPath, OperationHandler, Path};
 use super::secret::{SecretType, SECRET_TYPE_KEY};
 use super::{openapi, wal, HandlerResult};
 use crate::logical::{
-    self, BackendType, LogicalError, Map, Operation, Request, Response, SpecialPaths, Storage,
+    self, BackendConfig, BackendType, LogicalError, Map, Operation, ReplicationState, Request,
+    Response, SpecialPaths, Storage, SystemView,
 };
 
 /// Periodic work, run on each rollback tick of the host (about once a minute).
@@ -27,12 +28,58 @@ pub type WalRollbackFn = Arc<
     dyn Fn(Request, String, Value) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync,
 >;
 
+/// Wraps a method of a shared state as a [`PeriodicFn`] (see [`super::method`]).
+pub fn periodic_method<S, F, Fut>(state: &Arc<S>, f: F) -> PeriodicFn
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), LogicalError>> + Send + 'static,
+{
+    let state = state.clone();
+    Arc::new(move |req| Box::pin(f(state.clone(), req)))
+}
+
+/// Wraps a method of a shared state as a [`WalRollbackFn`] (see [`super::method`]).
+pub fn wal_rollback_method<S, F, Fut>(state: &Arc<S>, f: F) -> WalRollbackFn
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request, String, Value) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), LogicalError>> + Send + 'static,
+{
+    let state = state.clone();
+    Arc::new(move |req, kind, data| Box::pin(f(state.clone(), req, kind, data)))
+}
+
 type InitFn = Arc<dyn Fn(Request) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync>;
 type InvalidateFn = Arc<dyn Fn(String) -> BoxFuture<'static, ()> + Send + Sync>;
 type CleanFn = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Why a backend's declaration cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// A path pattern is not a valid regular expression.
+    #[error("invalid path pattern {pattern:?}: {reason}")]
+    InvalidPattern {
+        /// The pattern as declared.
+        pattern: String,
+        /// The regular-expression error.
+        reason: String,
+    },
+    /// Two secret types have the same name.
+    #[error("secret type {0:?} is registered twice")]
+    DuplicateSecretType(String),
+}
+
+impl From<BuildError> for logical::FactoryError {
+    fn from(e: BuildError) -> Self {
+        Self::Build(e.to_string())
+    }
+}
+
 /// Builds a [`Backend`].
 pub struct BackendBuilder {
+    name: String,
+    version: String,
     help: String,
     backend_type: BackendType,
     paths: Vec<Path>,
@@ -47,8 +94,12 @@ pub struct BackendBuilder {
 }
 
 impl BackendBuilder {
+    /// A builder for a backend described by `help` (the backend's help text and OpenAPI
+    /// description).
     pub fn new(help: impl Into<String>) -> Self {
         Self {
+            name: "plugin".to_string(),
+            version: String::new(),
             help: help.into(),
             backend_type: BackendType::Secrets,
             paths: Vec::new(),
@@ -63,26 +114,44 @@ impl BackendBuilder {
         }
     }
 
+    /// The plugin's name, the title of its OpenAPI document (e.g. `Key/value secrets engine`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The plugin's version, as its OpenAPI document shows it.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Secrets engine (the default) or auth method.
     pub fn backend_type(mut self, t: BackendType) -> Self {
         self.backend_type = t;
         self
     }
 
-    pub fn path(mut self, path: Path) -> Self {
-        self.paths.push(path);
+    /// Adds a path; the first that matches a request serves it.
+    pub fn path(mut self, path: impl Into<Path>) -> Self {
+        self.paths.push(path.into());
         self
     }
 
+    /// Registers a secret type: its renew and revoke, and the lease settings of every
+    /// secret of this type a handler issues.
     pub fn secret(mut self, secret: SecretType) -> Self {
         self.secrets.push(secret);
         self
     }
 
+    /// Paths and storage keys the host treats specially.
     pub fn special_paths(mut self, paths: SpecialPaths) -> Self {
         self.special_paths = paths;
         self
     }
 
+    /// Work run on each of the host's rollback ticks.
     pub fn periodic(mut self, f: PeriodicFn) -> Self {
         self.periodic = Some(f);
         self
@@ -96,33 +165,46 @@ impl BackendBuilder {
         self
     }
 
+    /// Run once storage is writable after the mount is set up.
     pub fn on_initialize(mut self, f: InitFn) -> Self {
         self.init = Some(f);
         self
     }
 
+    /// Run when a storage key changed elsewhere (the cache has already dropped it).
     pub fn on_invalidate(mut self, f: InvalidateFn) -> Self {
         self.invalidate = Some(f);
         self
     }
 
+    /// Run when the instance goes away.
     pub fn on_cleanup(mut self, f: CleanFn) -> Self {
         self.clean = Some(f);
         self
     }
 
-    /// The backend, serving from `storage` through a read cache.
-    pub fn build(self, storage: Arc<dyn Storage>) -> Result<Backend, String> {
+    /// The backend for the mount `config` describes, serving from its storage through a
+    /// read cache.
+    pub fn build(self, config: &BackendConfig) -> Result<Backend, BuildError> {
         let paths = self
             .paths
             .into_iter()
             .map(|p| {
                 let pattern = p.pattern.clone();
-                CompiledPath::compile(p)
-                    .map_err(|e| format!("invalid path pattern {pattern:?}: {e}"))
+                CompiledPath::compile(p).map_err(|e| BuildError::InvalidPattern {
+                    pattern,
+                    reason: e.to_string(),
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, s) in self.secrets.iter().enumerate() {
+            if self.secrets[..i].iter().any(|o| o.name == s.name) {
+                return Err(BuildError::DuplicateSecretType(s.name.clone()));
+            }
+        }
         Ok(Backend {
+            name: self.name,
+            version: self.version,
             help: self.help,
             backend_type: self.backend_type,
             paths,
@@ -134,13 +216,16 @@ impl BackendBuilder {
             init: self.init,
             invalidate: self.invalidate,
             clean: self.clean,
-            storage: Arc::new(CachedStorage::new(storage)),
+            storage: Arc::new(CachedStorage::new(config.storage.clone())),
+            system_view: config.system_view.clone(),
         })
     }
 }
 
 /// A backend built from paths; implements [`logical::Backend`].
 pub struct Backend {
+    name: String,
+    version: String,
     help: String,
     backend_type: BackendType,
     paths: Vec<CompiledPath>,
@@ -153,6 +238,7 @@ pub struct Backend {
     invalidate: Option<InvalidateFn>,
     clean: Option<CleanFn>,
     storage: Arc<CachedStorage>,
+    system_view: Arc<dyn SystemView>,
 }
 
 impl Backend {
@@ -188,11 +274,16 @@ impl Backend {
             .operations
             .get(&req.operation)
             .ok_or(LogicalError::UnsupportedOperation)?;
+        self.check_forwarding(op).await?;
         let data = Self::field_data(path, &req, captures);
         data.validate().map_err(LogicalError::BadRequest)?;
+        if matches!(req.operation, Operation::Create | Operation::Update) {
+            data.check_required()?;
+        }
         let unknown = data.unknown_fields();
         let mut resp = (op.handler)(req, data).await?;
         if let Some(r) = resp.as_mut() {
+            self.complete_secret(r)?;
             if !unknown.is_empty() && !r.is_error() {
                 r.add_warning(format!(
                     "Endpoint ignored these unrecognized parameters: {unknown:?}"
@@ -200,6 +291,55 @@ impl Backend {
             }
         }
         Ok(resp)
+    }
+
+    /// The host's read-only error when `op` must run on another node (see
+    /// [`OperationHandler::forward_performance_standby`]); the system view is asked only for
+    /// operations that set a flag.
+    async fn check_forwarding(&self, op: &OperationHandler) -> Result<(), LogicalError> {
+        if !op.forward_performance_standby && !op.forward_performance_secondary {
+            return Ok(());
+        }
+        let state = match self.system_view.replication_state().await {
+            Ok(s) => ReplicationState(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the replication state; serving here");
+                return Ok(());
+            }
+        };
+        if op.forward_performance_standby && state.is_performance_standby() {
+            return Err(LogicalError::ReadOnly);
+        }
+        if op.forward_performance_secondary
+            && state.is_performance_secondary()
+            && !self.system_view.local_mount().await.unwrap_or(false)
+        {
+            return Err(LogicalError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// Gives a secret a handler issues the lease settings of its registered type: renewable
+    /// exactly when the type can renew, and the type's default TTL when the handler set none.
+    fn complete_secret(&self, resp: &mut Response) -> Result<(), LogicalError> {
+        let Some(secret) = resp.secret.as_mut() else {
+            return Ok(());
+        };
+        let name = secret
+            .internal_data
+            .get(SECRET_TYPE_KEY)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(t) = self.secrets.iter().find(|s| s.name == name) else {
+            return Err(LogicalError::internal(format!(
+                "the response issues a secret of unregistered type {name:?}"
+            )));
+        };
+        secret.lease.renewable = t.renew.is_some();
+        if secret.lease.ttl.is_zero() {
+            secret.lease.ttl = t.default_duration;
+        }
+        Ok(())
     }
 
     fn secret_type(&self, req: &Request) -> Result<&SecretType, LogicalError> {
@@ -323,7 +463,12 @@ impl Backend {
             }
             _ => (self.backend_help_text(), self.paths.iter().collect()),
         };
-        let doc = openapi::document(&self.help, &prefix, &paths);
+        let info = openapi::Info {
+            title: &self.name,
+            description: &self.help,
+            version: &self.version,
+        };
+        let doc = openapi::document(&info, &prefix, &paths);
         let mut data = Map::new();
         data.insert("help".into(), Value::String(text));
         data.insert("see_also".into(), Value::Null);
@@ -417,21 +562,23 @@ pub fn object(v: Value) -> Map {
 mod tests {
     use super::*;
     use crate::framework::{handler, FieldSchema, FieldType, OperationHandler};
-    use crate::logical::{Backend as _, InmemStorage, StorageEntry};
+    use crate::logical::{Backend as _, StorageEntry};
+    use crate::testing::{backend_config, InmemStorage, TestSystemView};
     use serde_json::json;
 
-    fn kv_backend(storage: Arc<dyn Storage>) -> Backend {
+    fn kv_builder() -> BackendBuilder {
         let read = handler(|req: Request, data: FieldData| async move {
-            let key = format!("kv/{}", data.str("name"));
+            let key = format!("kv/{}", data.str("name")?);
             Ok(match req.storage.get(&key).await? {
                 Some(e) => Some(Response::with_data(e.decode()?)),
                 None => None,
             })
         });
         let write = handler(|req: Request, data: FieldData| async move {
-            let key = format!("kv/{}", data.str("name"));
-            let value =
-                object(json!({"value": data.str("value"), "ttl": data.duration("ttl").as_secs()}));
+            let key = format!("kv/{}", data.str("name")?);
+            let value = object(
+                json!({"value": data.str("value")?, "ttl": data.duration("ttl")?.as_secs()}),
+            );
             req.storage.put(StorageEntry::json(key, &value)?).await?;
             Ok(None)
         });
@@ -440,38 +587,41 @@ mod tests {
                 Box::pin(async move {
                     Ok(req
                         .storage
-                        .get(&format!("kv/{}", data.str("name")))
+                        .get(&format!("kv/{}", data.str("name")?))
                         .await?
                         .is_some())
                 })
             },
         );
-        BackendBuilder::new("A test key/value backend.")
-            .path(
-                Path::new(r"kv/(?P<name>\w+)")
-                    .field(
-                        "name",
-                        FieldSchema::new(FieldType::LowerCaseString, "Name."),
-                    )
-                    .field("value", FieldSchema::new(FieldType::String, "Value."))
-                    .field("ttl", FieldSchema::new(FieldType::DurationSecond, "TTL."))
-                    .operation(
-                        Operation::Read,
-                        OperationHandler::new(read, "Read it.", "read"),
-                    )
-                    .operation(
-                        Operation::Create,
-                        OperationHandler::new(write.clone(), "Write it.", "write"),
-                    )
-                    .operation(
-                        Operation::Update,
-                        OperationHandler::new(write, "Write it.", "write"),
-                    )
-                    .existence_check(exists)
-                    .help("Key/value pairs.", "Stores values."),
-            )
-            .build(storage)
-            .unwrap()
+        BackendBuilder::new("A test key/value backend.").path(
+            Path::new(r"kv/(?P<name>\w+)")
+                .field(
+                    "name",
+                    FieldSchema::new(FieldType::LowerCaseString, "Name."),
+                )
+                .field("value", FieldSchema::new(FieldType::String, "Value."))
+                .field("ttl", FieldSchema::new(FieldType::DurationSecond, "TTL."))
+                .operation(
+                    Operation::Read,
+                    OperationHandler::new(read, "Read it.", "read"),
+                )
+                .operation(
+                    Operation::Create,
+                    OperationHandler::new(write.clone(), "Write it.", "write"),
+                )
+                .operation(
+                    Operation::Update,
+                    OperationHandler::new(write, "Write it.", "write"),
+                )
+                .existence_check(exists)
+                .help("Key/value pairs.", "Stores values."),
+        )
+    }
+
+    fn kv_backend(storage: Arc<dyn Storage>) -> Backend {
+        let mut config = backend_config(Arc::new(TestSystemView::default()));
+        config.storage = storage;
+        kv_builder().build(&config).unwrap()
     }
 
     fn req(op: Operation, path: &str, data: Value, storage: Arc<dyn Storage>) -> Request {
@@ -625,7 +775,12 @@ mod tests {
         );
         let b = BackendBuilder::new("test")
             .secret(secret)
-            .build(storage.clone())
+            .build(&crate::logical::BackendConfig {
+                storage: storage.clone(),
+                ..crate::testing::backend_config(
+                    Arc::new(crate::testing::TestSystemView::default()),
+                )
+            })
             .unwrap();
         let mut renew = req(
             Operation::Renew,
@@ -648,5 +803,208 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err, LogicalError::UnsupportedOperation);
+    }
+}
+
+#[cfg(test)]
+mod sdk_fixes {
+    use super::*;
+    use crate::framework::{handler, secret_response, FieldSchema, FieldType, OperationHandler};
+    use crate::logical::Backend as _;
+    use crate::testing::{backend_config, TestSystemView};
+    use serde_json::json;
+
+    fn ok() -> super::super::HandlerFn {
+        handler(|_req: Request, _data: FieldData| async move { Ok(None) })
+    }
+
+    fn issuing(type_name: &'static str) -> super::super::HandlerFn {
+        handler(move |_req: Request, _data: FieldData| async move {
+            let mut resp = secret_response(type_name, Map::new(), Map::new());
+            if let Some(s) = resp.secret.as_mut() {
+                // A handler that tries to say otherwise than its registered type.
+                s.lease.renewable = false;
+            }
+            Ok(Some(resp))
+        })
+    }
+
+    fn token_type(renewable: bool) -> SecretType {
+        SecretType {
+            name: "token".into(),
+            default_duration: Duration::from_secs(300),
+            renew: renewable.then(ok),
+            revoke: ok(),
+        }
+    }
+
+    fn backend(sv: Arc<TestSystemView>, renewable: bool) -> Backend {
+        BackendBuilder::new("Mints tokens.")
+            .name("Token minter")
+            .version("v1.2.3")
+            .path(
+                Path::new("items/(?P<name>\\w+)")
+                    .field(
+                        "name",
+                        FieldSchema::new(FieldType::String, "Name.").required(),
+                    )
+                    .field(
+                        "owner",
+                        FieldSchema::new(FieldType::String, "Owner.").required(),
+                    )
+                    .field("note", FieldSchema::new(FieldType::String, "Note."))
+                    .operation(
+                        Operation::Read,
+                        OperationHandler::new(ok(), "Read.", "read-item"),
+                    )
+                    .operation(
+                        Operation::Update,
+                        OperationHandler::new(ok(), "Write.", "write-item").forwarded(),
+                    ),
+            )
+            .path(Path::new("mint").operation(
+                Operation::Read,
+                OperationHandler::new(issuing("token"), "Mint.", "mint"),
+            ))
+            .path(Path::new("stray").operation(
+                Operation::Read,
+                OperationHandler::new(issuing("nobody"), "Stray.", "stray"),
+            ))
+            .secret(token_type(renewable))
+            .build(&backend_config(sv))
+            .unwrap()
+    }
+
+    fn req(b: &Backend, op: Operation, path: &str, data: Value) -> Request {
+        Request::new(op, path, b.storage()).with_data(object(data))
+    }
+
+    #[tokio::test]
+    async fn openapi_names_the_plugin_from_its_metadata() {
+        let b = backend(Arc::default(), true);
+        let r = b
+            .handle_request(req(&b, Operation::Help, "", json!({})))
+            .await
+            .unwrap()
+            .unwrap();
+        let doc = &r.data.unwrap()["openapi"];
+        assert_eq!(doc["info"]["title"], "Token minter");
+        assert_eq!(doc["info"]["version"], "v1.2.3");
+        assert_eq!(doc["info"]["description"], "Mints tokens.");
+        assert!(!doc.to_string().contains("Azure"));
+    }
+
+    #[tokio::test]
+    async fn required_fields_are_enforced_and_published() {
+        let b = backend(Arc::default(), true);
+        let err = b
+            .handle_request(req(&b, Operation::Update, "items/a", json!({"note": "n"})))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            LogicalError::BadRequest(
+                "Field validation failed: missing required field \"owner\"".into()
+            )
+        );
+        b.handle_request(req(&b, Operation::Update, "items/a", json!({"owner": "o"})))
+            .await
+            .unwrap();
+        // Reads do not need the body's required fields.
+        b.handle_request(req(&b, Operation::Read, "items/a", json!({})))
+            .await
+            .unwrap();
+        let r = b
+            .handle_request(req(
+                &b,
+                Operation::Help,
+                "",
+                json!({"requestResponsePrefix": "t"}),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let doc = &r.data.unwrap()["openapi"];
+        assert_eq!(
+            doc["components"]["schemas"]["TWriteItemRequest"]["required"],
+            json!(["owner"]),
+            "{doc}"
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_are_forwarded_from_standbys_and_secondaries() {
+        let sv = Arc::new(TestSystemView::default());
+        let b = backend(sv.clone(), true);
+        let write = || req(&b, Operation::Update, "items/a", json!({"owner": "o"}));
+        let read = || req(&b, Operation::Read, "items/a", json!({}));
+        assert_eq!(b.handle_request(write()).await, Ok(None));
+
+        sv.set_replication_state(ReplicationState::PERFORMANCE_STANDBY);
+        let err = b.handle_request(write()).await.unwrap_err();
+        assert_eq!(err, LogicalError::ReadOnly);
+        assert_eq!(err.to_string(), "cannot write to readonly storage");
+        assert_eq!(b.handle_request(read()).await, Ok(None), "reads stay local");
+
+        sv.set_replication_state(ReplicationState::PERFORMANCE_SECONDARY);
+        assert_eq!(b.handle_request(write()).await, Err(LogicalError::ReadOnly));
+        sv.set_local_mount(true);
+        assert_eq!(
+            b.handle_request(write()).await,
+            Ok(None),
+            "a local mount writes here"
+        );
+    }
+
+    #[tokio::test]
+    async fn issued_secrets_take_their_registered_types_lease() {
+        for renewable in [true, false] {
+            let b = backend(Arc::default(), renewable);
+            let r = b
+                .handle_request(req(&b, Operation::Read, "mint", json!({})))
+                .await
+                .unwrap()
+                .unwrap();
+            let s = r.secret.unwrap();
+            assert_eq!(s.lease.renewable, renewable);
+            assert_eq!(s.lease.ttl, Duration::from_secs(300));
+            assert_eq!(s.internal_data[SECRET_TYPE_KEY], "token");
+            let via_type = token_type(renewable).response(Map::new(), Map::new());
+            assert_eq!(via_type.secret.unwrap().lease, s.lease);
+        }
+        let b = backend(Arc::default(), true);
+        let err = b
+            .handle_request(req(&b, Operation::Read, "stray", json!({})))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LogicalError::Internal(ref m) if m.contains("\"nobody\"")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn declaration_errors_are_typed() {
+        let config = backend_config(Arc::new(TestSystemView::default()));
+        let err = BackendBuilder::new("x")
+            .path(Path::new("bad(["))
+            .build(&config)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, BuildError::InvalidPattern { ref pattern, .. } if pattern == "bad([")
+        );
+        let err = BackendBuilder::new("x")
+            .secret(token_type(true))
+            .secret(token_type(false))
+            .build(&config)
+            .err()
+            .unwrap();
+        assert_eq!(err, BuildError::DuplicateSecretType("token".into()));
+        let as_factory_error = crate::logical::FactoryError::from(err);
+        assert_eq!(
+            as_factory_error.to_string(),
+            "secret type \"token\" is registered twice"
+        );
     }
 }

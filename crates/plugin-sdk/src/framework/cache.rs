@@ -54,12 +54,15 @@ impl State {
     }
 }
 
+/// A read cache in front of a mount's storage: remembers values and misses, drops a key
+/// on write, delete and invalidation.
 pub struct CachedStorage {
     inner: Arc<dyn Storage>,
     state: RwLock<State>,
 }
 
 impl CachedStorage {
+    /// A cache in front of `inner`.
     pub fn new(inner: Arc<dyn Storage>) -> Self {
         Self {
             inner,

@@ -5,17 +5,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use thiserror::Error;
 
 use super::duration::parse_duration;
-use crate::logical::Map;
+use crate::logical::{LogicalError, Map};
 
 /// The type of a field, which decides how raw input is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldType {
+    /// Any string.
     String,
     /// A string stored and compared in lower case (role names).
     LowerCaseString,
+    /// A whole number, given as a number or a string holding one.
     Int,
+    /// A boolean, given as a boolean, `0`/`1`, or Go's boolean words (`true`, `f`, ...).
     Bool,
     /// Seconds, or a duration string such as `1h30m`; read back as whole seconds.
     DurationSecond,
@@ -190,15 +194,21 @@ fn parse_go_bool(s: &str) -> Option<bool> {
 /// One declared field of a path.
 #[derive(Debug, Clone)]
 pub struct FieldSchema {
+    /// How input is parsed.
     pub ty: FieldType,
+    /// Shown in help and OpenAPI.
     pub description: String,
+    /// The value when the request gives none.
     pub default: Option<Value>,
+    /// Create and update fail with a 400 naming the field when it is missing; published in
+    /// OpenAPI.
     pub required: bool,
     /// Hidden from OpenAPI values and help examples (secrets).
     pub sensitive: bool,
 }
 
 impl FieldSchema {
+    /// A field of type `ty`.
     pub fn new(ty: FieldType, description: impl Into<String>) -> Self {
         Self {
             ty,
@@ -209,16 +219,19 @@ impl FieldSchema {
         }
     }
 
+    /// Sets the default value.
     pub fn default_value(mut self, v: impl Into<Value>) -> Self {
         self.default = Some(v.into());
         self
     }
 
+    /// Makes the field required on create and update.
     pub fn required(mut self) -> Self {
         self.required = true;
         self
     }
 
+    /// Marks the field secret: its value never appears in errors or OpenAPI.
     pub fn sensitive(mut self) -> Self {
         self.sensitive = true;
         self
@@ -233,6 +246,7 @@ pub struct FieldData {
 }
 
 impl FieldData {
+    /// The request's raw input `raw` against the path's fields `schema`.
     pub fn new(raw: Map, schema: Arc<BTreeMap<String, FieldSchema>>) -> Self {
         Self { raw, schema }
     }
@@ -265,75 +279,127 @@ impl FieldData {
             .collect()
     }
 
-    /// The parsed value if the field was given.
-    pub fn get_ok(&self, name: &str) -> Option<Value> {
-        let schema = self.schema.get(name)?;
-        let raw = self.raw.get(name)?;
-        schema.ty.parse(raw).ok()
+    /// Checks that every field declared required was given (create and update); the error
+    /// names the first one missing.
+    pub fn check_required(&self) -> Result<(), FieldError> {
+        match self
+            .schema
+            .iter()
+            .find(|(name, f)| f.required && !self.raw.contains_key(*name))
+        {
+            Some((name, _)) => Err(FieldError::Missing(name.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn schema_of(&self, name: &str) -> Result<&FieldSchema, FieldError> {
+        self.schema
+            .get(name)
+            .ok_or_else(|| FieldError::Undeclared(name.to_string()))
+    }
+
+    /// The parsed value if the field was given (`None` if it was not, or does not parse:
+    /// [`FieldData::validate`] reports that).
+    pub fn get_ok(&self, name: &str) -> Result<Option<Value>, FieldError> {
+        let schema = self.schema_of(name)?;
+        Ok(self.raw.get(name).and_then(|raw| schema.ty.parse(raw).ok()))
     }
 
     /// The parsed value, else the declared default, else the type's zero value.
-    pub fn get(&self, name: &str) -> Value {
-        let Some(schema) = self.schema.get(name) else {
-            return Value::Null;
-        };
-        self.get_ok(name)
+    pub fn get(&self, name: &str) -> Result<Value, FieldError> {
+        let schema = self.schema_of(name)?;
+        Ok(self
+            .get_ok(name)?
             .or_else(|| {
                 schema
                     .default
                     .as_ref()
                     .and_then(|d| schema.ty.parse(d).ok())
             })
-            .unwrap_or_else(|| schema.ty.zero())
+            .unwrap_or_else(|| schema.ty.zero()))
     }
 
+    /// Whether the request gave the field (declared or not).
     pub fn contains(&self, name: &str) -> bool {
         self.raw.contains_key(name)
     }
 
-    pub fn str(&self, name: &str) -> String {
-        self.get(name).as_str().unwrap_or_default().to_string()
+    /// A string field's value (or default).
+    pub fn str(&self, name: &str) -> Result<String, FieldError> {
+        Ok(self.get(name)?.as_str().unwrap_or_default().to_string())
     }
 
-    pub fn str_ok(&self, name: &str) -> Option<String> {
-        self.get_ok(name)
-            .and_then(|v| v.as_str().map(str::to_string))
+    /// A string field's value if given.
+    pub fn str_ok(&self, name: &str) -> Result<Option<String>, FieldError> {
+        Ok(self
+            .get_ok(name)?
+            .and_then(|v| v.as_str().map(str::to_string)))
     }
 
-    pub fn bool(&self, name: &str) -> bool {
-        self.get(name).as_bool().unwrap_or(false)
+    /// A boolean field's value (or default).
+    pub fn bool(&self, name: &str) -> Result<bool, FieldError> {
+        Ok(self.get(name)?.as_bool().unwrap_or(false))
     }
 
-    pub fn bool_ok(&self, name: &str) -> Option<bool> {
-        self.get_ok(name).and_then(|v| v.as_bool())
+    /// A boolean field's value if given.
+    pub fn bool_ok(&self, name: &str) -> Result<Option<bool>, FieldError> {
+        Ok(self.get_ok(name)?.and_then(|v| v.as_bool()))
     }
 
-    pub fn int(&self, name: &str) -> i64 {
-        self.get(name).as_i64().unwrap_or(0)
+    /// An integer field's value (or default).
+    pub fn int(&self, name: &str) -> Result<i64, FieldError> {
+        Ok(self.get(name)?.as_i64().unwrap_or(0))
     }
 
-    pub fn duration(&self, name: &str) -> Duration {
-        Duration::from_secs(self.get(name).as_u64().unwrap_or(0))
+    /// A duration field's value (or default).
+    pub fn duration(&self, name: &str) -> Result<Duration, FieldError> {
+        Ok(Duration::from_secs(self.get(name)?.as_u64().unwrap_or(0)))
     }
 
-    pub fn duration_ok(&self, name: &str) -> Option<Duration> {
-        self.get_ok(name)
+    /// A duration field's value if given.
+    pub fn duration_ok(&self, name: &str) -> Result<Option<Duration>, FieldError> {
+        Ok(self
+            .get_ok(name)?
             .and_then(|v| v.as_u64())
-            .map(Duration::from_secs)
+            .map(Duration::from_secs))
     }
 
-    pub fn strings(&self, name: &str) -> Vec<String> {
-        string_list(&self.get(name))
+    /// A string-list field's value (or default).
+    pub fn strings(&self, name: &str) -> Result<Vec<String>, FieldError> {
+        Ok(string_list(&self.get(name)?))
     }
 
-    pub fn strings_ok(&self, name: &str) -> Option<Vec<String>> {
-        self.get_ok(name).map(|v| string_list(&v))
+    /// A string-list field's value if given.
+    pub fn strings_ok(&self, name: &str) -> Result<Option<Vec<String>>, FieldError> {
+        Ok(self.get_ok(name)?.map(|v| string_list(&v)))
     }
 
-    pub fn map_ok(&self, name: &str) -> Option<Map> {
-        match self.get_ok(name) {
+    /// An object field's value if given.
+    pub fn map_ok(&self, name: &str) -> Result<Option<Map>, FieldError> {
+        Ok(match self.get_ok(name)? {
             Some(Value::Object(m)) => Some(m),
             _ => None,
+        })
+    }
+}
+
+/// A field access that cannot be answered.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum FieldError {
+    /// The handler asked for a field its path does not declare: a bug in the backend
+    /// (reported as an internal error, as the Go SDK's `GetOk` does).
+    #[error("field {0:?} is not declared on this path")]
+    Undeclared(String),
+    /// A field declared required was not given (HTTP 400).
+    #[error("Field validation failed: missing required field {0:?}")]
+    Missing(String),
+}
+
+impl From<FieldError> for LogicalError {
+    fn from(e: FieldError) -> Self {
+        match e {
+            FieldError::Undeclared(_) => LogicalError::Internal(e.to_string()),
+            FieldError::Missing(_) => LogicalError::BadRequest(e.to_string()),
         }
     }
 }
@@ -427,15 +493,52 @@ mod tests {
             "tags": "{\"k\":\"v\"}", "extra": 1
         }));
         d.validate().unwrap();
-        assert_eq!(d.str("name"), "myrole");
-        assert_eq!(d.duration("ttl"), Duration::from_secs(3600));
-        assert!(d.bool("flag"), "default applies");
-        assert_eq!(d.bool_ok("flag"), None);
-        assert_eq!(d.int("count"), 7);
-        assert_eq!(d.strings("list"), vec!["a", "b", "c"]);
-        assert_eq!(d.map_ok("tags").unwrap()["k"], "v");
+        assert_eq!(d.str("name").unwrap(), "myrole");
+        assert_eq!(d.duration("ttl").unwrap(), Duration::from_secs(3600));
+        assert!(d.bool("flag").unwrap(), "default applies");
+        assert_eq!(d.bool_ok("flag").unwrap(), None);
+        assert_eq!(d.int("count").unwrap(), 7);
+        assert_eq!(d.strings("list").unwrap(), vec!["a", "b", "c"]);
+        assert_eq!(d.map_ok("tags").unwrap().unwrap()["k"], "v");
         assert_eq!(d.unknown_fields(), vec!["extra"]);
-        assert_eq!(d.duration_ok("missing"), None);
+        assert_eq!(d.duration_ok("secret").unwrap(), None);
+    }
+
+    #[test]
+    fn reading_an_undeclared_field_is_an_error() {
+        let d = data(json!({"extra": "given but not declared"}));
+        assert_eq!(d.str("extra"), Err(FieldError::Undeclared("extra".into())));
+        assert_eq!(
+            d.duration_ok("missing"),
+            Err(FieldError::Undeclared("missing".into()))
+        );
+        let e = LogicalError::from(d.get("missing").unwrap_err());
+        assert!(
+            matches!(e, LogicalError::Internal(ref m) if m.contains("\"missing\"")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn required_fields_must_be_given() {
+        let mut schema = BTreeMap::new();
+        schema.insert(
+            "name".to_string(),
+            FieldSchema::new(FieldType::String, "").required(),
+        );
+        schema.insert("note".to_string(), FieldSchema::new(FieldType::String, ""));
+        let schema = Arc::new(schema);
+        let missing = FieldData::new(Map::new(), schema.clone());
+        let err = missing.check_required().unwrap_err();
+        assert_eq!(err, FieldError::Missing("name".into()));
+        assert_eq!(
+            LogicalError::from(err),
+            LogicalError::BadRequest(
+                "Field validation failed: missing required field \"name\"".into()
+            )
+        );
+        let given = FieldData::new(json!({"name": "x"}).as_object().unwrap().clone(), schema);
+        assert_eq!(given.check_required(), Ok(()));
     }
 
     #[test]

@@ -14,11 +14,14 @@ mod path;
 mod secret;
 pub mod wal;
 
-pub use backend::{object, Backend, BackendBuilder, PeriodicFn, WalRollbackFn};
+pub use backend::{
+    object, periodic_method, wal_rollback_method, Backend, BackendBuilder, BuildError, PeriodicFn,
+    WalRollbackFn,
+};
 pub use cache::CachedStorage;
 pub use duration::{format_duration_seconds, parse_duration};
-pub use field::{FieldData, FieldSchema, FieldType};
-pub use path::{handler, ExistenceFn, HandlerFn, OperationHandler, Path};
+pub use field::{FieldData, FieldError, FieldSchema, FieldType};
+pub use path::{handler, method, ExistenceFn, HandlerFn, OperationHandler, Path, PathWith};
 pub use secret::{secret_response, SecretType};
 
 /// What every handler returns: a response, none (204/404), or an error.

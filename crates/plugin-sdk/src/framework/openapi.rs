@@ -83,9 +83,16 @@ fn pascal(s: &str) -> String {
         .collect()
 }
 
+/// Who the document describes: the plugin's own metadata.
+pub(crate) struct Info<'a> {
+    pub title: &'a str,
+    pub description: &'a str,
+    pub version: &'a str,
+}
+
 /// An OpenAPI document describing `paths`, with operation ids and schema names prefixed by
 /// `prefix` (the mount type, as the host asks).
-pub(crate) fn document(help: &str, prefix: &str, paths: &[&CompiledPath]) -> Value {
+pub(crate) fn document(info: &Info<'_>, prefix: &str, paths: &[&CompiledPath]) -> Value {
     let mut out_paths = Map::new();
     let mut schemas = Map::new();
     for p in paths {
@@ -140,7 +147,17 @@ pub(crate) fn document(help: &str, prefix: &str, paths: &[&CompiledPath]) -> Val
                         .collect();
                     if !body.is_empty() {
                         let name = format!("{}Request", pascal(&op_id));
-                        schemas.insert(name.clone(), json!({"type": "object", "properties": body}));
+                        let required: Vec<&String> = p
+                            .fields
+                            .iter()
+                            .filter(|(k, f)| f.required && !in_url.contains(k))
+                            .map(|(k, _)| k)
+                            .collect();
+                        let mut schema = json!({"type": "object", "properties": body});
+                        if !required.is_empty() {
+                            schema["required"] = json!(required);
+                        }
+                        schemas.insert(name.clone(), schema);
                         o.insert(
                             "requestBody".into(),
                             json!({"required": true, "content": {"application/json": {
@@ -159,10 +176,9 @@ pub(crate) fn document(help: &str, prefix: &str, paths: &[&CompiledPath]) -> Val
     json!({
         "openapi": "3.0.2",
         "info": {
-            "title": "Azure secrets engine",
-            "description": help.trim(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "license": {"name": "Mozilla Public License 2.0", "url": "https://www.mozilla.org/en-US/MPL/2.0"}
+            "title": info.title,
+            "description": info.description.trim(),
+            "version": info.version,
         },
         "paths": out_paths,
         "components": {"schemas": schemas}

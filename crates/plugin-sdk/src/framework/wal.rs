@@ -7,15 +7,21 @@ use serde_json::Value;
 
 use crate::logical::{Storage, StorageEntry, StorageError};
 
+/// Where entries are stored (list it as `local_storage` in the special paths).
 pub const WAL_PREFIX: &str = "wal/";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// One entry of the log.
 pub struct WalEntry {
+    /// The entry's id (its key below [`WAL_PREFIX`]).
     #[serde(skip)]
     pub id: String,
+    /// What kind of work it covers; decides how it is rolled back.
     #[serde(rename = "type")]
     pub kind: String,
+    /// What the rollback needs to undo the work.
     pub data: Value,
+    /// When it was written (Unix seconds).
     pub created_at: i64,
 }
 
@@ -57,6 +63,7 @@ pub async fn update(
         .await
 }
 
+/// Entry `id`, if it exists.
 pub async fn get(storage: &dyn Storage, id: &str) -> Result<Option<WalEntry>, StorageError> {
     let Some(raw) = storage.get(&format!("{WAL_PREFIX}{id}")).await? else {
         return Ok(None);
@@ -66,12 +73,30 @@ pub async fn get(storage: &dyn Storage, id: &str) -> Result<Option<WalEntry>, St
     Ok(Some(entry))
 }
 
+/// Removes entry `id`.
 pub async fn delete(storage: &dyn Storage, id: &str) -> Result<(), StorageError> {
     storage.delete(&format!("{WAL_PREFIX}{id}")).await
 }
 
+/// The ids of all entries.
 pub async fn list(storage: &dyn Storage) -> Result<Vec<String>, StorageError> {
     storage.list(WAL_PREFIX).await
+}
+
+/// Deletes entry `id` once its work is done, logging a failure (the rollback then finds
+/// nothing left to undo, or undoes it again harmlessly).
+pub async fn forget(storage: &dyn Storage, id: &str) {
+    if let Err(e) = delete(storage, id).await {
+        tracing::warn!(wal_id = %id, error = %e, "cannot delete write-ahead-log entry");
+    }
+}
+
+/// A string field of an entry's data; empty when absent or not a string.
+pub fn data_str(data: &Value, key: &str) -> String {
+    data.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[cfg(test)]

@@ -13,7 +13,12 @@ pub enum LogicalError {
     Internal(String),
     /// An error with an explicit HTTP status.
     #[error("{message}")]
-    Coded { status: u16, message: String },
+    Coded {
+        /// The HTTP status.
+        status: u16,
+        /// The message.
+        message: String,
+    },
     /// The operation is not supported on this path (HTTP 405).
     #[error("unsupported operation")]
     UnsupportedOperation,
@@ -23,13 +28,23 @@ pub enum LogicalError {
     /// The caller may not do this (HTTP 403).
     #[error("permission denied")]
     PermissionDenied,
+    /// This node cannot serve the request because it writes (a performance standby, or a
+    /// performance secondary for a replicated mount): the Go SDK's `logical.ErrReadOnly`.
+    /// The host recognises its text and forwards the request to the node that can write.
+    #[error("{}", READ_ONLY_MESSAGE)]
+    ReadOnly,
 }
 
+/// The text of the Go SDK's `logical.ErrReadOnly`; the host matches it to forward a request.
+pub const READ_ONLY_MESSAGE: &str = "cannot write to readonly storage";
+
 impl LogicalError {
+    /// A [`LogicalError::BadRequest`] with `msg`.
     pub fn bad_request(msg: impl Into<String>) -> Self {
         Self::BadRequest(msg.into())
     }
 
+    /// A [`LogicalError::Internal`] with `msg`.
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::Internal(msg.into())
     }

@@ -6,15 +6,17 @@
 
 mod backend;
 mod error;
+mod replication;
 mod request;
 mod response;
 mod storage;
 mod system_view;
 
-pub use backend::{Backend, BackendConfig, BackendType, Factory, SpecialPaths};
-pub use error::LogicalError;
+pub use backend::{Backend, BackendConfig, BackendType, Factory, FactoryError, SpecialPaths};
+pub use error::{LogicalError, READ_ONLY_MESSAGE};
+pub use replication::ReplicationState;
 pub use request::{Operation, Request};
-pub use response::{LeaseOptions, Response, Secret};
+pub use response::{Alias, Auth, LeaseOptions, Response, Secret, TokenType};
 pub use storage::{InmemStorage, Storage, StorageEntry, StorageError};
 pub use system_view::{PluginEnv, StaticSystemView, SystemView, SystemViewError};
 

@@ -7,24 +7,38 @@ use super::{Map, Secret, Storage};
 /// The operation a request asks for, as the host names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Operation {
+    /// Write to a path that does not exist yet (per the existence check).
     Create,
+    /// Read.
     Read,
+    /// Write to a path that exists (or has no existence check).
     Update,
+    /// Partial update.
     Patch,
+    /// Delete.
     Delete,
+    /// List the keys below a path.
     List,
+    /// List recursively.
     Scan,
+    /// Help text and OpenAPI of a path or of the backend.
     Help,
+    /// Response headers only.
     Header,
+    /// Extend a secret's lease.
     Renew,
+    /// End a secret's lease.
     Revoke,
+    /// The host's periodic tick (write-ahead-log rollback and periodic work).
     Rollback,
+    /// Ask which path serves a request (answered unsupported).
     ResolvePath,
     /// An operation this crate does not know; answered with "unsupported operation".
     Other(String),
 }
 
 impl Operation {
+    /// The operation the host names `s`.
     pub fn parse(s: &str) -> Self {
         match s {
             "create" => Self::Create,
@@ -44,6 +58,7 @@ impl Operation {
         }
     }
 
+    /// The host's name of the operation.
     pub fn as_str(&self) -> &str {
         match self {
             Self::Create => "create",
@@ -73,7 +88,9 @@ impl fmt::Display for Operation {
 /// One request from the host to a backend instance.
 #[derive(Clone)]
 pub struct Request {
+    /// The request's id (for logs).
     pub id: String,
+    /// What the request asks for.
     pub operation: Operation,
     /// Path relative to the mount, without a leading slash; "" is the mount root.
     pub path: String,
@@ -81,14 +98,21 @@ pub struct Request {
     pub data: Map,
     /// The stored secret, on renew and revoke.
     pub secret: Option<Secret>,
+    /// The accessor of the caller's token.
     pub client_token_accessor: String,
+    /// The caller's token display name.
     pub display_name: String,
     /// Mount path with a trailing slash (`azure/`); empty on host-internal calls.
     pub mount_point: String,
+    /// The mount's type (the plugin name it was enabled with).
     pub mount_type: String,
+    /// The caller's identity entity.
     pub entity_id: String,
+    /// The request came without a token (unauthenticated paths).
     pub unauthenticated: bool,
+    /// HTTP headers the mount passes through.
     pub headers: HashMap<String, Vec<String>>,
+    /// The caller's address.
     pub remote_addr: String,
     /// The mount's storage.
     pub storage: Arc<dyn Storage>,
@@ -128,6 +152,7 @@ impl Request {
         }
     }
 
+    /// The request with `data` as its body.
     pub fn with_data(mut self, data: Map) -> Self {
         self.data = data;
         self

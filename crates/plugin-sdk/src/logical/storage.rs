@@ -7,7 +7,9 @@ use tokio::sync::RwLock;
 /// One stored value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StorageEntry {
+    /// The key.
     pub key: String,
+    /// The value's bytes.
     pub value: Vec<u8>,
     /// Ask the host to seal-wrap this entry (where it supports it).
     pub seal_wrap: bool,
@@ -25,6 +27,7 @@ impl std::fmt::Debug for StorageEntry {
 }
 
 impl StorageEntry {
+    /// An entry holding `value` at `key`.
     pub fn new(key: impl Into<String>, value: Vec<u8>) -> Self {
         Self {
             key: key.into(),
@@ -56,18 +59,34 @@ impl StorageEntry {
 }
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
+/// A storage call that failed.
 pub enum StorageError {
     /// The host refused or failed the call.
     #[error("storage {op} of {key:?} failed: {reason}")]
     Host {
+        /// The call (`get`, `put`, ...).
         op: &'static str,
+        /// The key it was for.
         key: String,
+        /// What the host said.
         reason: String,
     },
+    /// A stored value is not what the backend expects.
     #[error("cannot decode storage entry {key:?}: {reason}")]
-    Decode { key: String, reason: String },
+    Decode {
+        /// The key.
+        key: String,
+        /// Why it does not decode.
+        reason: String,
+    },
+    /// A value cannot be encoded for storage.
     #[error("cannot encode storage entry {key:?}: {reason}")]
-    Encode { key: String, reason: String },
+    Encode {
+        /// The key.
+        key: String,
+        /// Why it does not encode.
+        reason: String,
+    },
 }
 
 /// A mount's private key/value storage.
@@ -75,6 +94,7 @@ pub enum StorageError {
 pub trait Storage: Send + Sync {
     /// `None` when the key does not exist.
     async fn get(&self, key: &str) -> Result<Option<StorageEntry>, StorageError>;
+    /// Writes an entry (replacing any value at its key).
     async fn put(&self, entry: StorageEntry) -> Result<(), StorageError>;
     /// Deleting a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
@@ -89,6 +109,7 @@ pub struct InmemStorage {
 }
 
 impl InmemStorage {
+    /// Empty storage.
     pub fn new() -> Self {
         Self::default()
     }

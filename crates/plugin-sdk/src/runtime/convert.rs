@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use super::proto::logical as plogical;
 use super::proto::pb;
 use crate::logical::{
-    LeaseOptions, LogicalError, Map, Operation, Request, Response, Secret, Storage,
+    Alias, Auth, LeaseOptions, LogicalError, Map, Operation, Request, Response, Secret, Storage,
 };
 
 /// Error kinds of `pb.ProtoError.err_type`.
@@ -84,18 +85,54 @@ pub fn secret_from_proto(s: &pb::Secret) -> Result<Secret, LogicalError> {
     })
 }
 
+fn lease_to_proto(lease: &LeaseOptions) -> pb::LeaseOptions {
+    pb::LeaseOptions {
+        ttl: duration_to_ns(lease.ttl),
+        renewable: lease.renewable,
+        increment: duration_to_ns(lease.increment),
+        // Must be present whenever lease options are (the host fails on a nil timestamp).
+        issue_time: Some(time_to_proto(lease.issue_time)),
+        max_ttl: duration_to_ns(lease.max_ttl),
+    }
+}
+
 fn secret_to_proto(s: Secret) -> pb::Secret {
     pb::Secret {
-        lease_options: Some(pb::LeaseOptions {
-            ttl: duration_to_ns(s.lease.ttl),
-            renewable: s.lease.renewable,
-            increment: duration_to_ns(s.lease.increment),
-            // Must be present whenever lease options are (the host fails on a nil timestamp).
-            issue_time: Some(time_to_proto(s.lease.issue_time)),
-            max_ttl: duration_to_ns(s.lease.max_ttl),
-        }),
+        lease_options: Some(lease_to_proto(&s.lease)),
         internal_data: serde_json::Value::Object(s.internal_data).to_string(),
         lease_id: s.lease_id,
+    }
+}
+
+fn alias_to_proto(a: Alias) -> plogical::Alias {
+    plogical::Alias {
+        mount_accessor: a.mount_accessor,
+        name: a.name,
+        metadata: a.metadata,
+        ..plogical::Alias::default()
+    }
+}
+
+fn auth_to_proto(a: Auth) -> pb::Auth {
+    pb::Auth {
+        lease_options: Some(lease_to_proto(&a.lease)),
+        internal_data: serde_json::Value::Object(a.internal_data).to_string(),
+        display_name: a.display_name,
+        policies: a.policies,
+        metadata: a.metadata,
+        client_token: a.client_token,
+        accessor: a.accessor,
+        period: duration_to_ns(a.period),
+        num_uses: a.num_uses,
+        entity_id: a.entity_id,
+        alias: a.alias.map(alias_to_proto),
+        group_aliases: a.group_aliases.into_iter().map(alias_to_proto).collect(),
+        bound_cidrs: a.bound_cidrs,
+        token_policies: a.token_policies,
+        identity_policies: a.identity_policies,
+        explicit_max_ttl: duration_to_ns(a.explicit_max_ttl),
+        token_type: a.token_type.as_u32(),
+        no_default_policy: a.no_default_policy,
     }
 }
 
@@ -127,7 +164,7 @@ pub fn request_from_proto(
 pub fn response_to_proto(r: Response) -> pb::Response {
     pb::Response {
         secret: r.secret.map(secret_to_proto),
-        auth: None,
+        auth: r.auth.map(auth_to_proto),
         data: match r.data {
             Some(d) => serde_json::Value::Object(d).to_string(),
             None => "null".to_string(),
@@ -147,6 +184,8 @@ pub fn error_to_proto(e: &LogicalError) -> pb::ProtoError {
         LogicalError::UnsupportedOperation => (err_type::UNSUPPORTED_OPERATION, 0),
         LogicalError::UnsupportedPath => (err_type::UNSUPPORTED_PATH, 0),
         LogicalError::PermissionDenied => (err_type::PERMISSION_DENIED, 0),
+        // The host recognises `logical.ErrReadOnly` by its text, as Go plugins send it.
+        LogicalError::ReadOnly => (err_type::UNKNOWN, 0),
     };
     pb::ProtoError {
         err_type,
@@ -192,6 +231,53 @@ mod tests {
     #[test]
     fn response_without_data_is_null_text() {
         assert_eq!(response_to_proto(Response::default()).data, "null");
+    }
+
+    #[test]
+    fn auth_crosses_with_its_fields() {
+        let mut metadata = std::collections::HashMap::new();
+        metadata.insert("team".to_string(), "blue".to_string());
+        let auth = Auth {
+            lease: LeaseOptions {
+                ttl: Duration::from_secs(30),
+                renewable: true,
+                ..Default::default()
+            },
+            display_name: "alice".into(),
+            policies: vec!["default".into(), "dev".into()],
+            metadata: metadata.clone(),
+            period: Duration::from_secs(60),
+            alias: Some(Alias {
+                name: "alice".into(),
+                ..Alias::default()
+            }),
+            token_type: crate::logical::TokenType::Batch,
+            ..Auth::default()
+        };
+        let p = response_to_proto(Response {
+            auth: Some(auth),
+            ..Response::default()
+        })
+        .auth
+        .unwrap();
+        assert_eq!(p.display_name, "alice");
+        assert_eq!(p.policies, vec!["default", "dev"]);
+        assert_eq!(p.metadata, metadata);
+        assert_eq!(p.period, 60_000_000_000);
+        assert_eq!(p.token_type, 2);
+        assert_eq!(p.alias.unwrap().name, "alice");
+        let lease = p.lease_options.unwrap();
+        assert_eq!((lease.ttl, lease.renewable), (30_000_000_000, true));
+        assert!(lease.issue_time.is_some());
+        assert_eq!(p.internal_data, "{}");
+        assert!(response_to_proto(Response::default()).auth.is_none());
+    }
+
+    #[test]
+    fn read_only_keeps_the_hosts_text() {
+        let e = error_to_proto(&LogicalError::ReadOnly);
+        assert_eq!(e.err_type, 0);
+        assert_eq!(e.err_msg, "cannot write to readonly storage");
     }
 
     #[test]

@@ -9,45 +9,62 @@ use tokio::net::{TcpListener, UnixListener};
 
 /// The magic cookie of backend (secrets and auth) plugins.
 pub const COOKIE_KEY: &str = "VAULT_BACKEND_PLUGIN";
+/// The value the host sets [`COOKIE_KEY`] to.
 pub const COOKIE_VALUE: &str = "6669da05-b1c8-4f49-97d9-c8e5bed98e20";
 /// The only application protocol this plugin speaks (v5: AutoMTLS, multiplexing).
 pub const APP_PROTOCOL_VERSION: u32 = 5;
 const CORE_PROTOCOL_VERSION: u32 = 1;
 
 #[derive(Debug, Error)]
+/// Why the plugin cannot start talking to its host.
 pub enum HandshakeError {
     #[error(
         "This binary is a plugin for HashiCorp Vault and OpenBao. It is not meant to be run \
          directly: register it in the server's plugin catalog and enable it as a secrets engine \
          (`bao plugin register -sha256=<sum> secret <name>`, `bao secrets enable <name>`)."
     )]
+    /// The process was not launched by a host.
     NoCookie,
     #[error(
         "the host offers plugin protocol versions {offered:?}; this plugin speaks only version 5 \
          (OpenBao 2.x or Vault 1.12 and later with AutoMTLS)"
     )]
-    UnsupportedProtocol { offered: String },
+    /// The host offers no protocol version this plugin speaks.
+    UnsupportedProtocol {
+        /// The versions the host offered.
+        offered: String,
+    },
     #[error(
         "the host did not enable AutoMTLS (PLUGIN_CLIENT_CERT is not set); this plugin requires it"
     )]
+    /// The host did not enable AutoMTLS.
     NoAutoMtls,
     #[error("the host asks for a multiplexed broker (PLUGIN_MULTIPLEX_GRPC), which this plugin does not support")]
+    /// The host asks for a multiplexed broker.
     MultiplexedBroker,
     #[error("invalid PLUGIN_MIN_PORT/PLUGIN_MAX_PORT: {0}")]
+    /// The port range the host gave is invalid.
     PortRange(String),
     #[error("cannot open the plugin listener: {0}")]
+    /// The listener cannot be opened.
     Listen(std::io::Error),
     #[error("cannot write the handshake line: {0}")]
+    /// The handshake line cannot be written.
     Stdout(std::io::Error),
 }
 
 /// What the host put in the environment for this launch.
 #[derive(Debug, Clone)]
 pub struct HostEnv {
+    /// The host's client certificate (AutoMTLS), PEM.
     pub client_cert_pem: String,
+    /// Where to create the Unix socket.
     pub unix_socket_dir: Option<PathBuf>,
+    /// The group that must be able to use the socket.
     pub unix_socket_group: Option<String>,
+    /// Lowest TCP port to listen on (TCP transport).
     pub min_port: u16,
+    /// Highest TCP port to listen on (TCP transport).
     pub max_port: u16,
     /// Bind TCP on loopback instead of a Unix socket (`PLUGIN_TRANSPORT=tcp`, for debugging).
     pub use_tcp: bool,

@@ -112,13 +112,16 @@ pub fn level_from_env(get: impl Fn(&str) -> Option<String>) -> String {
     }
 }
 
-/// Installs the stderr JSON logger for this crate and its dependencies.
-pub fn init(level: &str) {
-    // Our own code logs at the chosen level; dependencies only at warn and above.
+/// Installs the stderr JSON logger: this crate and the plugin's own `targets` (crate
+/// names) log at `level`, everything else only at warn and above.
+pub fn init(level: &str, targets: &[String]) {
     let ours = level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO);
-    let filter = Targets::new()
+    let mut filter = Targets::new()
         .with_default(LevelFilter::WARN)
-        .with_target("vault_plugin_secrets_azure", ours);
+        .with_target(env!("CARGO_CRATE_NAME"), ours);
+    for target in targets {
+        filter = filter.with_target(target.clone(), ours);
+    }
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let _ = tracing_subscriber::registry()

@@ -7,6 +7,7 @@ mod convert;
 mod handshake;
 mod logging;
 pub mod proto;
+mod router;
 mod server;
 mod storage;
 mod system_view;
@@ -43,12 +44,46 @@ const HOST_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long calls under way may run on once the host is gone (their own deadlines are
 /// shorter: a request finishes or undoes its work well within this).
 const DRAIN_BOUND: Duration = Duration::from_secs(90);
+/// Work the plugin runs once, off the request path.
+type ReadyHook = Box<dyn FnOnce() + Send + 'static>;
+
+/// Options of [`serve_with`].
+#[derive(Default)]
+pub struct ServeOptions {
+    on_ready: Option<ReadyHook>,
+    log_targets: Vec<String>,
+}
+
+impl ServeOptions {
+    /// Logs of `target` (a crate name such as `my_plugin`) go to the host at the server's
+    /// log level; other crates log only warnings and errors.
+    pub fn log_target(mut self, target: impl Into<String>) -> Self {
+        self.log_targets.push(target.into());
+        self
+    }
+
+    /// Runs `hook` on a blocking thread once the plugin has announced itself to the host,
+    /// concurrently with the host's first calls: for one-off work that would otherwise land
+    /// on the first request (warming up a TLS library's random generator, for example).
+    pub fn on_ready(mut self, hook: impl FnOnce() + Send + 'static) -> Self {
+        self.on_ready = Some(Box::new(hook));
+        self
+    }
+}
 
 /// Serves `factory` to the host that launched this process; returns the exit code.
 ///
 /// `version` is what the plugin reports to the host (`v<semver>`).
 pub fn serve(factory: Arc<dyn Factory>, version: &str) -> ExitCode {
-    logging::init(&logging::level_from_env(|k| std::env::var(k).ok()));
+    serve_with(factory, version, ServeOptions::default())
+}
+
+/// [`serve`] with options.
+pub fn serve_with(factory: Arc<dyn Factory>, version: &str, options: ServeOptions) -> ExitCode {
+    logging::init(
+        &logging::level_from_env(|k| std::env::var(k).ok()),
+        &options.log_targets,
+    );
     install_panic_hook();
     let host = match HostEnv::from_lookup(|k| std::env::var(k).ok()) {
         Ok(host) => host,
@@ -69,7 +104,7 @@ pub fn serve(factory: Arc<dyn Factory>, version: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(host, factory, version.to_string())) {
+    match runtime.block_on(run(host, factory, version.to_string(), options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "plugin stopped");
@@ -89,7 +124,12 @@ enum RunError {
     Serve(#[from] tonic::transport::Error),
 }
 
-async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Result<(), RunError> {
+async fn run(
+    host: HostEnv,
+    factory: Arc<dyn Factory>,
+    version: String,
+    options: ServeOptions,
+) -> Result<(), RunError> {
     ignore_sigint();
     let identity = TlsIdentity::generate(&host.client_cert_pem)?;
     let acceptor = TlsAcceptor::from(Arc::new(identity.server_config()?));
@@ -134,16 +174,16 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
     use proto::plugin::grpc_stdio_server::GrpcStdioServer;
     use proto::pluginutil::multiplexing::plugin_multiplexing_server::PluginMultiplexingServer;
 
-    let router = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(GrpcBrokerServer::new(broker::BrokerService(broker)))
-        .add_service(GrpcControllerServer::new(server::ControllerService {
+    let services = router::Services::default()
+        .add(health_service)
+        .add(GrpcBrokerServer::new(broker::BrokerService(broker)))
+        .add(GrpcControllerServer::new(server::ControllerService {
             shutdown: shutdown.clone(),
         }))
-        .add_service(GrpcStdioServer::new(server::StdioService))
-        .add_service(PluginMultiplexingServer::new(server::MultiplexingService))
-        .add_service(PluginVersionServer::new(server::VersionService { version }))
-        .add_service(
+        .add(GrpcStdioServer::new(server::StdioService))
+        .add(PluginMultiplexingServer::new(server::MultiplexingService))
+        .add(PluginVersionServer::new(server::VersionService { version }))
+        .add(
             BackendServer::new(server::BackendService(backends))
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
@@ -151,18 +191,13 @@ async fn run(host: HostEnv, factory: Arc<dyn Factory>, version: String) -> Resul
 
     handshake::announce(&line)?;
     tracing::debug!("plugin ready");
-    // The Azure clients' TLS (aws-lc) seeds its random generator from CPU jitter on first
-    // use, about 100 ms of CPU: do it now, off the request path.
-    tokio::task::spawn_blocking(|| {
-        let mut seed = [0u8; 1];
-        let _ = rustls::crypto::aws_lc_rs::default_provider()
-            .secure_random
-            .fill(&mut seed);
-    });
+    if let Some(hook) = options.on_ready {
+        tokio::task::spawn_blocking(hook);
+    }
 
     let stop = shutdown.clone();
-    let served = router
-        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
+    let served = tonic::transport::Server::builder()
+        .serve_with_incoming_shutdown(services, ReceiverStream::new(conn_rx), async move {
             stop.notified().await;
         })
         .await;

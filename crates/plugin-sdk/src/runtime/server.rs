@@ -147,7 +147,9 @@ impl pb::backend_server::Backend for BackendService {
             }
             Err(err) => {
                 tracing::error!(error = %err, "backend setup failed");
-                Ok(Response::new(pb::SetupReply { err }))
+                Ok(Response::new(pb::SetupReply {
+                    err: err.to_string(),
+                }))
             }
         }
     }
@@ -470,7 +472,12 @@ mod tests {
                     "ok",
                 ),
             ))
-            .build(storage.clone())
+            .build(&crate::logical::BackendConfig {
+                storage: storage.clone(),
+                ..crate::testing::backend_config(
+                    Arc::new(crate::testing::TestSystemView::default()),
+                )
+            })
             .unwrap();
         Arc::new(Instance {
             backend: Arc::new(backend),
