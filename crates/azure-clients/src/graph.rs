@@ -52,6 +52,9 @@ pub struct Application {
     /// Passwords (never with `secret_text` on reads).
     #[serde(default, deserialize_with = "null_default")]
     pub password_credentials: Vec<PasswordCredential>,
+    /// Key credentials (certificates; `key` only on `$select=keyCredentials` reads).
+    #[serde(default, deserialize_with = "null_default")]
+    pub key_credentials: Vec<KeyCredential>,
 }
 
 /// A password (client secret) of an application or service principal.

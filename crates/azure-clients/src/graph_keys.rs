@@ -173,7 +173,7 @@ fn evaluate(
         let after = e["restrictForAppsCreatedAfterDateTime"]
             .as_str()
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
-        !after.is_some_and(|a| created < a)
+        after.is_none_or(|a| created >= a)
     };
     for e in r["passwordCredentials"].as_array().into_iter().flatten() {
         if !applies(e) {

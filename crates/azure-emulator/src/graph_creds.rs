@@ -503,10 +503,10 @@ pub(super) fn list_policies(req: &Req) -> GResult {
 pub(super) fn create_policy(req: &Req) -> GResult {
     req.require(POLICY_WRITE)?;
     let body = req.json_body()?;
-    if !body
+    if body
         .get("displayName")
         .and_then(Value::as_str)
-        .is_some_and(|s| !s.trim().is_empty())
+        .is_none_or(|s| s.trim().is_empty())
     {
         return Err(invalid_value("displayName", "AppManagementPolicy"));
     }

@@ -30,6 +30,8 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
         .field("tenant_id", FieldSchema::new(FieldType::String, "The tenant id of the Azure Entra ID directory."))
         .field("client_id", FieldSchema::new(FieldType::String, "The application (client) id of the engine's own identity."))
         .field("client_secret", FieldSchema::new(FieldType::String, "The client secret of the engine's own identity. Never returned.").sensitive())
+        .field("client_certificate", FieldSchema::new(FieldType::String, "PEM certificate of the engine's own identity: the engine signs in with client assertions signed by its key instead of a secret."))
+        .field("client_certificate_key", FieldSchema::new(FieldType::String, "PEM private key (PKCS#8 or PKCS#1, unencrypted, RSA 2048 bits or more) of client_certificate. Never returned.").sensitive())
         .field("environment", FieldSchema::new(FieldType::String, "The Azure cloud: AzurePublicCloud (default), AzureUSGovernmentCloud or AzureChinaCloud."))
         .field("root_password_ttl", FieldSchema::new(FieldType::DurationSecond, "Lifetime of root passwords made by rotate-root. Default 4380h (about six months).").default_value(15_768_000))
         .field("identity_token_audience", FieldSchema::new(FieldType::String, "Audience of the plugin identity token, for workload identity federation."))
@@ -107,6 +109,15 @@ impl AzureBackend {
             json!(config.disable_automated_rotation),
         );
         data.insert("rotation_policy".into(), json!(config.rotation_policy));
+        if let Ok(c) = azure_clients::ClientCertificate::from_pem(
+            &config.client_certificate,
+            &config.client_certificate_key,
+        ) {
+            data.insert(
+                "client_certificate_thumbprint".into(),
+                json!(c.thumbprint_hex()),
+            );
+        }
         Ok(Some(Response::with_data(data)))
     }
 
@@ -137,6 +148,15 @@ impl AzureBackend {
                 *slot = v;
             }
         }
+        for (field, slot) in [
+            ("client_certificate", &mut config.client_certificate),
+            ("client_certificate_key", &mut config.client_certificate_key),
+        ] {
+            if let Some(v) = data.str_ok(field) {
+                *slot = v;
+            }
+        }
+        check_client_certificate(&config)?;
         let mut env_error = None;
         if let Some(env) = data.str_ok("environment") {
             match check_environment(&env) {
@@ -255,4 +275,32 @@ fn validate_rotation(config: &mut Config, data: &FieldData) -> Result<(), Logica
         config.last_rotation_time = Some(chrono::Utc::now());
     }
     Ok(())
+}
+
+/// `client_certificate` and `client_certificate_key` go together, must belong to each other
+/// and exclude `client_secret`.
+fn check_client_certificate(config: &Config) -> Result<(), LogicalError> {
+    let (cert, key) = (&config.client_certificate, &config.client_certificate_key);
+    match (cert.trim().is_empty(), key.trim().is_empty()) {
+        (true, true) => return Ok(()),
+        (false, true) => {
+            return Err(LogicalError::bad_request(
+                "client_certificate_key is required with client_certificate",
+            ))
+        }
+        (true, false) => {
+            return Err(LogicalError::bad_request(
+                "client_certificate is required with client_certificate_key",
+            ))
+        }
+        (false, false) => {}
+    }
+    if !config.client_secret.is_empty() {
+        return Err(LogicalError::bad_request(
+            "only one of 'client_secret' or 'client_certificate' can be set",
+        ));
+    }
+    azure_clients::ClientCertificate::from_pem(cert, key)
+        .map(|_| ())
+        .map_err(|e| LogicalError::bad_request(e.to_string()))
 }

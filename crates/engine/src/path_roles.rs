@@ -64,6 +64,7 @@ pub fn path(b: &Arc<AzureBackend>) -> Path {
         .field("sign_in_audience", FieldSchema::new(FieldType::String, "signInAudience of the applications made: AzureADMyOrg, AzureADMultipleOrgs, AzureADandPersonalMicrosoftAccount or PersonalMicrosoftAccount."))
         .field("tags", FieldSchema::new(FieldType::CommaStringSlice, "Tags of the applications made (comma-separated, no whitespace, 1 to 256 characters each)."))
         .field("credential_ready_timeout", FieldSchema::new(FieldType::DurationSecond, "How long creds waits for a new secret to obtain a token before returning it. Default 30s; 0 turns the wait off."))
+        .field("credential_type", FieldSchema::new(FieldType::String, "What creds issues: 'password' (default, a client secret) or 'certificate' (an RSA key pair and a self-signed certificate registered as a key credential)."))
         .operation(Operation::Read, OperationHandler::new(handler(move |req, data| { let b = read.clone(); async move { b.role_read(req, data).await } }), "Read a role.", "read-role"))
         .operation(Operation::Create, OperationHandler::new(handler({ let b = write.clone(); move |req, data| { let b = b.clone(); async move { b.role_write(req, data).await } } }), "Create or update a role.", "write-role"))
         .operation(Operation::Update, OperationHandler::new(handler(move |req, data| { let b = write.clone(); async move { b.role_write(req, data).await } }), "Create or update a role.", "write-role"))
@@ -178,6 +179,11 @@ fn role_data(role: &Role) -> Map {
     data.insert("persist_app".into(), json!(role.persist_app));
     data.insert("sign_in_audience".into(), json!(role.sign_in_audience));
     data.insert("tags".into(), json!(role.tags));
+    // Shown only for certificates, so a password role reads back as the Go engine's does.
+    let kind = super::certificate::CredentialType::of(role);
+    if kind != super::certificate::CredentialType::Password {
+        data.insert("credential_type".into(), json!(kind.as_str()));
+    }
     data.insert(
         "credential_ready_timeout".into(),
         json!(role
@@ -394,6 +400,9 @@ impl AzureBackend {
         if let Some(t) = data.duration_ok("credential_ready_timeout") {
             role.credential_ready_timeout = Some(t);
         }
+        if let Some(t) = data.str_ok("credential_type") {
+            role.credential_type = super::certificate::CredentialType::parse(&t)?.stored();
+        }
 
         // Decoded before any Azure call, so that bad input costs none.
         if let Some(raw) = data.str_ok("azure_roles") {
@@ -518,7 +527,16 @@ impl AzureBackend {
                 tags: role.tags.clone().unwrap_or_default(),
                 ..NewApplication::persisted(name, now)
             };
-            let principal = provision::create_principal(
+            // A certificate role's application gets no service principal password (a
+            // tenant that blocks passwords would refuse it).
+            let plan = if super::certificate::CredentialType::of(role)
+                == super::certificate::CredentialType::Certificate
+            {
+                provision::CredentialPlan::Nothing
+            } else {
+                provision::CredentialPlan::Password
+            };
+            let principal = provision::create_principal_with(
                 client,
                 req.storage.as_ref(),
                 PrincipalSpec {
@@ -528,6 +546,7 @@ impl AzureBackend {
                     password_end: now + PERSISTED_SP_PASSWORD_TTL,
                     ready_timeout: None,
                 },
+                plan,
                 deadline,
             )
             .await

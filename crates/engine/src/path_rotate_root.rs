@@ -67,6 +67,27 @@ impl AzureBackend {
         let config = store::get_config(storage)
             .await?
             .ok_or_else(|| LogicalError::internal("config is nil"))?;
+        if !config.client_certificate.is_empty() && config.client_secret.is_empty() {
+            let ttl = if config.root_password_ttl.is_zero() {
+                DEFAULT_ROOT_PASSWORD_TTL
+            } else {
+                config.root_password_ttl
+            };
+            let warnings = self
+                .rotate_root_certificate(
+                    storage,
+                    config,
+                    ttl,
+                    READY_TIMEOUT,
+                    Deadline::after(DEADLINE),
+                )
+                .await?;
+            let resp = Response {
+                warnings,
+                ..Response::default()
+            };
+            return Ok(Some(resp).filter(|r| !r.warnings.is_empty()));
+        }
         self.add_root_password(storage, config).await?;
         let mut resp = Response::default();
         match self.finish_root_swap(storage, READY_TIMEOUT).await? {

@@ -109,6 +109,12 @@ pub struct Config {
     /// (not in the Go engine, which leaves scheduling to Vault Enterprise).
     #[serde(with = "go_time", skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<DateTime<Utc>>,
+    /// PEM certificate of the engine's identity (not in the Go engine).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub client_certificate: String,
+    /// PEM private key of that certificate; write-only, like `client_secret`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub client_certificate_key: String,
 }
 
 /// An ARM role of a role definition.
