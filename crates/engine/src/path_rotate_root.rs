@@ -300,6 +300,26 @@ impl AzureBackend {
         let mut updated = config.clone();
         updated.last_rotation_time = Some(now);
         store::put_config(storage, &updated).await?;
+        if !updated.client_certificate.is_empty() && updated.client_secret.is_empty() {
+            let ttl = if updated.root_password_ttl.is_zero() {
+                DEFAULT_ROOT_PASSWORD_TTL
+            } else {
+                updated.root_password_ttl
+            };
+            let warnings = self
+                .rotate_root_certificate(
+                    storage,
+                    updated,
+                    ttl,
+                    PERIODIC_READY_TIMEOUT,
+                    Deadline::after(DEADLINE),
+                )
+                .await?;
+            for w in warnings {
+                tracing::warn!(warning = %w, "scheduled root certificate rotation");
+            }
+            return Ok(());
+        }
         self.add_root_password(storage, updated).await?;
         self.finish_root_swap(storage, PERIODIC_READY_TIMEOUT)
             .await?;
