@@ -549,14 +549,18 @@ fn tenant_policy_blocks_passwords_and_caps_certificate_lifetimes() {
     )
     .ok();
 
-    // Baseline-security-mode style: passwords blocked for applications.
+    // Baseline-security-mode style: passwords blocked for applications and service
+    // principals (a dynamic password goes on the service principal).
+    let blocked = json!({"passwordCredentials": [{"restrictionType": "passwordAddition", "maxLifetime": null}],
+        "keyCredentials": []});
     graph(
         &emu,
         "PATCH",
         "policies/defaultAppManagementPolicy",
-        Some(&json!({"isEnabled": true, "applicationRestrictions": {
-            "passwordCredentials": [{"restrictionType": "passwordAddition", "maxLifetime": null}],
-            "keyCredentials": []}})),
+        Some(
+            &json!({"isEnabled": true, "applicationRestrictions": blocked,
+            "servicePrincipalRestrictions": blocked}),
+        ),
     );
     emu.clear_requests();
     let r = bao.read("azure/creds/pw");

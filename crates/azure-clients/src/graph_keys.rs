@@ -427,6 +427,27 @@ impl GraphClient {
                 return Ok(evaluate(pid, false, &p["restrictions"], created));
             }
         }
+        self.default_policy("applicationRestrictions", created, deadline)
+            .await
+    }
+
+    /// The app management policy in force for a service principal about to be made (it
+    /// has no assigned policy yet): the tenant default's `servicePrincipalRestrictions`
+    /// when enabled. Dynamic credentials put their password on the service principal.
+    pub async fn new_service_principal_credential_policy(
+        &self,
+        deadline: Deadline,
+    ) -> Result<CredentialPolicy, AzureError> {
+        self.default_policy("servicePrincipalRestrictions", Utc::now(), deadline)
+            .await
+    }
+
+    async fn default_policy(
+        &self,
+        restrictions: &str,
+        created: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> Result<CredentialPolicy, AzureError> {
         let url = self.url("policies/defaultAppManagementPolicy")?;
         let d: Value = self
             .get_json("read default app management policy", url, deadline)
@@ -435,7 +456,7 @@ impl GraphClient {
             return Ok(CredentialPolicy::default());
         }
         let pid = d["id"].as_str().unwrap_or_default().to_owned();
-        Ok(evaluate(pid, true, &d["applicationRestrictions"], created))
+        Ok(evaluate(pid, true, &d[restrictions], created))
     }
 }
 

@@ -248,10 +248,15 @@ pub struct PolicyOutcome {
     pub warning: Option<String>,
 }
 
-fn policy_name(p: &CredentialPolicy) -> String {
+fn policy_name(p: &CredentialPolicy, kind: CredentialType, dynamic: bool) -> String {
     let id = p.policy_id.as_deref().unwrap_or("unknown");
+    let objects = if kind == CredentialType::Password && dynamic {
+        "service principals"
+    } else {
+        "applications"
+    };
     if p.is_tenant_default {
-        format!("the tenant's default app management policy ('{id}')")
+        format!("the tenant's default app management policy ('{id}', restrictions of {objects})")
     } else {
         format!("app management policy '{id}' (assigned to the application)")
     }
@@ -269,11 +274,19 @@ pub async fn apply_policy(
     end: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<PolicyOutcome, LogicalError> {
-    let policy = match client
-        .graph()
-        .credential_policy(app_object_id, now, deadline)
-        .await
-    {
+    // A dynamic password goes on the new service principal: its restrictions apply.
+    let read = if kind == CredentialType::Password && app_object_id.is_none() {
+        client
+            .graph()
+            .new_service_principal_credential_policy(deadline)
+            .await
+    } else {
+        client
+            .graph()
+            .credential_policy(app_object_id, now, deadline)
+            .await
+    };
+    let policy = match read {
         Ok(p) => p,
         Err(e) if e.is_forbidden() || e.status() == Some(403) || e.status() == Some(404) => {
             tracing::debug!(error = %e, "cannot read the tenant's app management policies (needs Policy.Read.All); not applied before the write");
@@ -290,8 +303,8 @@ pub async fn apply_policy(
     }
     if kind == CredentialType::Password && policy.password_addition_blocked {
         return Err(LogicalError::bad_request(format!(
-            "{} blocks new password credentials on applications; set credential_type=certificate on this role to issue certificates instead",
-            policy_name(&policy)
+            "{} blocks new password credentials; set credential_type=certificate on this role to issue certificates instead",
+            policy_name(&policy, kind, app_object_id.is_none())
         )));
     }
     let max = match kind {
@@ -307,7 +320,7 @@ pub async fn apply_policy(
         max_ttl_cap: max.to_std().ok(),
         warning: Some(format!(
             "{} limits {} lifetimes to {}: the credential ends at {}, sooner than the lease would allow",
-            policy_name(&policy),
+            policy_name(&policy, kind, app_object_id.is_none()),
             match kind {
                 CredentialType::Password => "password",
                 CredentialType::Certificate => "certificate",
