@@ -313,6 +313,30 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_combined_pem_file_and_refuses_pfx_and_passwords() {
+        let (cert, key) = make();
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("cert.pem");
+        std::fs::write(&pem, format!("{cert}{key}")).unwrap();
+        let c = ClientCertificate::from_file(&pem, None).unwrap();
+        assert_eq!(
+            c.thumbprint_hex(),
+            ClientCertificate::from_pem(&cert, &key)
+                .unwrap()
+                .thumbprint_hex()
+        );
+        let e = ClientCertificate::from_file(&pem, Some(&SecretString::new("pw"))).unwrap_err();
+        assert!(
+            e.to_string().contains("AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            "{e}"
+        );
+        let pfx = dir.path().join("cert.pfx");
+        std::fs::write(&pfx, [0x30u8, 0x82, 0x0a, 0x00, 0xff, 0xfe]).unwrap();
+        let e = ClientCertificate::from_file(&pfx, None).unwrap_err();
+        assert!(e.to_string().contains("PKCS#12"), "{e}");
+    }
+
+    #[test]
     fn refuses_mismatched_and_malformed() {
         let (cert, _) = make();
         let (_, other_key) = make();
