@@ -650,3 +650,65 @@ fn tenant_policy_blocks_passwords_and_caps_certificate_lifetimes() {
         &[pem_body_line(c["data"]["private_key"].as_str().unwrap())],
     );
 }
+
+#[test]
+fn an_interrupted_certificate_issue_is_rolled_back_exactly() {
+    let emu = Emulator::start(&[]);
+    let env = emu.cloud_env();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let bao = Bao::persistent_with_env(&pairs);
+    bao.register("azure");
+    bao.enable("azure", "azure");
+    let cfg = emu.config_args();
+    let cfg: Vec<&str> = cfg.iter().map(String::as_str).collect();
+    bao.write("azure/config", &cfg).ok();
+    let mounts = bao
+        .cli(&["secrets", "list", "-detailed", "-format=json"])
+        .ok()
+        .json();
+    let base = format!(
+        "logical/{}",
+        mounts["azure/"]["uuid"].as_str().expect("mount uuid")
+    );
+
+    // An application with a foreign certificate, and the certificate a crashed issue left
+    // behind (registered, its WAL entry still there, 15 minutes old).
+    let (foreign, _) = make_certificate(30);
+    let (orphan, _) = make_certificate(30);
+    let marker = format!("vault-plugin-secrets-azure-{}", uuid::Uuid::new_v4());
+    let key = |pem: &str, name: &str| {
+        json!({"type": "AsymmetricX509Cert", "usage": "Verify",
+            "key": STANDARD.encode(pem_der(pem, "CERTIFICATE")), "displayName": name})
+    };
+    let app = emu.graph_post(
+        "applications",
+        &json!({"displayName": "crash-app", "signInAudience": "AzureADMyOrg",
+            "keyCredentials": [key(&foreign, "foreign"), key(&orphan, &marker)]}),
+    );
+    let obj = app["id"].as_str().unwrap().to_string();
+    assert_eq!(key_credentials(&emu, &obj).len(), 2);
+    let created_at = chrono::Utc::now().timestamp() - 15 * 60;
+    let wal = json!({"type": "addKeyCredential", "created_at": created_at,
+        "data": {"AppObjID": obj, "DisplayName": marker,
+                 "Expiration": (chrono::Utc::now() + chrono::Duration::hours(23)).to_rfc3339()}});
+    bao.write(
+        &format!("sys/raw/{base}/wal/5c1d2e3f-0000-4000-8000-00000000a11d"),
+        &[&format!("value={wal}")],
+    )
+    .ok();
+    // The periodic rollback (about once a minute) removes exactly that certificate.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
+    loop {
+        let keys = key_credentials(&emu, &obj);
+        if keys.len() == 1 {
+            assert_eq!(keys[0]["displayName"], "foreign");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollback did not remove the certificate"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    assert!(!bao.log_text().contains("rollback: error"));
+}
