@@ -122,6 +122,9 @@ pub enum ClientCredential {
     Secret(SecretString),
     /// A client assertion (workload identity federation).
     Assertion(Arc<dyn AssertionProvider>),
+    /// A certificate: each token request carries a fresh client assertion signed with
+    /// its key (`aud` = the token endpoint).
+    Certificate(Arc<super::certificate::ClientCertificate>),
 }
 
 impl fmt::Debug for ClientCredential {
@@ -129,6 +132,7 @@ impl fmt::Debug for ClientCredential {
         match self {
             ClientCredential::Secret(_) => f.write_str("Secret(<redacted>)"),
             ClientCredential::Assertion(_) => f.write_str("Assertion(..)"),
+            ClientCredential::Certificate(c) => write!(f, "Certificate({})", c.thumbprint_hex()),
         }
     }
 }
@@ -255,6 +259,7 @@ impl TokenFetcher for EntraFetcher {
         match self.credential {
             ClientCredential::Secret(_) => "client secret",
             ClientCredential::Assertion(_) => "workload identity",
+            ClientCredential::Certificate(_) => "client certificate",
         }
     }
 }
@@ -272,6 +277,14 @@ impl EntraFetcher {
             ClientCredential::Secret(s) => form.push(("client_secret", s.expose().to_owned())),
             ClientCredential::Assertion(p) => {
                 let a = p.assertion(deadline).await?;
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ));
+                form.push(("client_assertion", a.expose().to_owned()));
+            }
+            ClientCredential::Certificate(c) => {
+                let a = c.client_assertion(&self.client_id, url.as_str())?;
                 form.push((
                     "client_assertion_type",
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
@@ -715,6 +728,72 @@ pub async fn wait_for_client_secret(
                 };
                 if !sleep_within(deadline, policy.backoff(attempt)).await {
                     return Err(AzureError::deadline("verify client secret", Some(e)));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Requests a token with a client certificate (a freshly signed client assertion),
+/// bypassing every cache: the engine proves a new certificate works before handing it out.
+/// Failures are classified like [`verify_client_secret`]'s.
+pub async fn verify_client_certificate(
+    http: &reqwest::Client,
+    cloud: &Cloud,
+    tenant_id: &str,
+    client_id: &str,
+    certificate: &Arc<super::certificate::ClientCertificate>,
+    scope: &str,
+    deadline: Deadline,
+) -> Result<(), AzureError> {
+    let fetcher = EntraFetcher {
+        cloud: cloud.clone(),
+        tenant_id: tenant_id.to_owned(),
+        client_id: client_id.to_owned(),
+        credential: ClientCredential::Certificate(certificate.clone()),
+        http: http.clone(),
+        policy: RetryPolicy::default(),
+    };
+    fetcher.fetch(scope, deadline).await.map(|_| ())
+}
+
+/// Calls [`verify_client_certificate`] until it succeeds, fails for another reason than
+/// "not yet valid" ([`AzureError::is_certificate_not_yet_valid`]), or `deadline` passes.
+#[allow(clippy::too_many_arguments)]
+pub async fn wait_for_client_certificate(
+    http: &reqwest::Client,
+    cloud: &Cloud,
+    tenant_id: &str,
+    client_id: &str,
+    certificate: &Arc<super::certificate::ClientCertificate>,
+    scope: &str,
+    poll: Duration,
+    deadline: Deadline,
+) -> Result<(), AzureError> {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match verify_client_certificate(
+            http,
+            cloud,
+            tenant_id,
+            client_id,
+            certificate,
+            scope,
+            deadline,
+        )
+        .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_certificate_not_yet_valid() => {
+                let policy = RetryPolicy {
+                    initial_backoff: poll,
+                    max_backoff: poll * 4,
+                    ..RetryPolicy::default()
+                };
+                if !sleep_within(deadline, policy.backoff(attempt)).await {
+                    return Err(AzureError::deadline("verify client certificate", Some(e)));
                 }
             }
             Err(e) => return Err(e),

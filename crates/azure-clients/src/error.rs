@@ -163,6 +163,26 @@ pub enum AzureError {
     },
 }
 
+/// A credential write refused by a tenant's app management policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyViolation {
+    /// The credential type is blocked (e.g. `passwordAddition`).
+    CredentialTypeNotAllowed {
+        /// The policy named by Graph, if its message carried one.
+        policy_id: Option<String>,
+    },
+    /// The credential outlives the policy's maximum lifetime.
+    InvalidLifetime {
+        /// The policy named by Graph, if its message carried one.
+        policy_id: Option<String>,
+    },
+    /// Another restriction of the policy.
+    Other {
+        /// The policy named by Graph, if its message carried one.
+        policy_id: Option<String>,
+    },
+}
+
 /// Statuses worth another attempt for an idempotent request (Azure SDK defaults).
 pub(crate) fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
@@ -341,6 +361,47 @@ impl AzureError {
     /// `Directory_ResourceSizeExceeded`.
     pub fn is_too_many_passwords(&self) -> bool {
         self.has_code("TooManyAppPasswords") || self.has_code("Directory_ResourceSizeExceeded")
+    }
+
+    /// A freshly registered certificate (or application) that Entra ID does not accept
+    /// yet: `AADSTS700027` (key not found), `AADSTS700016` or `AADSTS7000229`. Worth
+    /// retrying for a bounded time right after registering the key credential.
+    pub fn is_certificate_not_yet_valid(&self) -> bool {
+        self.service_error().is_some_and(|e| {
+            e.service == Service::Token
+                && matches!(
+                    e.code.as_deref(),
+                    Some("AADSTS700027" | "AADSTS700016" | "AADSTS7000229")
+                )
+        })
+    }
+
+    /// Graph refused a credential because of an app management policy
+    /// (`CredentialTypeNotAllowedAsPerAppPolicy`, `CredentialInvalidLifetimeAsPerAppPolicy`,
+    /// or another code whose message says "as per assigned policy").
+    pub fn policy_violation(&self) -> Option<PolicyViolation> {
+        let e = self.service_error()?;
+        if e.service != Service::Graph {
+            return None;
+        }
+        let policy_id = e
+            .message
+            .split("policy '")
+            .nth(1)
+            .and_then(|r| r.split('\'').next())
+            .map(str::to_owned);
+        match e.code.as_deref() {
+            Some("CredentialTypeNotAllowedAsPerAppPolicy") => {
+                Some(PolicyViolation::CredentialTypeNotAllowed { policy_id })
+            }
+            Some("CredentialInvalidLifetimeAsPerAppPolicy") => {
+                Some(PolicyViolation::InvalidLifetime { policy_id })
+            }
+            _ if e.message.contains("as per assigned policy") => {
+                Some(PolicyViolation::Other { policy_id })
+            }
+            _ => None,
+        }
     }
 
     /// A freshly made secret or application that Entra ID does not accept yet:

@@ -22,6 +22,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use url::Url;
 
+#[path = "graph_keys.rs"]
+mod keys;
+pub use keys::{parse_iso_duration, CredentialPolicy, KeyCredential, NewKeyCredential};
+
 /// Every application this engine creates has a display name with this prefix.
 pub const DISPLAY_NAME_PREFIX: &str = "vault-";
 
@@ -48,6 +52,9 @@ pub struct Application {
     /// Passwords (never with `secret_text` on reads).
     #[serde(default, deserialize_with = "null_default")]
     pub password_credentials: Vec<PasswordCredential>,
+    /// Key credentials (certificates; `key` only on `$select=keyCredentials` reads).
+    #[serde(default, deserialize_with = "null_default")]
+    pub key_credentials: Vec<KeyCredential>,
 }
 
 /// A password (client secret) of an application or service principal.
@@ -305,6 +312,17 @@ impl GraphClient {
         app: &NewApplication,
         deadline: Deadline,
     ) -> Result<Application, AzureError> {
+        self.create_application_with_keys(app, &[], deadline).await
+    }
+
+    /// [`GraphClient::create_application`] with key credentials (certificates) registered
+    /// in the same call.
+    pub async fn create_application_with_keys(
+        &self,
+        app: &NewApplication,
+        keys: &[NewKeyCredential],
+        deadline: Deadline,
+    ) -> Result<Application, AzureError> {
         let op = "create application";
         if !app.display_name.starts_with(DISPLAY_NAME_PREFIX) {
             return Err(AzureError::invalid_input(
@@ -318,6 +336,12 @@ impl GraphClient {
         }
         if !app.tags.is_empty() {
             body["tags"] = json!(app.tags);
+        }
+        if !keys.is_empty() {
+            body["keyCredentials"] = json!(keys
+                .iter()
+                .map(NewKeyCredential::to_json)
+                .collect::<Vec<_>>());
         }
         let mut attempt = 0u32;
         loop {

@@ -23,6 +23,7 @@
 //! `secret.rs`, `locks.rs`.
 
 mod arm;
+mod certificate;
 mod cloud;
 mod credential;
 mod error;
@@ -37,20 +38,23 @@ pub use arm::{
     role_definition_guid, role_definition_scope, ArmClient, RoleAssignment, RoleDefinition,
     API_VERSION as ARM_API_VERSION,
 };
+pub use certificate::{ClientCertificate, MIN_RSA_BITS, PROOF_AUDIENCE};
 pub use cloud::{process_env, Cloud, EnvLookup, SUPPORTED_CLOUDS};
 pub use credential::{
-    client_secret_token, verify_client_secret, wait_for_client_secret, AccessToken,
-    AssertionProvider, CachingTokenSource, ClientCredential, FileAssertion, TokenSource,
+    client_secret_token, verify_client_certificate, verify_client_secret,
+    wait_for_client_certificate, wait_for_client_secret, AccessToken, AssertionProvider,
+    CachingTokenSource, ClientCredential, FileAssertion, TokenSource,
 };
-pub use error::{AzureError, Service, ServiceError};
+pub use error::{AzureError, PolicyViolation, Service, ServiceError};
 pub use graph::{
-    Application, DeleteOutcome, GraphClient, Group, NewApplication, NewPassword,
-    PasswordCredential, ServicePrincipal, DISPLAY_NAME_PREFIX,
+    parse_iso_duration, Application, CredentialPolicy, DeleteOutcome, GraphClient, Group,
+    KeyCredential, NewApplication, NewKeyCredential, NewPassword, PasswordCredential,
+    ServicePrincipal, DISPLAY_NAME_PREFIX,
 };
 pub use http::{build_http_client, is_loopback, validate_endpoint};
 pub use retry::{retry_after, Deadline, RetryPolicy};
 pub use secret::SecretString;
-pub use settings::{env_vars, AuthMethod, AzureConfig, AzureSettings};
+pub use settings::{env_vars, AuthMethod, AzureConfig, AzureSettings, CertificateSource};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,6 +190,29 @@ impl AzureClient {
         .await
     }
 
+    /// Proves that `certificate` of application `client_id` obtains a Graph token (a
+    /// client assertion signed with its key), retrying "not yet valid" answers every
+    /// `poll` until `deadline`. See [`wait_for_client_certificate`].
+    pub async fn wait_for_client_certificate(
+        &self,
+        client_id: &str,
+        certificate: &Arc<ClientCertificate>,
+        poll: Duration,
+        deadline: Deadline,
+    ) -> Result<(), AzureError> {
+        wait_for_client_certificate(
+            &self.http,
+            &self.settings.cloud,
+            &self.settings.tenant_id,
+            client_id,
+            certificate,
+            &self.settings.cloud.graph_scope(),
+            poll,
+            deadline,
+        )
+        .await
+    }
+
     /// Like [`AzureClient::verify_client_secret`], retrying "not yet valid" answers every
     /// `poll` (with back-off and jitter) until `deadline`. See [`wait_for_client_secret`].
     pub async fn wait_for_client_secret(
@@ -235,6 +262,13 @@ pub fn token_source(
         AuthMethod::ClientSecret => {
             let secret = settings.client_secret.clone().unwrap_or_default();
             entra(ClientCredential::Secret(secret))?
+        }
+        AuthMethod::ClientCertificate => {
+            let source = settings
+                .client_certificate
+                .as_ref()
+                .ok_or_else(|| AzureError::config("no client certificate configured"))?;
+            entra(ClientCredential::Certificate(Arc::new(source.load()?)))?
         }
         AuthMethod::WorkloadIdentityProvider => {
             let provider = assertion_provider.ok_or_else(|| {

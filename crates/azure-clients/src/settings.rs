@@ -17,12 +17,19 @@
 //! `AZURE_FEDERATED_TOKEN_FILE` (workload identity from a file, e.g. on AKS),
 //! `AZURE_POD_IDENTITY_AUTHORITY_HOST` (VM IMDS base URL), `SSL_CERT_FILE` (extra CA bundle).
 //!
+//! Certificates (an extension): `AZURE_CLIENT_CERTIFICATE_PATH` (a PEM file with the
+//! certificate and its unencrypted key; `AZURE_CLIENT_CERTIFICATE_PASSWORD` is refused, PFX
+//! is not supported) wins over the config fields `client_certificate` +
+//! `client_certificate_key` (PEM texts).
+//!
 //! Authentication method (azure-engine.md §6), first match:
 //! 1. a client secret → client credentials with the secret;
-//! 2. `identity_token_audience` → workload identity with assertions from the engine's
+//! 2. a client certificate → client credentials with a signed client assertion;
+//! 3. `identity_token_audience` → workload identity with assertions from the engine's
 //!    [`AssertionProvider`](super::credential::AssertionProvider) (host identity tokens);
-//! 3. `AZURE_FEDERATED_TOKEN_FILE` with a client id → workload identity from that file;
-//! 4. otherwise the system-assigned managed identity (the client id is never used as a
+//! 4. `AZURE_FEDERATED_TOKEN_FILE` with a client id → workload identity from that file
+//!    (AKS workload identity; the file is re-read for every token request);
+//! 5. otherwise the system-assigned managed identity (the client id is never used as a
 //!    user-assigned identity selector, as in the Go engine).
 
 use super::cloud::{env_value, Cloud, EnvLookup};
@@ -51,6 +58,10 @@ pub struct AzureConfig {
     pub identity_token_audience: String,
     /// `identity_token_ttl` (`None` or zero: the host's default).
     pub identity_token_ttl: Option<Duration>,
+    /// `client_certificate`: PEM certificate of the engine's identity.
+    pub client_certificate: String,
+    /// `client_certificate_key`: PEM private key of that certificate.
+    pub client_certificate_key: SecretString,
 }
 
 /// How the engine authenticates to Entra ID.
@@ -58,6 +69,8 @@ pub struct AzureConfig {
 pub enum AuthMethod {
     /// Client credentials with a client secret.
     ClientSecret,
+    /// Client credentials with a client certificate (signed client assertions).
+    ClientCertificate,
     /// Workload identity federation, assertions from the engine's provider
     /// (plugin identity tokens for `identity_token_audience`).
     WorkloadIdentityProvider,
@@ -86,10 +99,45 @@ pub struct AzureSettings {
     pub identity_token_ttl: Option<Duration>,
     /// `AZURE_FEDERATED_TOKEN_FILE`.
     pub federated_token_file: Option<PathBuf>,
+    /// The client certificate, if any (see [`CertificateSource`]).
+    pub client_certificate: Option<CertificateSource>,
     /// `AZURE_POD_IDENTITY_AUTHORITY_HOST`: VM IMDS base URL override.
     pub imds_endpoint: Option<Url>,
     /// `SSL_CERT_FILE`: PEM bundle trusted in addition to the system roots.
     pub ca_bundle: Option<PathBuf>,
+}
+
+/// Where the client certificate comes from.
+#[derive(Clone, Debug)]
+pub enum CertificateSource {
+    /// PEM texts from the config (`client_certificate`, `client_certificate_key`).
+    Pem {
+        /// The certificate.
+        certificate: String,
+        /// The private key.
+        key: SecretString,
+    },
+    /// `AZURE_CLIENT_CERTIFICATE_PATH` (and `AZURE_CLIENT_CERTIFICATE_PASSWORD`).
+    File {
+        /// The PEM file with the certificate and its key.
+        path: PathBuf,
+        /// A password, which is refused (only unencrypted PEM is supported).
+        password: Option<SecretString>,
+    },
+}
+
+impl CertificateSource {
+    /// Loads the certificate (reads the file for [`CertificateSource::File`]).
+    pub fn load(&self) -> Result<super::certificate::ClientCertificate, AzureError> {
+        match self {
+            CertificateSource::Pem { certificate, key } => {
+                super::certificate::ClientCertificate::from_pem(certificate, key.expose())
+            }
+            CertificateSource::File { path, password } => {
+                super::certificate::ClientCertificate::from_file(path, password.as_ref())
+            }
+        }
+    }
 }
 
 /// Environment variable names read by [`AzureSettings::resolve`].
@@ -106,6 +154,10 @@ pub mod env_vars {
     pub const ENVIRONMENT: &str = "AZURE_ENVIRONMENT";
     /// Workload identity token file.
     pub const FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
+    /// PEM file with the client certificate and its key.
+    pub const CLIENT_CERTIFICATE_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
+    /// Password of the certificate file (refused: only unencrypted PEM is supported).
+    pub const CLIENT_CERTIFICATE_PASSWORD: &str = "AZURE_CLIENT_CERTIFICATE_PASSWORD";
     /// VM IMDS base URL override.
     pub const IMDS_ENDPOINT: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
     /// Extra CA bundle.
@@ -162,8 +214,28 @@ impl AzureSettings {
             }
         };
 
+        let client_certificate = match env_value(env, env_vars::CLIENT_CERTIFICATE_PATH) {
+            Some(path) => Some(CertificateSource::File {
+                path: PathBuf::from(path),
+                password: env_value(env, env_vars::CLIENT_CERTIFICATE_PASSWORD)
+                    .map(SecretString::new),
+            }),
+            None if !config.client_certificate.trim().is_empty() => {
+                if config.client_certificate_key.is_empty() {
+                    return Err(AzureError::config(
+                        "client_certificate_key is required with client_certificate",
+                    ));
+                }
+                Some(CertificateSource::Pem {
+                    certificate: config.client_certificate.clone(),
+                    key: config.client_certificate_key.clone(),
+                })
+            }
+            None => None,
+        };
         let audience = config.identity_token_audience.trim();
         Ok(AzureSettings {
+            client_certificate,
             tenant_id,
             client_id,
             client_secret,
@@ -181,6 +253,8 @@ impl AzureSettings {
     pub fn auth_method(&self) -> AuthMethod {
         if self.client_secret.is_some() {
             AuthMethod::ClientSecret
+        } else if self.client_certificate.is_some() {
+            AuthMethod::ClientCertificate
         } else if self.identity_token_audience.is_some() {
             AuthMethod::WorkloadIdentityProvider
         } else if let (Some(file), false) = (&self.federated_token_file, self.client_id.is_empty())
@@ -317,6 +391,42 @@ mod tests {
                 .auth_method(),
             AuthMethod::ClientSecret
         );
+    }
+
+    #[test]
+    fn client_certificate_sources() {
+        let mut c = config();
+        c.client_secret = SecretString::default();
+        c.client_certificate = "-----BEGIN CERTIFICATE-----".into();
+        let e = AzureSettings::resolve(&c, &env_of(&[])).unwrap_err();
+        assert!(e.to_string().contains("client_certificate_key"), "{e}");
+        c.client_certificate_key = SecretString::new("key");
+        let s = AzureSettings::resolve(&c, &env_of(&[])).unwrap();
+        assert_eq!(s.auth_method(), AuthMethod::ClientCertificate);
+        assert!(matches!(
+            s.client_certificate,
+            Some(CertificateSource::Pem { .. })
+        ));
+        assert!(!format!("{s:?}").contains("\"key\""));
+        // The environment's file wins; a secret still wins over both.
+        let env = env_of(&[("AZURE_CLIENT_CERTIFICATE_PATH", "/etc/cert.pem")]);
+        let s = AzureSettings::resolve(&c, &env).unwrap();
+        assert!(matches!(
+            s.client_certificate,
+            Some(CertificateSource::File { .. })
+        ));
+        let env = env_of(&[("AZURE_CLIENT_SECRET", "x")]);
+        assert_eq!(
+            AzureSettings::resolve(&c, &env).unwrap().auth_method(),
+            AuthMethod::ClientSecret
+        );
+        let e = CertificateSource::File {
+            path: "/nonexistent/cert.pem".into(),
+            password: None,
+        }
+        .load()
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/cert.pem"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/settings", get(get_settings).post(post_settings))
         .route("/requests", get(list_requests).delete(clear_requests))
         .route("/state", get(state))
+        .route("/cluster-issuer", get(cluster_issuer))
+        .route("/cluster-issuer/token", axum::routing::post(cluster_token))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { bad(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .with_state(shared)
@@ -185,4 +187,49 @@ async fn clear_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
 
 async fn state(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.dir().dump()).into_response()
+}
+
+/// The built-in cluster issuer: its issuer URL and JSON Web Key Set.
+async fn cluster_issuer(State(shared): State<Arc<Shared>>) -> Response {
+    Json(json!({"issuer": shared.cluster.issuer, "jwks": shared.cluster.jwks()})).into_response()
+}
+
+/// Signs a projected service-account token (as a kubelet would for a pod on AKS):
+/// `{"subject": "system:serviceaccount:ns:sa", "audience"?: "api://AzureADTokenExchange",
+/// "lifetime_secs"?: 3600, "not_before_secs"?: 0}` → `{"token", "issuer"}`.
+async fn cluster_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return bad(StatusCode::BAD_REQUEST, "body must be a JSON object"),
+    };
+    let Some(subject) = v.get("subject").and_then(Value::as_str) else {
+        return bad(StatusCode::BAD_REQUEST, "subject is required");
+    };
+    let audience = v
+        .get("audience")
+        .and_then(Value::as_str)
+        .unwrap_or("api://AzureADTokenExchange");
+    let lifetime = v
+        .get("lifetime_secs")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    let not_before = v
+        .get("not_before_secs")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "aud": [audience],
+        "iss": shared.cluster.issuer,
+        "sub": subject,
+        "iat": now,
+        "nbf": now + not_before,
+        "exp": now + lifetime,
+        "kubernetes.io": {"namespace": subject.split(':').nth(2).unwrap_or(""),
+            "serviceaccount": {"name": subject.split(':').nth(3).unwrap_or("")}},
+    });
+    match shared.cluster.sign(&claims) {
+        Ok(token) => Json(json!({"token": token, "issuer": shared.cluster.issuer})).into_response(),
+        Err(e) => bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }

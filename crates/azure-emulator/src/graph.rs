@@ -20,6 +20,9 @@ use super::paging;
 use super::state::{settled, Application, DeletedObject, FederatedCredential, Password};
 use super::Shared;
 
+#[path = "graph_creds.rs"]
+mod creds;
+
 type GResult = Result<Response, GraphError>;
 
 /// One compiled `$filter` clause.
@@ -238,6 +241,39 @@ async fn handle(
         ("DELETE", ["applications", k, "federatedIdentityCredentials", f]) => {
             delete_fic(&req, k, f)
         }
+        ("POST", ["applications", k, "addKey"]) => creds::add_key(&req, Owner::App, k),
+        ("POST", ["applications", k, "removeKey"]) => creds::remove_key(&req, Owner::App, k),
+        ("POST", ["servicePrincipals", k, "addKey"]) => creds::add_key(&req, Owner::Sp, k),
+        ("POST", ["servicePrincipals", k, "removeKey"]) => creds::remove_key(&req, Owner::Sp, k),
+        ("PATCH", ["servicePrincipals", k]) => creds::patch_service_principal(&req, k),
+        ("GET", ["applications", k, "appManagementPolicies"]) => {
+            creds::list_assigned(&req, Owner::App, k)
+        }
+        ("POST", ["applications", k, "appManagementPolicies", "$ref"]) => {
+            creds::assign(&req, Owner::App, k)
+        }
+        ("DELETE", ["applications", k, "appManagementPolicies", p, "$ref"]) => {
+            creds::unassign(&req, Owner::App, k, p)
+        }
+        ("GET", ["servicePrincipals", k, "appManagementPolicies"]) => {
+            creds::list_assigned(&req, Owner::Sp, k)
+        }
+        ("POST", ["servicePrincipals", k, "appManagementPolicies", "$ref"]) => {
+            creds::assign(&req, Owner::Sp, k)
+        }
+        ("DELETE", ["servicePrincipals", k, "appManagementPolicies", p, "$ref"]) => {
+            creds::unassign(&req, Owner::Sp, k, p)
+        }
+        ("GET", ["policies", "defaultAppManagementPolicy"]) => creds::get_default_policy(&req),
+        ("PATCH", ["policies", "defaultAppManagementPolicy"]) => creds::patch_default_policy(&req),
+        ("GET", ["policies", "appManagementPolicies"]) => creds::list_policies(&req),
+        ("POST", ["policies", "appManagementPolicies"]) => creds::create_policy(&req),
+        ("GET", ["policies", "appManagementPolicies", id]) => creds::get_policy(&req, id),
+        ("PATCH", ["policies", "appManagementPolicies", id]) => creds::patch_policy(&req, id),
+        ("DELETE", ["policies", "appManagementPolicies", id]) => creds::delete_policy(&req, id),
+        ("GET", ["policies", "appManagementPolicies", id, "appliesTo"]) => {
+            creds::policy_applies_to(&req, id)
+        }
         ("GET", ["servicePrincipals"]) => list_service_principals(&req),
         ("POST", ["servicePrincipals"]) => create_service_principal(&req),
         ("GET", ["servicePrincipals", k]) => get_service_principal(&req, k),
@@ -268,6 +304,7 @@ async fn handle(
                 "groups",
                 "directory",
                 "directoryObjects",
+                "policies",
             ]
             .contains(first)
                 && s.len() <= 5 =>
@@ -642,11 +679,14 @@ fn create_application(req: &Req) -> GResult {
         .get("description")
         .and_then(Value::as_str)
         .map(str::to_string);
+    let keys = creds::keys_from_body(&body, &[])?.unwrap_or_default();
     let (json, id) = {
         let mut d = req.shared.dir();
+        creds::check_new_keys(&d, None, true, Utc::now(), &keys, &[])?;
         let app = d.create_application(&name, &audience, tags, Some(std::time::Instant::now()));
         if let Some(a) = d.applications.get_mut(&app.id) {
             a.description = description;
+            a.keys = keys;
         }
         let app = d.applications.get(&app.id).cloned().unwrap_or(app);
         (app.to_json(&d.domain), app.id)
@@ -670,12 +710,8 @@ fn get_application(req: &Req, key: &str) -> GResult {
         .applications
         .get(&id)
         .ok_or_else(|| GraphError::not_found(key_display(key)))?;
-    Ok(entity(
-        req,
-        StatusCode::OK,
-        "applications/$entity",
-        app.to_json(&d.domain),
-    ))
+    let json = creds::select_single(req, app.to_json(&d.domain), &app.keys);
+    Ok(entity(req, StatusCode::OK, "applications/$entity", json))
 }
 
 fn patch_application(req: &Req, key: &str) -> GResult {
@@ -686,6 +722,7 @@ fn patch_application(req: &Req, key: &str) -> GResult {
         Some(t) => Some(parse_tags(Some(t), "Application")?),
         None => None,
     };
+    creds::patch_keys(req, Owner::App, &id, &body)?;
     let mut d = req.shared.dir();
     let app = d
         .applications
@@ -810,6 +847,7 @@ async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
     }
     .ok_or_else(|| GraphError::not_found(key_display(key)))?;
     let _guard = begin_password_write(req, &id).await?;
+    creds::check_password(req, owner, &id, start, end)?;
 
     let password = Password::new(display_name, start, end);
     let mut d = req.shared.dir();
@@ -1112,7 +1150,7 @@ fn get_service_principal(req: &Req, key: &str) -> GResult {
         .dir()
         .service_principals
         .get(&id)
-        .map(|s| s.to_json())
+        .map(|s| creds::select_single(req, s.to_json(), &s.keys))
         .ok_or_else(|| GraphError::not_found(key_display(key)))?;
     Ok(entity(
         req,

@@ -15,7 +15,9 @@ pub mod filter;
 pub mod graph;
 pub mod imds;
 pub mod jwt;
+pub mod keys;
 pub mod paging;
+pub mod policy;
 pub mod roles;
 pub mod seed;
 pub mod server;
@@ -224,6 +226,8 @@ pub struct Shared {
     log: Mutex<Vec<RequestRecord>>,
     started: Instant,
     pub jwt: JwtKey,
+    /// The built-in Kubernetes-style OIDC issuer (workload identity federation tests).
+    pub cluster: keys::ClusterIssuer,
     pub urls: Urls,
     /// The Arc token directory, when it exists or could be created.
     pub arc_dir: Option<PathBuf>,
@@ -379,6 +383,7 @@ impl Emulator {
         };
         let (dir, root_secret, root_client_id) = seed::build_directory(seed_doc.as_ref())?;
         let jwt = JwtKey::generate()?;
+        let cluster = keys::ClusterIssuer::generate(format!("{}cluster-issuer/", urls.authority))?;
         let tls = tls::generate()?;
 
         let (cert_path, temp_dir) = match &config.cert_file {
@@ -409,6 +414,7 @@ impl Emulator {
             log: Mutex::new(Vec::new()),
             started: Instant::now(),
             jwt,
+            cluster,
             urls: urls.clone(),
             arc_dir: prepare_arc_dir(&config.arc_token_dir),
             arc_keys: Mutex::new(HashMap::new()),

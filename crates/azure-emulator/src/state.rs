@@ -10,10 +10,12 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 /// Graph application permissions of the root and machine identities.
-pub const ADMIN_GRAPH_ROLES: [&str; 3] = [
+pub const ADMIN_GRAPH_ROLES: [&str; 5] = [
     "Application.ReadWrite.All",
     "Group.ReadWrite.All",
     "Directory.ReadWrite.All",
+    "Policy.Read.All",
+    "Policy.ReadWrite.ApplicationConfiguration",
 ];
 
 /// ISO 8601 in UTC with at most seven fractional digits, as Graph writes them.
@@ -104,6 +106,46 @@ impl Password {
     }
 }
 
+/// A key credential (a certificate's public part). Only the public certificate is kept.
+#[derive(Debug, Clone)]
+pub struct KeyCredential {
+    pub key_id: String,
+    pub display_name: Option<String>,
+    pub custom_key_identifier: Vec<u8>,
+    /// `AsymmetricX509Cert` (the only type the token service accepts).
+    pub key_type: String,
+    /// `Verify`.
+    pub usage: String,
+    pub cert: super::keys::CertInfo,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// When it was added through the API (`None` for seeded ones): drives the credential delay.
+    pub added_at: Option<Instant>,
+}
+
+impl KeyCredential {
+    /// The JSON Graph returns; `key` (the certificate) only when `with_key`.
+    pub fn to_json(&self, with_key: bool) -> Value {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        json!({
+            "customKeyIdentifier": b64(&self.custom_key_identifier),
+            "displayName": self.display_name,
+            "endDateTime": fmt_time(&self.end),
+            "key": if with_key { Value::String(b64(&self.cert.der)) } else { Value::Null },
+            "keyId": self.key_id,
+            "startDateTime": fmt_time(&self.start),
+            "type": self.key_type,
+            "usage": self.usage,
+        })
+    }
+
+    /// Whether it can sign client assertions and proofs at `now`.
+    pub fn valid_at(&self, now: DateTime<Utc>) -> bool {
+        self.start <= now && now < self.end
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FederatedCredential {
     pub id: String,
@@ -139,7 +181,10 @@ pub struct Application {
     pub created_at: Option<Instant>,
     pub seq: u64,
     pub passwords: Vec<Password>,
+    pub keys: Vec<KeyCredential>,
     pub federated: Vec<FederatedCredential>,
+    /// The id of the app management policy assigned to it.
+    pub policy: Option<String>,
     pub deleted: Option<DateTime<Utc>>,
 }
 
@@ -180,7 +225,7 @@ impl Application {
                 "logoUrl": null, "marketingUrl": null, "privacyStatementUrl": null,
                 "supportUrl": null, "termsOfServiceUrl": null
             },
-            "keyCredentials": [],
+            "keyCredentials": self.keys.iter().map(|k| k.to_json(false)).collect::<Vec<_>>(),
             "parentalControlSettings": {"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"},
             "passwordCredentials": self.passwords.iter().map(|p| p.to_json(false)).collect::<Vec<_>>(),
             "publicClient": {"redirectUris": []},
@@ -211,6 +256,9 @@ pub struct ServicePrincipal {
     pub created_at: Option<Instant>,
     pub seq: u64,
     pub passwords: Vec<Password>,
+    pub keys: Vec<KeyCredential>,
+    /// The id of the app management policy assigned to it.
+    pub policy: Option<String>,
     /// Graph application permissions granted to this principal.
     pub graph_roles: Vec<String>,
     pub deleted: Option<DateTime<Utc>>,
@@ -253,7 +301,7 @@ impl ServicePrincipal {
                 "logoUrl": null, "marketingUrl": null, "privacyStatementUrl": null,
                 "supportUrl": null, "termsOfServiceUrl": null
             },
-            "keyCredentials": [],
+            "keyCredentials": self.keys.iter().map(|k| k.to_json(false)).collect::<Vec<_>>(),
             "oauth2PermissionScopes": [],
             "passwordCredentials": self.passwords.iter().map(|p| p.to_json(false)).collect::<Vec<_>>(),
             "resourceSpecificApplicationPermissions": [],
@@ -444,6 +492,10 @@ pub struct Directory {
     pub machine_sp_id: String,
     /// A user-assigned identity attached to the VM: (service principal id, resource id).
     pub user_assigned: Vec<(String, String)>,
+    /// The tenant's default app management policy (`tenantAppManagementPolicy`).
+    pub default_policy: Value,
+    /// App management policies by id.
+    pub policies: std::collections::BTreeMap<String, Value>,
 }
 
 impl Directory {
@@ -463,6 +515,8 @@ impl Directory {
             management_groups: Vec::new(),
             machine_sp_id: String::new(),
             user_assigned: Vec::new(),
+            default_policy: super::policy::initial_default(),
+            policies: std::collections::BTreeMap::new(),
         }
     }
 
@@ -495,7 +549,9 @@ impl Directory {
             created_at,
             seq,
             passwords: Vec::new(),
+            keys: Vec::new(),
             federated: Vec::new(),
+            policy: None,
             deleted: None,
         };
         self.applications.insert(app.id.clone(), app.clone());
@@ -523,6 +579,8 @@ impl Directory {
             created_at,
             seq,
             passwords: Vec::new(),
+            keys: Vec::new(),
+            policy: None,
             graph_roles: Vec::new(),
             deleted: None,
         };
@@ -546,6 +604,8 @@ impl Directory {
             created_at: None,
             seq,
             passwords: Vec::new(),
+            keys: Vec::new(),
+            policy: None,
             graph_roles: Vec::new(),
             deleted: None,
         };

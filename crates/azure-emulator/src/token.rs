@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 
 use super::auth;
 use super::errors::AadError;
-use super::jwt::{constant_time_eq, decode_unverified};
-use super::state::{settled, Password};
+use super::jwt::constant_time_eq;
+use super::keys::{parse_jwt, Jwt};
+use super::state::{settled, KeyCredential, Password};
 use super::Shared;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -34,6 +35,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
             get(openid_configuration),
         )
         .route("/common/discovery/instance", get(instance_discovery))
+        .route(
+            "/cluster-issuer/.well-known/openid-configuration",
+            get(cluster_openid_configuration),
+        )
+        .route("/cluster-issuer/openid/v1/jwks", get(cluster_jwks))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -248,7 +254,20 @@ fn issue(
                 "The request body must contain the following parameter: 'client_assertion_type' with the value 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'.",
             ));
         }
-        check_assertion(assertion, &app.federated)?;
+        let parsed = parse_jwt(assertion).ok_or_else(malformed_assertion)?;
+        let (x5t, x5t_s256) = parsed.thumbprints();
+        if x5t.is_some() || x5t_s256.is_some() {
+            let keys: Vec<&KeyCredential> = app
+                .keys
+                .iter()
+                .chain(sp.iter().flat_map(|s| s.keys.iter()))
+                .filter(|k| settled(k.added_at, settings.credential_delay()))
+                .collect();
+            let names = [tenant, d.tenant_id.as_str(), d.domain.as_str()];
+            check_certificate_assertion(shared, &names, &client_id, &parsed, &keys)?;
+        } else {
+            check_assertion(shared, &parsed, &app.federated)?;
+        }
     } else if let Some(secret) = client_secret.filter(|s| !s.is_empty()) {
         let passwords: Vec<&Password> = app
             .passwords
@@ -336,19 +355,145 @@ fn issue(
     Ok(resp)
 }
 
-/// Matches an external assertion against the application's federated credentials.
-fn check_assertion(
-    assertion: &str,
-    federated: &[super::state::FederatedCredential],
+fn malformed_assertion() -> AadError {
+    AadError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_client",
+        50027,
+        "JWT token is invalid or malformed.",
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn invalid_signature(reason: &str) -> AadError {
+    AadError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        700_027,
+        format!("Client assertion contains an invalid signature. [Reason - {reason}]"),
+    )
+}
+
+fn check_lifetime(jwt: &Jwt) -> Result<(), AadError> {
+    let now = chrono::Utc::now().timestamp();
+    let exp = jwt.claim_i64("exp");
+    let nbf = jwt.claim_i64("nbf").unwrap_or(0);
+    match exp {
+        Some(exp) if exp > now && nbf <= now + 300 => Ok(()),
+        _ => Err(AadError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            700_024,
+            format!(
+                "Client assertion is not within its valid time range. Current time: {now}, assertion valid from {nbf}, expiry time of assertion {}.",
+                exp.map(|e| e.to_string()).unwrap_or_else(|| "(missing)".to_string())
+            ),
+        )),
+    }
+}
+
+/// Checks a certificate client assertion: the key credential named by `x5t` (SHA-1) or
+/// `x5t#S256` must be registered and valid now, the RS256/PS256 signature must verify with
+/// its public key, `aud` must be this tenant's token endpoint, `iss` = `sub` = the client
+/// id, and the assertion must be within its lifetime.
+fn check_certificate_assertion(
+    shared: &Shared,
+    tenant_names: &[&str],
+    client_id: &str,
+    jwt: &Jwt,
+    keys: &[&KeyCredential],
 ) -> Result<(), AadError> {
-    let claims = decode_unverified(assertion).ok_or_else(|| {
-        AadError::new(
+    let (x5t, x5t_s256) = jwt.thumbprints();
+    let shown = x5t
+        .as_deref()
+        .or(x5t_s256.as_deref())
+        .map(hex)
+        .unwrap_or_default();
+    let key = keys
+        .iter()
+        .find(|k| {
+            k.key_type == "AsymmetricX509Cert"
+                && (x5t.as_deref() == Some(k.cert.sha1.as_slice())
+                    || x5t_s256.as_deref() == Some(k.cert.sha256.as_slice()))
+        })
+        .ok_or_else(|| {
+            invalid_signature(&format!(
+                "The key was not found., Thumbprint of key used by client: '{shown}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'."
+            ))
+        })?;
+    if !key.valid_at(chrono::Utc::now()) {
+        return Err(invalid_signature(&format!(
+            "The key used is expired., Thumbprint of key used by client: '{shown}'"
+        )));
+    }
+    if !key.cert.rsa || key.cert.key_bits < 2048 {
+        return Err(invalid_signature(&format!(
+            "The key used is not an RSA key of at least 2048 bits: RSA key size {} is less than the minimum required 2048 bits.",
+            key.cert.key_bits
+        )));
+    }
+    if !jwt.verify_rsa(&key.cert.public_key) {
+        return Err(invalid_signature(
+            "The provided signature value did not match the expected signature value.",
+        ));
+    }
+    let a = &shared.urls.authority;
+    let valid_aud: Vec<String> = tenant_names
+        .iter()
+        .flat_map(|t| {
+            [
+                format!("{a}{t}/oauth2/v2.0/token"),
+                format!("{a}{t}/oauth2/token"),
+            ]
+        })
+        .collect();
+    let auds = jwt.audiences();
+    if !auds
+        .iter()
+        .any(|x| valid_aud.iter().any(|v| v.eq_ignore_ascii_case(x)))
+    {
+        return Err(AadError::new(
             StatusCode::BAD_REQUEST,
             "invalid_client",
             50027,
-            "JWT token is invalid or malformed.",
-        )
-    })?;
+            format!(
+                "JWT token is invalid or malformed: the audience '{}' of the client assertion is not the token endpoint of this tenant.",
+                auds.join(",")
+            ),
+        ));
+    }
+    let iss = jwt.claim_str("iss").unwrap_or("");
+    if !iss.eq_ignore_ascii_case(client_id) {
+        return Err(AadError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            700_021,
+            format!("Client assertion application identifier '{iss}' doesn't match 'client_id' parameter '{client_id}'."),
+        ));
+    }
+    if jwt.claim_str("sub") != Some(iss) {
+        return Err(AadError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            50048,
+            "Subject does not match Issuer claim in the client assertion.",
+        ));
+    }
+    check_lifetime(jwt)
+}
+
+/// Matches an external assertion against the application's federated credentials. An
+/// assertion of the built-in cluster issuer must carry that issuer's signature; other
+/// issuers cannot be reached from the emulator, so their signatures are not checked.
+fn check_assertion(
+    shared: &Shared,
+    jwt: &Jwt,
+    federated: &[super::state::FederatedCredential],
+) -> Result<(), AadError> {
+    let claims = &jwt.claims;
     let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
     let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
     let auds: Vec<String> = match claims.get("aud") {
@@ -363,6 +508,14 @@ fn check_assertion(
     let matched = federated.iter().any(|f| {
         f.issuer == iss && f.subject == sub && auds.iter().any(|a| f.audiences.contains(a))
     });
+    if iss == shared.cluster.issuer && !shared.cluster.verifies(jwt) {
+        return Err(AadError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            700_027,
+            "Client assertion contains an invalid signature. [Reason - The key was not found in the issuer's JSON Web Key Set.]",
+        ));
+    }
     if !matched {
         return Err(AadError::new(
             StatusCode::BAD_REQUEST,
@@ -374,21 +527,7 @@ fn check_assertion(
             ),
         ));
     }
-    let now = chrono::Utc::now().timestamp();
-    let exp = claims.get("exp").and_then(Value::as_i64);
-    let nbf = claims.get("nbf").and_then(Value::as_i64).unwrap_or(0);
-    match exp {
-        Some(exp) if exp > now && nbf <= now + 300 => Ok(()),
-        _ => Err(AadError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_client",
-            700_024,
-            format!(
-                "Client assertion is not within its valid time range. Current time: {now}, assertion valid from {nbf}, expiry time of assertion {}.",
-                exp.map(|e| e.to_string()).unwrap_or_else(|| "(missing)".to_string())
-            ),
-        )),
-    }
+    check_lifetime(jwt)
 }
 
 async fn openid_configuration(
@@ -442,4 +581,20 @@ async fn instance_discovery(
         "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
     }))
     .into_response()
+}
+
+async fn cluster_openid_configuration(State(shared): State<Arc<Shared>>) -> Response {
+    let issuer = &shared.cluster.issuer;
+    Json(json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}openid/v1/jwks"),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+    .into_response()
+}
+
+async fn cluster_jwks(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.cluster.jwks()).into_response()
 }

@@ -2358,3 +2358,663 @@ async fn password_validity_window_and_clock() {
         assert_eq!(s.status, StatusCode::BAD_REQUEST, "{bad}: {}", s.text);
     }
 }
+// ---------- certificates, proofs, policies, cluster issuer ----------
+
+/// A self-signed RSA certificate and its key, made the way a client would.
+struct TestCert {
+    key: aws_lc_rs::signature::RsaKeyPair,
+    der: Vec<u8>,
+}
+
+impl TestCert {
+    fn new(bits: aws_lc_rs::rsa::KeySize, days: i64) -> TestCert {
+        use aws_lc_rs::encoding::AsDer;
+        let key = aws_lc_rs::signature::RsaKeyPair::generate(bits).unwrap();
+        let pkcs8 = key.as_der().unwrap().as_ref().to_vec();
+        let signer = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::days(days);
+        let cert = params.self_signed(&signer).unwrap();
+        TestCert {
+            key,
+            der: cert.der().to_vec(),
+        }
+    }
+
+    fn b64(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&self.der)
+    }
+
+    fn x5t(&self) -> String {
+        use base64::Engine;
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &self.der);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
+    }
+
+    fn x5t_s256(&self) -> String {
+        use base64::Engine;
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.der);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.as_ref())
+    }
+
+    fn sign(&self, header: Value, claims: Value) -> String {
+        use base64::Engine;
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let input = format!(
+            "{}.{}",
+            e.encode(header.to_string()),
+            e.encode(claims.to_string())
+        );
+        let mut sig = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                input.as_bytes(),
+                &mut sig,
+            )
+            .unwrap();
+        format!("{input}.{}", e.encode(sig))
+    }
+
+    /// A client assertion for `client_id` at `aud`.
+    fn assertion(&self, client_id: &str, aud: &str, exp_in: i64) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.sign(
+            json!({"alg": "RS256", "typ": "JWT", "x5t": self.x5t()}),
+            json!({"aud": aud, "iss": client_id, "sub": client_id, "jti": uuid::Uuid::new_v4().to_string(),
+                "nbf": now - 5, "iat": now - 5, "exp": now + exp_in}),
+        )
+    }
+
+    /// A proof-of-possession token for `addKey`/`removeKey` on the object `object_id`.
+    fn proof(&self, object_id: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.sign(
+            json!({"alg": "RS256", "typ": "JWT", "x5t": self.x5t()}),
+            json!({"aud": "00000002-0000-0000-c000-000000000000", "iss": object_id, "nbf": now, "exp": now + 600}),
+        )
+    }
+}
+
+fn assertion_form(client_id: &str, assertion: &str, scope: &str) -> String {
+    form(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", assertion),
+        ("scope", scope),
+    ])
+}
+
+#[tokio::test]
+async fn key_credentials_client_assertions_and_proofs() {
+    use aws_lc_rs::rsa::KeySize;
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let tenant = emu.var("AZURE_TENANT_ID").to_string();
+    let token_url = emu.token_url(&tenant);
+    let c1 = TestCert::new(KeySize::Rsa2048, 30);
+
+    // Created with a key credential in the same call.
+    let app = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &g,
+            Some(json!({"displayName": "cert-app", "keyCredentials": [
+                {"type": "AsymmetricX509Cert", "usage": "Verify", "key": c1.b64(), "displayName": "c1"}]})),
+        )
+        .await;
+    assert_eq!(app.status, StatusCode::CREATED, "{}", app.text);
+    let obj = app.body["id"].as_str().unwrap().to_string();
+    let client_id = app.body["appId"].as_str().unwrap().to_string();
+    let k1 = app.body["keyCredentials"][0].clone();
+    assert!(k1["key"].is_null(), "key is not returned by default");
+    assert_eq!(k1["type"], "AsymmetricX509Cert");
+    let k1_id = k1["keyId"].as_str().unwrap().to_string();
+    let sp = emu
+        .graph(
+            Method::POST,
+            "/servicePrincipals",
+            &g,
+            Some(json!({"appId": client_id})),
+        )
+        .await;
+    assert_eq!(sp.status, StatusCode::CREATED);
+
+    // $select=keyCredentials returns the certificate.
+    let sel = emu
+        .graph(
+            Method::GET,
+            &format!("/applications/{obj}?$select=keyCredentials"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(sel.body["keyCredentials"][0]["key"], c1.b64());
+    assert!(sel.body.get("displayName").is_none());
+
+    // A client assertion signed with the key obtains a token.
+    let scope = emu.graph_scope();
+    let r = emu
+        .post_form(
+            &token_url,
+            assertion_form(
+                &client_id,
+                &c1.assertion(&client_id, &token_url, 300),
+                &scope,
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let app_graph = r.body["access_token"].as_str().unwrap().to_string();
+    // x5t#S256 alone works too.
+    let now = chrono::Utc::now().timestamp();
+    let a256 = c1.sign(
+        json!({"alg": "RS256", "typ": "JWT", "x5t#S256": c1.x5t_s256()}),
+        json!({"aud": token_url, "iss": client_id, "sub": client_id, "nbf": now, "exp": now + 300}),
+    );
+    let r = emu
+        .post_form(&token_url, assertion_form(&client_id, &a256, &scope))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // Wrong audience, wrong issuer, subject mismatch, expired, unknown key, bad signature.
+    let wrong_aud = c1.assertion(&client_id, "https://login.example/x/oauth2/v2.0/token", 300);
+    let r = emu
+        .post_form(&token_url, assertion_form(&client_id, &wrong_aud, &scope))
+        .await;
+    assert_aad_error(&r, 400, "invalid_client", 50027);
+    let other_iss = c1.sign(
+        json!({"alg": "RS256", "x5t": c1.x5t()}),
+        json!({"aud": token_url, "iss": "someone", "sub": "someone", "nbf": now, "exp": now + 300}),
+    );
+    let r = emu
+        .post_form(&token_url, assertion_form(&client_id, &other_iss, &scope))
+        .await;
+    assert_aad_error(&r, 400, "invalid_client", 700_021);
+    let sub_mismatch = c1.sign(
+        json!({"alg": "RS256", "x5t": c1.x5t()}),
+        json!({"aud": token_url, "iss": client_id, "sub": "x", "nbf": now, "exp": now + 300}),
+    );
+    let r = emu
+        .post_form(
+            &token_url,
+            assertion_form(&client_id, &sub_mismatch, &scope),
+        )
+        .await;
+    assert_aad_error(&r, 400, "invalid_client", 50048);
+    let expired = c1.assertion(&client_id, &token_url, -60);
+    let r = emu
+        .post_form(&token_url, assertion_form(&client_id, &expired, &scope))
+        .await;
+    assert_aad_error(&r, 400, "invalid_client", 700_024);
+    let c2 = TestCert::new(KeySize::Rsa2048, 30);
+    let r = emu
+        .post_form(
+            &token_url,
+            assertion_form(
+                &client_id,
+                &c2.assertion(&client_id, &token_url, 300),
+                &scope,
+            ),
+        )
+        .await;
+    assert_aad_error(&r, 401, "invalid_client", 700_027);
+    assert!(r.text.contains("The key was not found"), "{}", r.text);
+    // c2's signature under c1's thumbprint.
+    let forged = c2.sign(
+        json!({"alg": "RS256", "x5t": c1.x5t()}),
+        json!({"aud": token_url, "iss": client_id, "sub": client_id, "nbf": now, "exp": now + 300}),
+    );
+    let r = emu
+        .post_form(&token_url, assertion_form(&client_id, &forged, &scope))
+        .await;
+    assert_aad_error(&r, 401, "invalid_client", 700_027);
+    assert!(
+        r.text.contains("signature value did not match"),
+        "{}",
+        r.text
+    );
+
+    // addKey with a proof signed by c1, by the application itself.
+    let add = |proof: String, cert: &TestCert| json!({"keyCredential": {"type": "AsymmetricX509Cert", "usage": "Verify", "key": cert.b64()}, "passwordCredential": null, "proof": proof});
+    let bad = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{obj}/addKey"),
+            &app_graph,
+            Some(add(c2.proof(&obj), &c2)),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED, "{}", bad.text);
+    assert_eq!(bad.code(), "Authentication_MissingOrMalformed");
+    let wrong_iss = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{obj}/addKey"),
+            &app_graph,
+            Some(add(c1.proof(&client_id), &c2)),
+        )
+        .await;
+    assert_eq!(wrong_iss.code(), "Authentication_MissingOrMalformed");
+    let padded = format!("{}=", c1.proof(&obj));
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{obj}/addKey"),
+            &app_graph,
+            Some(add(padded, &c2)),
+        )
+        .await;
+    assert_eq!(r.code(), "Authentication_MissingOrMalformed");
+    let added = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{obj}/addKey"),
+            &app_graph,
+            Some(add(c1.proof(&obj), &c2)),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
+    assert!(added.body["key"].is_null());
+    let k2_id = added.body["keyId"].as_str().unwrap().to_string();
+    let r = emu
+        .post_form(
+            &token_url,
+            assertion_form(
+                &client_id,
+                &c2.assertion(&client_id, &token_url, 300),
+                &scope,
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // removeKey of c1 with a proof by c2; c1 no longer signs in.
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{obj}/removeKey"),
+            &app_graph,
+            Some(json!({"keyId": k1_id, "proof": c2.proof(&obj)})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = emu
+        .post_form(
+            &token_url,
+            assertion_form(
+                &client_id,
+                &c1.assertion(&client_id, &token_url, 300),
+                &scope,
+            ),
+        )
+        .await;
+    assert_aad_error(&r, 401, "invalid_client", 700_027);
+
+    // PATCH replaces the collection: keep c2 by keyId, add c3; leaving one out deletes it.
+    let c3 = TestCert::new(KeySize::Rsa3072, 30);
+    let r = emu
+        .graph(Method::PATCH, &format!("/applications/{obj}"), &g,
+            Some(json!({"keyCredentials": [{"keyId": k2_id}, {"type": "AsymmetricX509Cert", "usage": "Verify", "key": c3.b64()}]})))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let got = emu
+        .graph(Method::GET, &format!("/applications/{obj}"), &g, None)
+        .await;
+    assert_eq!(got.body["keyCredentials"].as_array().unwrap().len(), 2);
+    let r = emu
+        .graph(Method::PATCH, &format!("/applications/{obj}"), &g,
+            Some(json!({"keyCredentials": [{"type": "AsymmetricX509Cert", "usage": "Verify", "key": c3.b64()}]})))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let got = emu
+        .graph(Method::GET, &format!("/applications/{obj}"), &g, None)
+        .await;
+    assert_eq!(got.body["keyCredentials"].as_array().unwrap().len(), 1);
+
+    // Bad key credentials: not a certificate, dates outside the certificate, wrong type.
+    for bad in [
+        json!({"type": "AsymmetricX509Cert", "usage": "Verify", "key": "bm90IGEgY2VydA=="}),
+        json!({"type": "AsymmetricX509Cert", "usage": "Verify", "key": c3.b64(), "endDateTime": "2099-01-01T00:00:00Z"}),
+        json!({"type": "Symmetric", "usage": "Verify", "key": c3.b64()}),
+    ] {
+        let r = emu
+            .graph(
+                Method::POST,
+                "/applications",
+                &g,
+                Some(json!({"displayName": "x", "keyCredentials": [bad]})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    }
+
+    // Service principal key credentials: PATCH then sign in with it.
+    let sp_id = sp.body["id"].as_str().unwrap().to_string();
+    let c4 = TestCert::new(KeySize::Rsa2048, 30);
+    let r = emu
+        .graph(Method::PATCH, &format!("/servicePrincipals/{sp_id}"), &g,
+            Some(json!({"keyCredentials": [{"type": "AsymmetricX509Cert", "usage": "Verify", "key": c4.b64()}]})))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = emu
+        .post_form(
+            &token_url,
+            assertion_form(
+                &client_id,
+                &c4.assertion(&client_id, &token_url, 300),
+                &scope,
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+#[tokio::test]
+async fn app_management_policies() {
+    use aws_lc_rs::rsa::KeySize;
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let d = emu
+        .graph(
+            Method::GET,
+            "/policies/defaultAppManagementPolicy",
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.text);
+    assert_eq!(d.body["id"], "00000000-0000-0000-0000-000000000000");
+    assert_eq!(d.body["isEnabled"], false);
+
+    // Invalid restrictions are refused.
+    let r = emu
+        .graph(Method::PATCH, "/policies/defaultAppManagementPolicy", &g,
+            Some(json!({"applicationRestrictions": {"passwordCredentials": [{"restrictionType": "passwordLifetime", "maxLifetime": "ninety days"}]}})))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+
+    // Block passwords, cap certificates at 90 days.
+    let r = emu
+        .graph(Method::PATCH, "/policies/defaultAppManagementPolicy", &g,
+            Some(json!({"isEnabled": true, "applicationRestrictions": {
+                "passwordCredentials": [{"restrictionType": "passwordAddition", "maxLifetime": null, "restrictForAppsCreatedAfterDateTime": "2019-01-01T00:00:00Z"}],
+                "keyCredentials": [{"restrictionType": "asymmetricKeyLifetime", "maxLifetime": "P90D"}]}})))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let app = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &g,
+            Some(json!({"displayName": "pol-app"})),
+        )
+        .await;
+    let obj = app.body["id"].as_str().unwrap().to_string();
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{obj}/addPassword"),
+            &g,
+            Some(json!({"passwordCredential": {}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.code(), "CredentialTypeNotAllowedAsPerAppPolicy");
+    assert!(r.text.contains("00000000-0000-0000-0000-000000000000"));
+    let long = TestCert::new(KeySize::Rsa2048, 365);
+    let key =
+        |c: &TestCert| json!({"type": "AsymmetricX509Cert", "usage": "Verify", "key": c.b64()});
+    let r = emu
+        .graph(
+            Method::PATCH,
+            &format!("/applications/{obj}"),
+            &g,
+            Some(json!({"keyCredentials": [key(&long)]})),
+        )
+        .await;
+    assert_eq!(
+        r.code(),
+        "CredentialInvalidLifetimeAsPerAppPolicy",
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.body["error"]["details"][0]["target"], "EndDate",
+        "{}",
+        r.text
+    );
+    let r = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &g,
+            Some(json!({"displayName": "x", "keyCredentials": [key(&long)]})),
+        )
+        .await;
+    assert_eq!(r.code(), "CredentialInvalidLifetimeAsPerAppPolicy");
+    // An explicit end date within the cap is accepted.
+    let end = (chrono::Utc::now() + chrono::Duration::days(80)).to_rfc3339();
+    let mut capped = key(&long);
+    capped["endDateTime"] = json!(end);
+    let r = emu
+        .graph(
+            Method::PATCH,
+            &format!("/applications/{obj}"),
+            &g,
+            Some(json!({"keyCredentials": [capped]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    // Service principals are governed by servicePrincipalRestrictions (empty here).
+    let sp = emu
+        .graph(
+            Method::POST,
+            "/servicePrincipals",
+            &g,
+            Some(json!({"appId": app.body["appId"]})),
+        )
+        .await;
+    let sp_id = sp.body["id"].as_str().unwrap().to_string();
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/servicePrincipals/{sp_id}/addPassword"),
+            &g,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // An assigned policy replaces the default: this one allows passwords up to 30 days.
+    let p = emu
+        .graph(Method::POST, "/policies/appManagementPolicies", &g,
+            Some(json!({"displayName": "short secrets", "isEnabled": true, "restrictions": {
+                "passwordCredentials": [{"restrictionType": "passwordLifetime", "maxLifetime": "P30D"}]}})))
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.text);
+    let pid = p.body["id"].as_str().unwrap().to_string();
+    let r = emu
+        .graph(Method::POST, &format!("/applications/{obj}/appManagementPolicies/$ref"), &g,
+            Some(json!({"@odata.id": format!("{}/v1.0/policies/appManagementPolicies/{pid}", emu.var("AZURE_GRAPH_ENDPOINT"))})))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let listed = emu
+        .graph(
+            Method::GET,
+            &format!("/applications/{obj}/appManagementPolicies"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["value"][0]["id"], pid.as_str());
+    let applies = emu
+        .graph(
+            Method::GET,
+            &format!("/policies/appManagementPolicies/{pid}/appliesTo"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(applies.body["value"][0]["id"], obj.as_str());
+    let end31 = (chrono::Utc::now() + chrono::Duration::days(31)).to_rfc3339();
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{obj}/addPassword"),
+            &g,
+            Some(json!({"passwordCredential": {"endDateTime": end31}})),
+        )
+        .await;
+    assert_eq!(
+        r.code(),
+        "CredentialInvalidLifetimeAsPerAppPolicy",
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains(&pid));
+    let end29 = (chrono::Utc::now() + chrono::Duration::days(29)).to_rfc3339();
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{obj}/addPassword"),
+            &g,
+            Some(json!({"passwordCredential": {"endDateTime": end29}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Unassigned: the default applies again.
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/applications/{obj}/appManagementPolicies/{pid}/$ref"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = emu
+        .graph(
+            Method::POST,
+            &format!("/applications/{obj}/addPassword"),
+            &g,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(r.code(), "CredentialTypeNotAllowedAsPerAppPolicy");
+
+    // Policy reads need a policy permission.
+    let (_, cid, _, secret) = emu.new_principal(&g, "no-policy-perms").await;
+    // new_principal adds an SP password: allowed (SP restrictions are empty).
+    let weak = emu.token_for(&cid, &secret, &emu.graph_scope()).await;
+    let r = emu
+        .graph(
+            Method::GET,
+            "/policies/defaultAppManagementPolicy",
+            &weak,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/policies/appManagementPolicies/{pid}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn federation_with_the_cluster_issuer() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let issuer = emu.admin(Method::GET, "/cluster-issuer", None).await;
+    let iss = issuer.body["issuer"].as_str().unwrap().to_string();
+    assert!(iss.starts_with(emu.var("AZURE_AUTHORITY_HOST")) && iss.ends_with('/'));
+    // Discovery and JWKS are served under the issuer URL.
+    let disco = emu
+        .send(
+            Method::GET,
+            &format!("{iss}.well-known/openid-configuration"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(disco.body["issuer"], iss.as_str());
+    let jwks = emu
+        .send(
+            Method::GET,
+            disco.body["jwks_uri"].as_str().unwrap(),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(jwks.body, issuer.body["jwks"]);
+
+    let (obj, client_id, _, _) = emu.new_principal(&g, "wi-app").await;
+    let subject = "system:serviceaccount:vault:openbao";
+    let r = emu
+        .graph(Method::POST, &format!("/applications/{obj}/federatedIdentityCredentials"), &g,
+            Some(json!({"name": "aks", "issuer": iss, "subject": subject, "audiences": ["api://AzureADTokenExchange"]})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let tenant = emu.var("AZURE_TENANT_ID").to_string();
+    let scope = emu.graph_scope();
+    let mint = |body: Value| emu.admin(Method::POST, "/cluster-issuer/token", Some(body));
+    let t = mint(json!({"subject": subject})).await;
+    let token = t.body["token"].as_str().unwrap().to_string();
+    let r = emu
+        .post_form(
+            &emu.token_url(&tenant),
+            assertion_form(&client_id, &token, &scope),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // Tampered (re-signed claims with the original signature), other subject, expired.
+    use base64::Engine;
+    let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: Value = serde_json::from_slice(&e.decode(parts[1]).unwrap()).unwrap();
+    claims["exp"] = json!(claims["exp"].as_i64().unwrap() + 100);
+    let tampered = format!("{}.{}.{}", parts[0], e.encode(claims.to_string()), parts[2]);
+    let r = emu
+        .post_form(
+            &emu.token_url(&tenant),
+            assertion_form(&client_id, &tampered, &scope),
+        )
+        .await;
+    assert_aad_error(&r, 401, "invalid_client", 700_027);
+    let other = mint(json!({"subject": "system:serviceaccount:vault:other"})).await;
+    let r = emu
+        .post_form(
+            &emu.token_url(&tenant),
+            assertion_form(&client_id, other.body["token"].as_str().unwrap(), &scope),
+        )
+        .await;
+    assert_aad_error(&r, 400, "invalid_request", 70021);
+    let expired = mint(json!({"subject": subject, "lifetime_secs": -10})).await;
+    let r = emu
+        .post_form(
+            &emu.token_url(&tenant),
+            assertion_form(&client_id, expired.body["token"].as_str().unwrap(), &scope),
+        )
+        .await;
+    assert_aad_error(&r, 400, "invalid_client", 700_024);
+    let r = emu
+        .admin(Method::POST, "/cluster-issuer/token", Some(json!({})))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}

@@ -130,6 +130,8 @@ impl AzureBackend {
             environment: config.environment.clone(),
             identity_token_audience: config.identity_token_audience.clone(),
             identity_token_ttl: Some(config.identity_token_ttl).filter(|d| !d.is_zero()),
+            client_certificate: config.client_certificate.clone(),
+            client_certificate_key: SecretString::new(config.client_certificate_key.clone()),
         };
         let settings = AzureSettings::resolve(&azure_config, &*self.env)?;
         let assertion_provider: Option<Arc<dyn AssertionProvider>> =

@@ -260,6 +260,12 @@ impl AzureBackend {
         let key_id = internal_str(&secret, "key_id")
             .ok_or_else(|| LogicalError::internal("internal data 'key_id' not found"))?;
         let deadline = Deadline::after(REVOKE_DEADLINE);
+        if internal_str(&secret, "credential_type").as_deref() == Some("certificate") {
+            return self
+                .revoke_key_credential(&client, &app_object_id, &key_id, deadline)
+                .await
+                .map(|()| None);
+        }
         let lock = self.app_lock(&app_object_id);
         let _guard = lock.lock().await;
         match client

@@ -1,6 +1,7 @@
 //! The Azure secrets engine for OpenBao and Vault, built on `vault-plugin-sdk` and `azure-clients`.
 
 mod backend;
+mod certificate;
 mod identity;
 mod lease;
 mod path_config;

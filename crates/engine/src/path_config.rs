@@ -119,6 +119,15 @@ impl AzureBackend {
                 config.rotation_grace_period
             )),
         );
+        if let Ok(c) = azure_clients::ClientCertificate::from_pem(
+            &config.client_certificate,
+            &config.client_certificate_key,
+        ) {
+            data.insert(
+                "client_certificate_thumbprint".into(),
+                json!(c.thumbprint_hex()),
+            );
+        }
         Ok(Some(Response::with_data(data)))
     }
 
@@ -152,6 +161,15 @@ impl AzureBackend {
                 *slot = v;
             }
         }
+        for (field, slot) in [
+            ("client_certificate", &mut config.client_certificate),
+            ("client_certificate_key", &mut config.client_certificate_key),
+        ] {
+            if let Some(v) = data.str_ok(field)? {
+                *slot = v;
+            }
+        }
+        check_client_certificate(&config)?;
         let mut env_error = None;
         if let Some(env) = data.str_ok("environment")? {
             match check_environment(&env) {
@@ -313,6 +331,23 @@ fn config_fields() -> Vec<(&'static str, FieldSchema)> {
             .sensitive(),
         ),
         (
+            "client_certificate",
+            FieldSchema::new(
+                FieldType::String,
+                "PEM certificate of the engine's own identity: the engine signs \
+                 in with client assertions signed by its key instead of a secret.",
+            ),
+        ),
+        (
+            "client_certificate_key",
+            FieldSchema::new(
+                FieldType::String,
+                "PEM private key (PKCS#8 or PKCS#1, unencrypted, RSA 2048 bits \
+                 or more) of client_certificate. Never returned.",
+            )
+            .sensitive(),
+        ),
+        (
             "environment",
             FieldSchema::new(
                 FieldType::String,
@@ -413,4 +448,32 @@ fn config_fields() -> Vec<(&'static str, FieldSchema)> {
             ),
         ),
     ]
+}
+
+/// `client_certificate` and `client_certificate_key` go together, must belong to each other
+/// and exclude `client_secret`.
+fn check_client_certificate(config: &Config) -> Result<(), LogicalError> {
+    let (cert, key) = (&config.client_certificate, &config.client_certificate_key);
+    match (cert.trim().is_empty(), key.trim().is_empty()) {
+        (true, true) => return Ok(()),
+        (false, true) => {
+            return Err(LogicalError::bad_request(
+                "client_certificate_key is required with client_certificate",
+            ))
+        }
+        (true, false) => {
+            return Err(LogicalError::bad_request(
+                "client_certificate is required with client_certificate_key",
+            ))
+        }
+        (false, false) => {}
+    }
+    if !config.client_secret.is_empty() {
+        return Err(LogicalError::bad_request(
+            "only one of 'client_secret' or 'client_certificate' can be set",
+        ));
+    }
+    azure_clients::ClientCertificate::from_pem(cert, key)
+        .map(|_| ())
+        .map_err(|e| LogicalError::bad_request(e.to_string()))
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::backend::AzureBackend;
+use super::certificate::CredentialType;
 use super::lease::{self, SERVICE_PRINCIPAL, STATIC_SERVICE_PRINCIPAL};
 use super::provision::{self, PrincipalSpec, Readiness, PASSWORD_DISPLAY_NAME};
 use super::store::{self, Role};
@@ -118,8 +119,27 @@ impl AzureBackend {
         let now = Utc::now();
         let end = self.password_end(&role, now).await?;
         let (ttl, max_ttl) = lease_ttls(&role);
+        // The tenant's app management policy, before any Azure object is made.
+        let policy = self
+            .credential_policy_for(&client, &role, now, end, deadline)
+            .await?;
+        let end = policy.end.unwrap_or(end);
+        let (ttl, max_ttl) = match policy.max_ttl_cap {
+            Some(cap) => (
+                if ttl.is_zero() { ttl } else { ttl.min(cap) },
+                if max_ttl.is_zero() {
+                    cap
+                } else {
+                    max_ttl.min(cap)
+                },
+            ),
+            None => (ttl, max_ttl),
+        };
 
-        let (mut resp, readiness) = if role.application_object_id.is_empty() {
+        let (mut resp, readiness) = if CredentialType::of(&role) == CredentialType::Certificate {
+            self.issue_certificate(&req, &client, &name, &role, end, deadline)
+                .await?
+        } else if role.application_object_id.is_empty() {
             self.issue_service_principal(&req, &client, &name, &role, end, deadline)
                 .await?
         } else {
@@ -141,6 +161,9 @@ impl AzureBackend {
             d.insert("credential_ready_wait_ms".into(), json!(ms));
         }
         if let Some(w) = readiness.warning() {
+            resp.add_warning(w);
+        }
+        if let Some(w) = policy.warning {
             resp.add_warning(w);
         }
         Ok(Some(resp))
@@ -173,7 +196,7 @@ impl AzureBackend {
             deadline,
         )
         .await
-        .map_err(|e| LogicalError::internal(e.to_string()))?;
+        .map_err(super::certificate::provision_failure)?;
         tracing::info!(role = %name, app_id = %principal.app_id, "issued a service principal");
 
         let mut data = Map::new();
@@ -218,7 +241,9 @@ impl AzureBackend {
             .add_app_password(client, storage, &wal_id, &app_object_id, &NewPassword { display_name: Some(display_name.clone()), start: None, end: Some(end) }, deadline)
             .await
             .map_err(|e| {
-                if e.is_too_many_passwords() {
+                if let Some(policy) = super::certificate::policy_error(&e) {
+                    policy
+                } else if e.is_too_many_passwords() {
                     LogicalError::internal(
                         "error updating credentials: maximum number of Application passwords reached",
                     )

@@ -174,6 +174,11 @@ fn role_data(role: &Role) -> Map {
     data.insert("persist_app".into(), json!(role.persist_app));
     data.insert("sign_in_audience".into(), json!(role.sign_in_audience));
     data.insert("tags".into(), json!(role.tags));
+    // Shown only for certificates, so a password role reads back as the Go engine's does.
+    let kind = super::certificate::CredentialType::of(role);
+    if kind != super::certificate::CredentialType::Password {
+        data.insert("credential_type".into(), json!(kind.as_str()));
+    }
     data.insert(
         "credential_ready_timeout".into(),
         json!(role
@@ -411,6 +416,9 @@ impl AzureBackend {
                     .collect(),
             );
         }
+        if let Some(t) = data.str_ok("credential_type")? {
+            role.credential_type = super::certificate::CredentialType::parse(&t)?.stored();
+        }
 
         // Decoded and checked before any Azure call, so that bad input costs none.
         if let Some(raw) = data.str_ok("azure_roles")? {
@@ -532,7 +540,16 @@ impl AzureBackend {
                 tags: role.tags.clone().unwrap_or_default(),
                 ..NewApplication::persisted(name, now)
             };
-            let principal = provision::create_principal(
+            // A certificate role's application gets no service principal password (a
+            // tenant that blocks passwords would refuse it).
+            let plan = if super::certificate::CredentialType::of(role)
+                == super::certificate::CredentialType::Certificate
+            {
+                provision::CredentialPlan::Nothing
+            } else {
+                provision::CredentialPlan::Password
+            };
+            let principal = provision::create_principal_with(
                 client,
                 req.storage.as_ref(),
                 PrincipalSpec {
@@ -542,6 +559,7 @@ impl AzureBackend {
                     password_end: now + PERSISTED_SP_PASSWORD_TTL,
                     ready_timeout: None,
                 },
+                plan,
                 deadline,
             )
             .await
@@ -756,6 +774,15 @@ fn role_fields() -> Vec<(&'static str, FieldSchema)> {
                 FieldType::KvPairs,
                 "Metadata returned with every credential of the role (a map, \
                  key=value pairs or a JSON object).",
+            ),
+        ),
+        (
+            "credential_type",
+            FieldSchema::new(
+                FieldType::String,
+                "What creds issues: 'password' (default, a client secret) or \
+                 'certificate' (an RSA key pair and a self-signed certificate \
+                 registered as a key credential).",
             ),
         ),
         (

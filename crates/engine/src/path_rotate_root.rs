@@ -57,6 +57,27 @@ impl AzureBackend {
         let config = store::get_config(storage)
             .await?
             .ok_or_else(|| LogicalError::internal("config is nil"))?;
+        if !config.client_certificate.is_empty() && config.client_secret.is_empty() {
+            let ttl = if config.root_password_ttl.is_zero() {
+                DEFAULT_ROOT_PASSWORD_TTL
+            } else {
+                config.root_password_ttl
+            };
+            let warnings = self
+                .rotate_root_certificate(
+                    storage,
+                    config,
+                    ttl,
+                    READY_TIMEOUT,
+                    Deadline::after(DEADLINE),
+                )
+                .await?;
+            let resp = Response {
+                warnings,
+                ..Response::default()
+            };
+            return Ok(Some(resp).filter(|r| !r.warnings.is_empty()));
+        }
         self.add_root_password(storage, config).await?;
         let mut resp = Response::default();
         match self.finish_root_swap(storage, READY_TIMEOUT).await? {
@@ -267,6 +288,26 @@ impl AzureBackend {
         let mut updated = config.clone();
         updated.last_rotation_time = Some(now);
         store::put_config(storage, &updated).await?;
+        if !updated.client_certificate.is_empty() && updated.client_secret.is_empty() {
+            let ttl = if updated.root_password_ttl.is_zero() {
+                DEFAULT_ROOT_PASSWORD_TTL
+            } else {
+                updated.root_password_ttl
+            };
+            let warnings = self
+                .rotate_root_certificate(
+                    storage,
+                    updated,
+                    ttl,
+                    PERIODIC_READY_TIMEOUT,
+                    Deadline::after(DEADLINE),
+                )
+                .await?;
+            for w in warnings {
+                tracing::warn!(warning = %w, "scheduled root certificate rotation");
+            }
+            return Ok(());
+        }
         self.add_root_password(storage, updated).await?;
         self.finish_root_swap(storage, PERIODIC_READY_TIMEOUT)
             .await?;

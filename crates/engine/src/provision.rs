@@ -15,8 +15,10 @@ use serde_json::json;
 
 use super::store::{AzureGroup, AzureRole};
 use azure_clients::{
-    AzureClient, AzureError, Deadline, DeleteOutcome, NewApplication, NewPassword, SecretString,
+    AzureClient, AzureError, ClientCertificate, Deadline, DeleteOutcome, NewApplication,
+    NewKeyCredential, NewPassword, SecretString,
 };
+use std::sync::Arc;
 use vault_plugin_sdk::framework::wal;
 use vault_plugin_sdk::logical::Storage;
 
@@ -46,6 +48,20 @@ pub struct PrincipalSpec<'a> {
     pub password_end: DateTime<Utc>,
     /// Wait at most this long for the new password to work (`None`: don't wait).
     pub ready_timeout: Option<Duration>,
+}
+
+/// The credential a new principal gets.
+pub enum CredentialPlan {
+    /// A password on the service principal (the Go engine's behaviour).
+    Password,
+    /// A certificate registered on the application in the create call itself; `proof` is
+    /// its key, used to prove the certificate obtains a token.
+    Certificate {
+        key: NewKeyCredential,
+        proof: Arc<ClientCertificate>,
+    },
+    /// No credential (a persisted role's application whose credentials come later).
+    Nothing,
 }
 
 /// A created application, its service principal, password, role assignments and group
@@ -136,6 +152,17 @@ pub async fn create_principal(
     spec: PrincipalSpec<'_>,
     deadline: Deadline,
 ) -> Result<Principal, ProvisionError> {
+    create_principal_with(client, storage, spec, CredentialPlan::Password, deadline).await
+}
+
+/// [`create_principal`] with the credential `plan` chooses.
+pub async fn create_principal_with(
+    client: &AzureClient,
+    storage: &dyn Storage,
+    spec: PrincipalSpec<'_>,
+    plan: CredentialPlan,
+    deadline: Deadline,
+) -> Result<Principal, ProvisionError> {
     let wal_err = |e: vault_plugin_sdk::logical::StorageError| ProvisionError::Wal(e.to_string());
     let ra_names: Vec<String> = spec
         .roles
@@ -167,7 +194,15 @@ pub async fn create_principal(
         .chain(ra_wal.clone())
         .collect();
 
-    let app = match client.graph().create_application(&spec.app, deadline).await {
+    let keys: Vec<NewKeyCredential> = match &plan {
+        CredentialPlan::Certificate { key, .. } => vec![key.clone()],
+        _ => Vec::new(),
+    };
+    let app = match client
+        .graph()
+        .create_application_with_keys(&spec.app, &keys, deadline)
+        .await
+    {
         Ok(app) => app,
         Err(e) => {
             // The request may have created the application before it failed.
@@ -183,7 +218,7 @@ pub async fn create_principal(
         return Err(wal_err(e));
     }
 
-    let created = provision_rest(client, &app.app_id, &spec, &ra_names, deadline).await;
+    let created = provision_rest(client, &app, &spec, &plan, &ra_names, deadline).await;
     match created {
         Ok(mut principal) => {
             finish_wal(storage, &wal_ids, true).await;
@@ -214,17 +249,57 @@ pub async fn create_principal(
 /// Service principal, then password + role assignments + group memberships together.
 async fn provision_rest(
     client: &AzureClient,
-    app_id: &str,
+    app: &azure_clients::Application,
     spec: &PrincipalSpec<'_>,
+    plan: &CredentialPlan,
     ra_names: &[String],
     deadline: Deadline,
 ) -> Result<Principal, ProvisionError> {
+    let app_id = app.app_id.as_str();
     let sp = client
         .graph()
         .create_service_principal(app_id, deadline)
         .await
         .map_err(ProvisionError::ServicePrincipal)?;
     let password = async {
+        match plan {
+            CredentialPlan::Password => {}
+            CredentialPlan::Nothing => {
+                return Ok((
+                    String::new(),
+                    spec.password_end,
+                    SecretString::default(),
+                    Readiness::NotChecked,
+                ));
+            }
+            CredentialPlan::Certificate { key, proof } => {
+                let key_id = app
+                    .key_credentials
+                    .iter()
+                    .find(|k| k.display_name == key.display_name)
+                    .or(app.key_credentials.first())
+                    .map(|k| k.key_id.clone())
+                    .unwrap_or_default();
+                let readiness = match spec.ready_timeout {
+                    Some(t) => {
+                        super::certificate::wait_until_certificate_usable(
+                            client,
+                            app_id,
+                            proof,
+                            deadline.capped(t),
+                        )
+                        .await
+                    }
+                    None => Readiness::NotChecked,
+                };
+                return Ok((
+                    key_id,
+                    spec.password_end,
+                    SecretString::default(),
+                    readiness,
+                ));
+            }
+        }
         let pw = client
             .graph()
             .add_service_principal_password(
@@ -245,7 +320,8 @@ async fn provision_rest(
             Some(t) => wait_until_usable(client, app_id, &secret, deadline.capped(t)).await,
             None => Readiness::NotChecked,
         };
-        Ok::<_, ProvisionError>((pw, secret, readiness))
+        let end = pw.end_date_time.unwrap_or(spec.password_end);
+        Ok::<_, ProvisionError>((pw.key_id, end, secret, readiness))
     };
     let (password, assignments, memberships) = tokio::join!(
         password,
@@ -254,14 +330,14 @@ async fn provision_rest(
     );
     let role_assignment_ids = assignments?;
     let group_ids = memberships?;
-    let (pw, secret, readiness) = password?;
+    let (key_id, key_end, secret, readiness) = password?;
     Ok(Principal {
         app_object_id: String::new(),
         app_id: String::new(),
         sp_object_id: sp.id,
         secret,
-        key_id: pw.key_id,
-        key_end: pw.end_date_time.unwrap_or(spec.password_end),
+        key_id,
+        key_end,
         role_assignment_ids,
         group_ids,
         readiness,

@@ -48,6 +48,11 @@ impl AzureBackend {
                 .rollback_static_password(req.storage.as_ref(), &data)
                 .await;
         }
+        if kind == super::certificate::WAL_ADD_KEY
+            || kind == super::certificate::WAL_ROTATE_ROOT_CERT
+        {
+            return self.rollback_key_credential(&req, kind, &data).await;
+        }
         if ![WAL_APP_CREATE, WAL_ROLE_ASSIGN, WAL_ADD_PASSWORD].contains(&kind) {
             return Err(LogicalError::internal(format!(
                 "unknown rollback type {kind:?}"
@@ -66,6 +71,39 @@ impl AzureBackend {
                 Ok(())
             }
             Err(e) if expired(&data) => {
+                tracing::warn!(kind, error = %e, "giving up rollback of an expired write-ahead-log entry");
+                Ok(())
+            }
+            Err(e) => Err(LogicalError::internal(e)),
+        }
+    }
+
+    /// Removes a key credential an interrupted issue or root rotation added (never the
+    /// certificate the engine is configured with).
+    async fn rollback_key_credential(
+        &self,
+        req: &Request,
+        kind: &str,
+        data: &Value,
+    ) -> Result<(), LogicalError> {
+        let storage = req.storage.as_ref();
+        let config = store::get_config(storage).await?.unwrap_or_default();
+        let keep = azure_clients::ClientCertificate::from_pem(
+            &config.client_certificate,
+            &config.client_certificate_key,
+        )
+        .ok()
+        .map(|c| c.certificate_der().to_vec());
+        let client = self.client(storage).await?;
+        let deadline = Deadline::after(ROLLBACK_DEADLINE);
+        match super::certificate::rollback_key_credentials(&client, data, keep.as_deref(), deadline)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(kind, "rolled back an unfinished operation");
+                Ok(())
+            }
+            Err(e) if expired(data) => {
                 tracing::warn!(kind, error = %e, "giving up rollback of an expired write-ahead-log entry");
                 Ok(())
             }

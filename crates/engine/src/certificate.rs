@@ -1,0 +1,794 @@
+//! Password-free credentials: RSA key pairs and self-signed certificates for issued
+//! principals (role `credential_type=certificate`), the tenant's app management policy
+//! (blocked passwords, maximum lifetimes), and rotation of the engine's own certificate.
+//!
+//! A private key exists only in the `creds` response that hands it out: it is never
+//! stored (not in lease internal data, not in a WAL entry) and never logged. The engine's
+//! own certificate key is part of its config (write-only, seal-wrapped), like
+//! `client_secret`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::RsaKeyPair;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::backend::AzureBackend;
+use super::lease::{self, SERVICE_PRINCIPAL, STATIC_SERVICE_PRINCIPAL};
+use super::provision::{self, CredentialPlan, PrincipalSpec, ProvisionError, Readiness};
+use super::store::{self, Role};
+use azure_clients::{
+    AzureClient, AzureError, ClientCertificate, CredentialPolicy, Deadline, DeleteOutcome,
+    NewApplication, NewKeyCredential, PolicyViolation, SecretString,
+};
+use vault_plugin_sdk::framework::{secret_response, wal};
+use vault_plugin_sdk::logical::{LogicalError, Map, Request, Response, Storage};
+
+/// WAL kind of a key credential about to be added to an existing application.
+pub const WAL_ADD_KEY: &str = "addKeyCredential";
+/// WAL kind of a root certificate about to be added by `rotate-root`.
+pub const WAL_ROTATE_ROOT_CERT: &str = "rotateRootCertificate";
+
+/// Display name prefix of key credentials the engine registers.
+pub const KEY_DISPLAY_NAME: &str = "vault-plugin-secrets-azure";
+
+/// How many consecutive token requests must succeed before a new certificate counts as
+/// usable (as for passwords).
+const READY_SUCCESSES: u32 = 3;
+
+/// Stored value of `credential_type` for certificates (the Go engine stores 0 for its
+/// only kind, the password).
+const STORED_CERTIFICATE: i64 = 1;
+
+/// A role's credential type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialType {
+    Password,
+    Certificate,
+}
+
+impl CredentialType {
+    /// From the stored role field (0, the Go engine's value, is a password).
+    pub fn of(role: &Role) -> CredentialType {
+        if role.credential_type == STORED_CERTIFICATE {
+            CredentialType::Certificate
+        } else {
+            CredentialType::Password
+        }
+    }
+
+    /// The stored role field.
+    pub fn stored(self) -> i64 {
+        match self {
+            CredentialType::Password => 0,
+            CredentialType::Certificate => STORED_CERTIFICATE,
+        }
+    }
+
+    /// Parses the API value (`password` or `certificate`).
+    pub fn parse(value: &str) -> Result<CredentialType, LogicalError> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "password" => Ok(CredentialType::Password),
+            "certificate" => Ok(CredentialType::Certificate),
+            other => Err(LogicalError::bad_request(format!(
+                "credential_type: '{other}' is not a credential type; use 'password' or 'certificate'"
+            ))),
+        }
+    }
+
+    /// The API value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialType::Password => "password",
+            CredentialType::Certificate => "certificate",
+        }
+    }
+}
+
+/// A fresh key pair and its self-signed certificate. `Debug` shows the thumbprint only.
+pub struct GeneratedCertificate {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM (PKCS#8). Only ever put in a response.
+    pub key_pem: SecretString,
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// The certificate with its key, for client assertions and proofs.
+    pub credential: Arc<ClientCertificate>,
+    /// Validity of the certificate (whole seconds).
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for GeneratedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedCertificate")
+            .field("thumbprint", &self.credential.thumbprint_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GeneratedCertificate {
+    /// The key credential that registers this certificate (`start`/`end` = its validity).
+    pub fn key_credential(&self, display_name: &str) -> NewKeyCredential {
+        NewKeyCredential {
+            certificate_der: self.cert_der.clone(),
+            display_name: Some(display_name.to_string()),
+            start: Some(self.not_before),
+            end: Some(self.not_after),
+        }
+    }
+}
+
+fn crypto_error(what: &str) -> LogicalError {
+    LogicalError::internal(format!("error generating the certificate: {what}"))
+}
+
+/// Whole seconds (certificates carry no fractions).
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+/// Makes an RSA-2048 key pair and a self-signed certificate for `subject`, valid from
+/// `not_before` to `not_after` (truncated to whole seconds).
+pub fn generate(
+    subject: &str,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<GeneratedCertificate, LogicalError> {
+    let not_before = whole_seconds(not_before);
+    let not_after = whole_seconds(not_after);
+    if not_after <= not_before {
+        return Err(LogicalError::bad_request(
+            "the certificate would end before it starts: raise the role's ttl/max_ttl",
+        ));
+    }
+    let key = RsaKeyPair::generate(KeySize::Rsa2048)
+        .map_err(|_| crypto_error("RSA key generation failed"))?;
+    let pkcs8 = key
+        .as_der()
+        .map_err(|_| crypto_error("PKCS#8 encoding failed"))?;
+    let signer = rcgen::KeyPair::try_from(pkcs8.as_ref())
+        .map_err(|e| crypto_error(&format!("key import failed: {e}")))?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| crypto_error(&e.to_string()))?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, subject);
+    params.distinguished_name = dn;
+    let ts = |t: DateTime<Utc>| {
+        time::OffsetDateTime::from_unix_timestamp(t.timestamp())
+            .map_err(|e| crypto_error(&e.to_string()))
+    };
+    params.not_before = ts(not_before)?;
+    params.not_after = ts(not_after)?;
+    let cert = params
+        .self_signed(&signer)
+        .map_err(|e| crypto_error(&e.to_string()))?;
+    let cert_pem = cert.pem();
+    let key_pem = SecretString::new(signer.serialize_pem());
+    let credential = ClientCertificate::from_pem(&cert_pem, key_pem.expose())
+        .map_err(|e| crypto_error(&e.to_string()))?;
+    Ok(GeneratedCertificate {
+        cert_pem,
+        key_pem,
+        cert_der: cert.der().to_vec(),
+        credential: Arc::new(credential),
+        not_before,
+        not_after,
+    })
+}
+
+/// Proves `credential` obtains a token for `app_id` several times in a row (fresh client
+/// assertions, no cache), within `deadline`.
+pub async fn wait_until_certificate_usable(
+    client: &AzureClient,
+    app_id: &str,
+    credential: &Arc<ClientCertificate>,
+    deadline: Deadline,
+) -> Readiness {
+    let start = std::time::Instant::now();
+    let mut successes = 0;
+    let mut delay = Duration::from_millis(100);
+    let mut last_error = String::new();
+    let settings = client.settings();
+    loop {
+        let result = azure_clients::verify_client_certificate(
+            client.http(),
+            &settings.cloud,
+            &settings.tenant_id,
+            app_id,
+            credential,
+            &settings.cloud.graph_scope(),
+            deadline,
+        )
+        .await;
+        match result {
+            Ok(()) => {
+                successes += 1;
+                if successes >= READY_SUCCESSES {
+                    return Readiness::Ready {
+                        waited: start.elapsed(),
+                    };
+                }
+                delay = Duration::from_millis(100);
+            }
+            Err(e) => {
+                successes = 0;
+                last_error = e.message();
+            }
+        }
+        if deadline.remaining() <= delay {
+            return Readiness::TimedOut {
+                waited: start.elapsed(),
+                last_error: if last_error.is_empty() {
+                    "too few consecutive successes".into()
+                } else {
+                    last_error
+                },
+            };
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+// ---------------------------------------------------------------- tenant policies
+
+/// What the app management policy in force does to a new credential.
+#[derive(Debug, Default)]
+pub struct PolicyOutcome {
+    /// The end date to use (capped at the policy's maximum lifetime).
+    pub end: Option<DateTime<Utc>>,
+    /// The lease max TTL the cap allows, when it shortens the credential.
+    pub max_ttl_cap: Option<Duration>,
+    /// Why the credential is shorter than asked.
+    pub warning: Option<String>,
+}
+
+fn policy_name(p: &CredentialPolicy, kind: CredentialType, dynamic: bool) -> String {
+    let id = p.policy_id.as_deref().unwrap_or("unknown");
+    let objects = if kind == CredentialType::Password && dynamic {
+        "service principals"
+    } else {
+        "applications"
+    };
+    if p.is_tenant_default {
+        format!("the tenant's default app management policy ('{id}', restrictions of {objects})")
+    } else {
+        format!("app management policy '{id}' (assigned to the application)")
+    }
+}
+
+/// Reads the policy in force for `app_object_id` (`None`: a new application) and applies it
+/// to a credential of `kind` that would end at `end`. Passwords blocked → 400 before any
+/// Azure object is made; a maximum lifetime → `end` capped, with a warning. A principal
+/// without permission to read policies (403) gets no check (Graph still enforces).
+pub async fn apply_policy(
+    client: &AzureClient,
+    app_object_id: Option<&str>,
+    kind: CredentialType,
+    now: DateTime<Utc>,
+    end: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<PolicyOutcome, LogicalError> {
+    // A dynamic password goes on the new service principal: its restrictions apply.
+    let read = if kind == CredentialType::Password && app_object_id.is_none() {
+        client
+            .graph()
+            .new_service_principal_credential_policy(deadline)
+            .await
+    } else {
+        client
+            .graph()
+            .credential_policy(app_object_id, now, deadline)
+            .await
+    };
+    let policy = match read {
+        Ok(p) => p,
+        Err(e) if e.is_forbidden() || e.status() == Some(403) || e.status() == Some(404) => {
+            tracing::debug!(error = %e, "cannot read the tenant's app management policies (needs Policy.Read.All); not applied before the write");
+            return Ok(PolicyOutcome::default());
+        }
+        Err(e) => {
+            return Err(LogicalError::internal(format!(
+                "error reading the tenant's app management policy: {e}"
+            )))
+        }
+    };
+    if policy.policy_id.is_none() {
+        return Ok(PolicyOutcome::default());
+    }
+    if kind == CredentialType::Password && policy.password_addition_blocked {
+        return Err(LogicalError::bad_request(format!(
+            "{} blocks new password credentials; set credential_type=certificate on this role to issue certificates instead",
+            policy_name(&policy, kind, app_object_id.is_none())
+        )));
+    }
+    let max = match kind {
+        CredentialType::Password => policy.password_max_lifetime,
+        CredentialType::Certificate => policy.key_max_lifetime,
+    };
+    let Some(max) = max.filter(|m| now + *m < end) else {
+        return Ok(PolicyOutcome::default());
+    };
+    let capped = now + max;
+    Ok(PolicyOutcome {
+        end: Some(capped),
+        max_ttl_cap: max.to_std().ok(),
+        warning: Some(format!(
+            "{} limits {} lifetimes to {}: the credential ends at {}, sooner than the lease would allow",
+            policy_name(&policy, kind, app_object_id.is_none()),
+            match kind {
+                CredentialType::Password => "password",
+                CredentialType::Certificate => "certificate",
+            },
+            human_duration(max),
+            capped.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
+    })
+}
+
+fn human_duration(d: chrono::Duration) -> String {
+    let secs = d.num_seconds();
+    if secs % 86_400 == 0 {
+        format!("{} days", secs / 86_400)
+    } else {
+        format!("{}s", secs)
+    }
+}
+
+/// A clear 400 for a credential Graph refused because of an app management policy.
+pub fn policy_error(e: &AzureError) -> Option<LogicalError> {
+    let named = |id: &Option<String>| match id {
+        Some(id) => format!("app management policy '{id}'"),
+        None => "the tenant's app management policy".to_string(),
+    };
+    Some(LogicalError::bad_request(match e.policy_violation()? {
+        PolicyViolation::CredentialTypeNotAllowed { policy_id } => format!(
+            "Azure refused the credential: {} does not allow this credential type; use credential_type=certificate",
+            named(&policy_id)
+        ),
+        PolicyViolation::InvalidLifetime { policy_id } => format!(
+            "Azure refused the credential: its lifetime exceeds the maximum of {}; lower the role's ttl, max_ttl or explicit_max_ttl",
+            named(&policy_id)
+        ),
+        PolicyViolation::Other { policy_id } => format!(
+            "Azure refused the credential because of {}: {}",
+            named(&policy_id),
+            e.message()
+        ),
+    }))
+}
+
+/// A provisioning failure as the client sees it (policy refusals are 400s).
+pub fn provision_failure(e: ProvisionError) -> LogicalError {
+    let azure = match &e {
+        ProvisionError::App(a)
+        | ProvisionError::ServicePrincipal(a)
+        | ProvisionError::Password(a)
+        | ProvisionError::RoleAssignment(a)
+        | ProvisionError::GroupMembership(a) => Some(a),
+        ProvisionError::Wal(_) => None,
+    };
+    azure
+        .and_then(policy_error)
+        .unwrap_or_else(|| LogicalError::internal(e.to_string()))
+}
+
+fn expiration() -> String {
+    (Utc::now() + chrono::Duration::hours(24)).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+// ---------------------------------------------------------------- issuing
+
+impl AzureBackend {
+    /// Applies the tenant's policy for a new credential of `role` ending at `end`.
+    pub(crate) async fn credential_policy_for(
+        &self,
+        client: &AzureClient,
+        role: &Role,
+        now: DateTime<Utc>,
+        end: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> Result<PolicyOutcome, LogicalError> {
+        let app = Some(role.application_object_id.as_str()).filter(|s| !s.is_empty());
+        apply_policy(client, app, CredentialType::of(role), now, end, deadline).await
+    }
+
+    /// Issues a certificate credential: a new application (and service principal) with
+    /// the certificate registered in the create call, or a new key credential on the
+    /// role's existing or persisted application.
+    pub(crate) async fn issue_certificate(
+        &self,
+        req: &Request,
+        client: &AzureClient,
+        name: &str,
+        role: &Role,
+        end: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> Result<(Response, Readiness), LogicalError> {
+        let now = Utc::now();
+        let display_name = format!("{KEY_DISPLAY_NAME}-{}", uuid::Uuid::new_v4());
+        let generated = generate(&display_name, now, end)?;
+        let tenant_id = client.settings().tenant_id.clone();
+        let mut data = Map::new();
+        let (resp, readiness) = if role.application_object_id.is_empty() {
+            let roles = role.azure_roles.clone().unwrap_or_default();
+            let groups = role.azure_groups.clone().unwrap_or_default();
+            let mut app = NewApplication::dynamic();
+            app.sign_in_audience = Some(role.sign_in_audience.clone()).filter(|s| !s.is_empty());
+            app.tags = role.tags.clone().unwrap_or_default();
+            let principal = provision::create_principal_with(
+                client,
+                req.storage.as_ref(),
+                PrincipalSpec {
+                    app,
+                    roles: &roles,
+                    groups: &groups,
+                    password_end: generated.not_after,
+                    ready_timeout: role.ready_timeout(),
+                },
+                CredentialPlan::Certificate {
+                    key: generated.key_credential(&display_name),
+                    proof: generated.credential.clone(),
+                },
+                deadline,
+            )
+            .await
+            .map_err(provision_failure)?;
+            tracing::info!(role = %name, app_id = %principal.app_id, thumbprint = %generated.credential.thumbprint_hex(), "issued a service principal with a certificate");
+            data.insert("client_id".into(), json!(principal.app_id));
+            data.insert("key_id".into(), json!(principal.key_id));
+            let internal = lease::ServicePrincipalLease {
+                app_object_id: principal.app_object_id.clone(),
+                sp_object_id: principal.sp_object_id.clone(),
+                role_assignment_ids: if roles.is_empty() {
+                    None
+                } else {
+                    Some(principal.role_assignment_ids.clone())
+                },
+                group_membership_ids: principal.group_ids.clone(),
+                role: name.to_string(),
+                permanently_delete: role.permanently_delete,
+                key_end_date: principal.key_end,
+            };
+            let mut internal = internal.to_map();
+            internal.insert("credential_type".into(), json!("certificate"));
+            (
+                secret_response(SERVICE_PRINCIPAL, Map::new(), internal),
+                principal.readiness,
+            )
+        } else {
+            let app_object_id = role.application_object_id.clone();
+            let storage = req.storage.as_ref();
+            let wal_id = wal::put(
+                storage,
+                WAL_ADD_KEY,
+                json!({"AppObjID": app_object_id, "DisplayName": display_name, "Expiration": expiration()}),
+            )
+            .await
+            .map_err(|e| LogicalError::internal(format!("error writing WAL: {e}")))?;
+            let added = {
+                let lock = self.app_lock(&app_object_id);
+                let _guard = lock.lock().await;
+                client
+                    .graph()
+                    .add_application_key_credential(
+                        &app_object_id,
+                        &generated.key_credential(&display_name),
+                        deadline,
+                    )
+                    .await
+            };
+            let key = match added {
+                Ok(k) => k,
+                Err(e) => {
+                    if e.status().is_some_and(|s| (400..500).contains(&s)) {
+                        provision::forget_wal(storage, &wal_id).await;
+                    }
+                    return Err(policy_error(&e).unwrap_or_else(|| {
+                        LogicalError::internal(format!("error adding the certificate: {e}"))
+                    }));
+                }
+            };
+            provision::forget_wal(storage, &wal_id).await;
+            let readiness = match role.ready_timeout() {
+                Some(t) => {
+                    wait_until_certificate_usable(
+                        client,
+                        &role.application_id,
+                        &generated.credential,
+                        deadline.capped(t),
+                    )
+                    .await
+                }
+                None => Readiness::NotChecked,
+            };
+            tracing::info!(role = %name, app_object_id = %app_object_id, thumbprint = %generated.credential.thumbprint_hex(), "issued a certificate on an existing application");
+            data.insert("client_id".into(), json!(role.application_id));
+            data.insert("key_id".into(), json!(key.key_id));
+            let internal = lease::StaticLease {
+                app_object_id,
+                key_id: key.key_id.clone(),
+                key_end_date: key.end_date_time.unwrap_or(generated.not_after),
+                role: name.to_string(),
+            };
+            let mut internal = internal.to_map();
+            internal.insert("credential_type".into(), json!("certificate"));
+            (
+                secret_response(STATIC_SERVICE_PRINCIPAL, Map::new(), internal),
+                readiness,
+            )
+        };
+        data.insert("certificate".into(), json!(generated.cert_pem));
+        data.insert("private_key".into(), json!(generated.key_pem.expose()));
+        data.insert(
+            "thumbprint".into(),
+            json!(generated.credential.thumbprint_hex()),
+        );
+        data.insert("tenant_id".into(), json!(tenant_id));
+        let mut resp = resp;
+        resp.data = Some(data);
+        Ok((resp, readiness))
+    }
+
+    /// Revokes a certificate on an existing application: removes exactly that key
+    /// credential, leaving every other credential in place.
+    pub(crate) async fn revoke_key_credential(
+        &self,
+        client: &AzureClient,
+        app_object_id: &str,
+        key_id: &str,
+        deadline: Deadline,
+    ) -> Result<(), LogicalError> {
+        let lock = self.app_lock(app_object_id);
+        let _guard = lock.lock().await;
+        match client
+            .graph()
+            .remove_application_key_credential(app_object_id, key_id, deadline)
+            .await
+        {
+            Ok(DeleteOutcome::Deleted) => Ok(()),
+            Ok(DeleteOutcome::AlreadyGone) => {
+                tracing::info!(app_object_id = %app_object_id, "application or certificate already gone; lease counts as revoked");
+                Ok(())
+            }
+            Err(e) => Err(LogicalError::internal(format!(
+                "error removing the certificate: {e}"
+            ))),
+        }
+    }
+
+    /// `rotate-root` for an engine that signs in with a certificate: a new certificate is
+    /// added with `addKey` (proof signed by the current one), proven to obtain a token,
+    /// stored, and only then is the old one removed with `removeKey` (proof signed by the
+    /// new one).
+    pub(crate) async fn rotate_root_certificate(
+        &self,
+        storage: &dyn Storage,
+        mut config: store::Config,
+        ttl: Duration,
+        ready_timeout: Duration,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, LogicalError> {
+        let client = self.client(storage).await?;
+        let current =
+            ClientCertificate::from_pem(&config.client_certificate, &config.client_certificate_key)
+                .map_err(|e| {
+                    LogicalError::internal(format!("the configured client certificate: {e}"))
+                })?;
+        let app = client
+            .graph()
+            .find_application_by_app_id(&config.client_id, deadline)
+            .await
+            .map_err(|e| LogicalError::internal(e.to_string()))?
+            .ok_or_else(|| LogicalError::internal("no application found"))?;
+        let now = Utc::now();
+        let mut end = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(182));
+        let mut warnings = Vec::new();
+        let policy = apply_policy(
+            &client,
+            Some(&app.id),
+            CredentialType::Certificate,
+            now,
+            end,
+            deadline,
+        )
+        .await?;
+        if let Some(capped) = policy.end {
+            end = capped;
+        }
+        warnings.extend(policy.warning);
+        let display_name = format!("{KEY_DISPLAY_NAME}-root-{}", uuid::Uuid::new_v4());
+        let generated = generate(&display_name, now, end)?;
+        let wal_id = wal::put(
+            storage,
+            WAL_ROTATE_ROOT_CERT,
+            json!({"AppObjID": app.id, "DisplayName": display_name, "Expiration": expiration()}),
+        )
+        .await
+        .map_err(|e| LogicalError::internal(format!("error writing WAL: {e}")))?;
+        let proof = current
+            .proof_of_possession(&app.id)
+            .map_err(|e| LogicalError::internal(e.to_string()))?;
+        let added = client
+            .graph()
+            .add_application_key_with_proof(
+                &app.id,
+                &generated.key_credential(&display_name),
+                &proof,
+                deadline,
+            )
+            .await;
+        let new_key = match added {
+            Ok(k) => k,
+            Err(e) => {
+                if e.status().is_some_and(|s| (400..500).contains(&s)) {
+                    provision::forget_wal(storage, &wal_id).await;
+                }
+                return Err(policy_error(&e).unwrap_or_else(|| {
+                    LogicalError::internal(format!("failed to add the new certificate: {e}"))
+                }));
+            }
+        };
+        let ready = wait_until_certificate_usable(
+            &client,
+            &config.client_id,
+            &generated.credential,
+            deadline.capped(ready_timeout),
+        )
+        .await;
+        if let Some(w) = ready.warning() {
+            // Not proven: take the new certificate back out and keep the current one.
+            let undo = client
+                .graph()
+                .remove_application_key_with_proof(&app.id, &new_key.key_id, &proof, deadline)
+                .await;
+            if undo.is_ok() {
+                provision::forget_wal(storage, &wal_id).await;
+            }
+            return Err(LogicalError::internal(format!(
+                "the new root certificate was not used: {w}; the current one stays in place"
+            )));
+        }
+        let old_der = current.certificate_der().to_vec();
+        config.client_certificate = generated.cert_pem.clone();
+        config.client_certificate_key = generated.key_pem.expose().to_string();
+        config.root_password_expiration_date = Some(generated.not_after);
+        store::put_config(storage, &config).await.map_err(|e| {
+            LogicalError::internal(format!("failed to save new configuration: {e}"))
+        })?;
+        provision::forget_wal(storage, &wal_id).await;
+        self.reset_client().await;
+        tracing::info!(thumbprint = %generated.credential.thumbprint_hex(), "root certificate rotated");
+
+        // The old certificate goes, with a proof signed by the new one.
+        let old_key_id = client
+            .graph()
+            .list_application_key_credentials(&app.id, deadline)
+            .await
+            .map(|keys| {
+                keys.into_iter()
+                    .find(|k| {
+                        k.key.as_deref().is_some_and(|b| {
+                            use base64::Engine;
+                            base64::engine::general_purpose::STANDARD
+                                .decode(b)
+                                .is_ok_and(|d| d == old_der)
+                        })
+                    })
+                    .map(|k| k.key_id)
+            });
+        match old_key_id {
+            Ok(Some(key_id)) => {
+                let removed = match generated.credential.proof_of_possession(&app.id) {
+                    Ok(proof) => client
+                        .graph()
+                        .remove_application_key_with_proof(&app.id, &key_id, &proof, deadline)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = removed {
+                    warnings.push(format!(
+                        "could not remove the previous root certificate: {e}"
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warnings.push(format!(
+                "could not look up the previous root certificate to remove it: {e}"
+            )),
+        }
+        Ok(warnings)
+    }
+}
+
+/// Rollback of [`WAL_ADD_KEY`] and [`WAL_ROTATE_ROOT_CERT`]: removes the key credentials
+/// with the entry's display name (except one whose certificate is `keep_der`).
+pub(crate) async fn rollback_key_credentials(
+    client: &AzureClient,
+    data: &Value,
+    keep_der: Option<&[u8]>,
+    deadline: Deadline,
+) -> Result<(), String> {
+    let app = provision::wal_str(data, "AppObjID");
+    let name = provision::wal_str(data, "DisplayName");
+    if app.is_empty() || name.is_empty() {
+        return Ok(());
+    }
+    let keys = match client
+        .graph()
+        .list_application_key_credentials(&app, deadline)
+        .await
+    {
+        Ok(k) => k,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    for k in keys
+        .into_iter()
+        .filter(|k| k.display_name.as_deref() == Some(name.as_str()))
+    {
+        let is_kept = keep_der.is_some_and(|der| {
+            use base64::Engine;
+            k.key.as_deref().is_some_and(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .is_ok_and(|d| d == der)
+            })
+        });
+        if is_kept {
+            continue;
+        }
+        client
+            .graph()
+            .remove_application_key_credential(&app, &k.key_id, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_types() {
+        assert_eq!(
+            CredentialType::parse("password").unwrap(),
+            CredentialType::Password
+        );
+        assert_eq!(
+            CredentialType::parse("Certificate").unwrap(),
+            CredentialType::Certificate
+        );
+        let e = CredentialType::parse("pfx").unwrap_err();
+        assert!(e.to_string().contains("credential_type"), "{e}");
+        let mut role = Role::default();
+        assert_eq!(CredentialType::of(&role), CredentialType::Password);
+        role.credential_type = CredentialType::Certificate.stored();
+        assert_eq!(CredentialType::of(&role), CredentialType::Certificate);
+    }
+
+    #[test]
+    fn generates_a_certificate_with_its_key() {
+        let now = Utc::now();
+        let g = generate("vault-test", now, now + chrono::Duration::days(90)).unwrap();
+        assert!(g.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(g
+            .key_pem
+            .expose()
+            .starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert_eq!(g.not_after - g.not_before, chrono::Duration::days(90));
+        assert!(!format!("{g:?}").contains("PRIVATE"));
+        assert_eq!(g.credential.thumbprint_hex().len(), 40);
+        // The key is RSA of at least 2048 bits and belongs to the certificate.
+        assert!(ClientCertificate::from_pem(&g.cert_pem, g.key_pem.expose()).is_ok());
+        assert!(generate("x", now, now).is_err());
+    }
+}
