@@ -14,7 +14,8 @@ use super::path::{CompiledPath, Path};
 use super::secret::{SecretType, SECRET_TYPE_KEY};
 use super::{openapi, wal, HandlerResult};
 use crate::logical::{
-    self, BackendType, LogicalError, Map, Operation, Request, Response, SpecialPaths, Storage,
+    self, storage_writable, BackendType, LogicalError, Map, Operation, Request, Response,
+    SpecialPaths, Storage, SystemView,
 };
 
 /// Periodic work, run on each rollback tick of the host (about once a minute).
@@ -44,6 +45,7 @@ pub struct BackendBuilder {
     init: Option<InitFn>,
     invalidate: Option<InvalidateFn>,
     clean: Option<CleanFn>,
+    system_view: Option<Arc<dyn SystemView>>,
 }
 
 impl BackendBuilder {
@@ -60,6 +62,7 @@ impl BackendBuilder {
             init: None,
             invalidate: None,
             clean: None,
+            system_view: None,
         }
     }
 
@@ -93,6 +96,13 @@ impl BackendBuilder {
     pub fn wal_rollback(mut self, f: WalRollbackFn, min_age: Duration) -> Self {
         self.wal_rollback = Some(f);
         self.wal_rollback_min_age = min_age;
+        self
+    }
+
+    /// The host's system view: with it, periodic and rollback work runs only where the
+    /// mount's storage is writable (see [`storage_writable`]); a standby skips it.
+    pub fn system_view(mut self, view: Arc<dyn SystemView>) -> Self {
+        self.system_view = Some(view);
         self
     }
 
@@ -134,6 +144,7 @@ impl BackendBuilder {
             init: self.init,
             invalidate: self.invalidate,
             clean: self.clean,
+            system_view: self.system_view,
             storage: Arc::new(CachedStorage::new(storage)),
         })
     }
@@ -152,6 +163,7 @@ pub struct Backend {
     init: Option<InitFn>,
     invalidate: Option<InvalidateFn>,
     clean: Option<CleanFn>,
+    system_view: Option<Arc<dyn SystemView>>,
     storage: Arc<CachedStorage>,
 }
 
@@ -237,6 +249,16 @@ impl Backend {
         if self.wal_rollback.is_none() && self.periodic.is_none() {
             return Err(LogicalError::UnsupportedOperation);
         }
+        if let Some(view) = &self.system_view {
+            match storage_writable(view.as_ref()).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether storage is writable here; skipping this rollback tick");
+                    return Ok(None);
+                }
+            }
+        }
         let mut errors = Vec::new();
         if let Some(rollback) = &self.wal_rollback {
             let immediate = req
@@ -282,7 +304,7 @@ impl Backend {
                     continue;
                 }
             };
-            if !immediate && now - entry.created_at < min_age {
+            if !immediate && !entry.abandoned() && now - entry.created_at < min_age {
                 continue;
             }
             match rollback(req.clone(), entry.kind.clone(), entry.data).await {
@@ -413,7 +435,7 @@ pub fn object(v: Value) -> Map {
 mod tests {
     use super::*;
     use crate::framework::{handler, FieldSchema, FieldType, OperationHandler};
-    use crate::logical::{Backend as _, InmemStorage, StorageEntry};
+    use crate::logical::{replication, Backend as _, InmemStorage, StorageEntry};
     use serde_json::json;
 
     fn kv_backend(storage: Arc<dyn Storage>) -> Backend {
@@ -580,5 +602,156 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err, LogicalError::UnsupportedOperation);
+    }
+
+    /// A system view reporting a fixed replication state.
+    struct Replication(i32);
+
+    #[async_trait]
+    impl SystemView for Replication {
+        async fn default_lease_ttl(&self) -> Result<Duration, logical::SystemViewError> {
+            Ok(Duration::from_secs(60))
+        }
+        async fn max_lease_ttl(&self) -> Result<Duration, logical::SystemViewError> {
+            Ok(Duration::from_secs(60))
+        }
+        async fn tainted(&self) -> Result<bool, logical::SystemViewError> {
+            Ok(false)
+        }
+        async fn replication_state(&self) -> Result<i32, logical::SystemViewError> {
+            Ok(self.0)
+        }
+        async fn local_mount(&self) -> Result<bool, logical::SystemViewError> {
+            Ok(false)
+        }
+        async fn plugin_env(&self) -> Result<logical::PluginEnv, logical::SystemViewError> {
+            Ok(logical::PluginEnv::default())
+        }
+        async fn generate_identity_token(
+            &self,
+            _audience: &str,
+            _ttl: Duration,
+        ) -> Result<(String, Duration), logical::SystemViewError> {
+            Err(logical::SystemViewError::Unsupported("identity tokens"))
+        }
+    }
+
+    /// A backend whose rollback records the `data.name` of each entry it rolls back.
+    fn rollback_backend(
+        storage: Arc<dyn Storage>,
+        state: i32,
+    ) -> (Backend, Arc<std::sync::Mutex<Vec<String>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        let f: WalRollbackFn = Arc::new(move |_req: Request, _kind: String, data: Value| {
+            let rec = rec.clone();
+            Box::pin(async move {
+                rec.lock()
+                    .unwrap()
+                    .push(data["name"].as_str().unwrap_or_default().to_string());
+                Ok(())
+            })
+        });
+        let b = BackendBuilder::new("rb")
+            .wal_rollback(f, Duration::from_secs(600))
+            .system_view(Arc::new(Replication(state)))
+            .build(storage)
+            .unwrap();
+        (b, seen)
+    }
+
+    async fn put_raw(storage: &dyn Storage, id: &str, entry: Value) {
+        storage
+            .put(StorageEntry::new(
+                format!("wal/{id}"),
+                serde_json::to_vec(&entry).unwrap(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn rollback_takes_abandoned_entries_at_once_and_waits_for_live_ones() {
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let now = chrono::Utc::now().timestamp();
+        // Young, written by this process and not ended: its work may still be running.
+        wal::put(storage.as_ref(), "k", json!({"name": "live"}))
+            .await
+            .unwrap();
+        // Young, but its work ended with the undo incomplete.
+        let ended = wal::put(storage.as_ref(), "k", json!({"name": "ended"}))
+            .await
+            .unwrap();
+        wal::mark_ended(storage.as_ref(), &ended).await.unwrap();
+        // Young, written by a process that is gone.
+        put_raw(
+            storage.as_ref(),
+            "dead",
+            json!({"type": "k", "data": {"name": "dead"}, "created_at": now, "writer": "gone"}),
+        )
+        .await;
+        // Young, in the Go layout (no writer): waits for its age.
+        put_raw(
+            storage.as_ref(),
+            "go",
+            json!({"type": "k", "data": {"name": "go"}, "created_at": now}),
+        )
+        .await;
+        // Old, in the Go layout.
+        put_raw(
+            storage.as_ref(),
+            "old",
+            json!({"type": "k", "data": {"name": "old"}, "created_at": now - 601}),
+        )
+        .await;
+
+        let active = replication::PERFORMANCE_PRIMARY | replication::DR_DISABLED;
+        let (b, seen) = rollback_backend(storage.clone(), active);
+        b.handle_request(req(Operation::Rollback, "", json!(null), storage.clone()))
+            .await
+            .unwrap();
+        let mut rolled = seen.lock().unwrap().clone();
+        rolled.sort();
+        assert_eq!(rolled, vec!["dead", "ended", "old"]);
+        let mut left = wal::list(storage.as_ref()).await.unwrap();
+        left.sort();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn standbys_and_dr_secondaries_do_no_rollback_work() {
+        for state in [
+            replication::PERFORMANCE_STANDBY | replication::DR_DISABLED,
+            replication::DR_SECONDARY,
+            replication::PERFORMANCE_SECONDARY,
+        ] {
+            let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+            let id = wal::put(storage.as_ref(), "k", json!({"name": "x"}))
+                .await
+                .unwrap();
+            wal::mark_ended(storage.as_ref(), &id).await.unwrap();
+            let (b, seen) = rollback_backend(storage.clone(), state);
+            let r = b
+                .handle_request(req(Operation::Rollback, "", json!(null), storage.clone()))
+                .await
+                .unwrap();
+            assert!(r.is_none());
+            assert!(seen.lock().unwrap().is_empty(), "state {state}");
+            assert_eq!(wal::list(storage.as_ref()).await.unwrap().len(), 1);
+        }
+        // A single node (replication disabled) does the work.
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let id = wal::put(storage.as_ref(), "k", json!({"name": "x"}))
+            .await
+            .unwrap();
+        wal::mark_ended(storage.as_ref(), &id).await.unwrap();
+        let (b, seen) = rollback_backend(
+            storage.clone(),
+            replication::PERFORMANCE_DISABLED | replication::DR_DISABLED,
+        );
+        b.handle_request(req(Operation::Rollback, "", json!(null), storage.clone()))
+            .await
+            .unwrap();
+        assert_eq!(seen.lock().unwrap().as_slice(), ["x"]);
     }
 }

@@ -15,8 +15,10 @@ pub use backend::{Backend, BackendConfig, BackendType, Factory, SpecialPaths};
 pub use error::LogicalError;
 pub use request::{Operation, Request};
 pub use response::{LeaseOptions, Response, Secret};
-pub use storage::{InmemStorage, Storage, StorageEntry, StorageError};
-pub use system_view::{PluginEnv, StaticSystemView, SystemView, SystemViewError};
+pub use storage::{InmemStorage, Storage, StorageEntry, StorageError, READ_ONLY_ERROR};
+pub use system_view::{
+    replication, storage_writable, PluginEnv, StaticSystemView, SystemView, SystemViewError,
+};
 
 /// A JSON object, the shape of request and response data.
 pub type Map = serde_json::Map<String, serde_json::Value>;

@@ -12,6 +12,33 @@ pub enum SystemViewError {
     Host { call: &'static str, reason: String },
 }
 
+/// Bits of [`SystemView::replication_state`] (the Go SDK's `consts.ReplicationState`).
+pub mod replication {
+    pub const PERFORMANCE_PRIMARY: i32 = 32;
+    pub const PERFORMANCE_SECONDARY: i32 = 64;
+    pub const DR_PRIMARY: i32 = 256;
+    pub const DR_SECONDARY: i32 = 512;
+    pub const PERFORMANCE_DISABLED: i32 = 4096;
+    pub const DR_DISABLED: i32 = 8192;
+    /// A standby that serves requests: Vault's performance standby, and every OpenBao 2.5+
+    /// standby with standby reads on (its active node reports `PERFORMANCE_PRIMARY`).
+    pub const PERFORMANCE_STANDBY: i32 = 16384;
+}
+
+/// Whether this node may write the mount's storage (and so do periodic and rollback work):
+/// not on a standby or a DR secondary, and on a performance secondary only for a local
+/// mount.
+pub async fn storage_writable(view: &dyn SystemView) -> Result<bool, SystemViewError> {
+    let state = view.replication_state().await?;
+    if state & (replication::PERFORMANCE_STANDBY | replication::DR_SECONDARY) != 0 {
+        return Ok(false);
+    }
+    if state & replication::PERFORMANCE_SECONDARY != 0 {
+        return view.local_mount().await;
+    }
+    Ok(true)
+}
+
 /// The host's version as it reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginEnv {
