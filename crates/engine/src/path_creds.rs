@@ -141,7 +141,7 @@ impl AzureBackend {
             deadline,
         )
         .await
-        .map_err(|e| LogicalError::internal(e.to_string()))?;
+        .map_err(LogicalError::from)?;
         tracing::info!(role = %name, app_id = %principal.app_id, "issued a service principal");
 
         let mut data = Map::new();
@@ -181,7 +181,7 @@ impl AzureBackend {
         let storage = req.storage.as_ref();
         let wal_id = provision::wal_password(storage, &app_object_id, &display_name)
             .await
-            .map_err(|e| LogicalError::internal(e.to_string()))?;
+            .map_err(LogicalError::from)?;
         let password = self
             .add_app_password(client, storage, &wal_id, &app_object_id, &NewPassword { display_name: Some(display_name.clone()), start: None, end: Some(end) }, deadline)
             .await
