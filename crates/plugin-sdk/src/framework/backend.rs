@@ -252,7 +252,12 @@ impl Backend {
         if let Some(view) = &self.system_view {
             match storage_writable(view.as_ref()).await {
                 Ok(true) => {}
-                Ok(false) => return Ok(None),
+                Ok(false) => {
+                    tracing::debug!(
+                        "storage is read-only on this node: no periodic or rollback work here"
+                    );
+                    return Ok(None);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot tell whether storage is writable here; skipping this rollback tick");
                     return Ok(None);

@@ -114,11 +114,13 @@ pub fn level_from_env(get: impl Fn(&str) -> Option<String>) -> String {
 
 /// Installs the stderr JSON logger for this crate and its dependencies.
 pub fn init(level: &str) {
-    // Our own code logs at the chosen level; dependencies only at warn and above.
+    // Our own crates log at the chosen level; dependencies only at warn and above.
     let ours = level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO);
     let filter = Targets::new()
         .with_default(LevelFilter::WARN)
-        .with_target("vault_plugin_secrets_azure", ours);
+        .with_target("vault_plugin_secrets_azure", ours)
+        .with_target("vault_plugin_sdk", ours)
+        .with_target("azure_clients", ours);
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let _ = tracing_subscriber::registry()
