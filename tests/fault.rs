@@ -288,6 +288,14 @@ fn kill_mid_issuance(issuances: usize) {
             status.0
         });
         statuses.push(status);
+        // The next issuance starts with a plugin process serving the mount again.
+        assert!(
+            wait_for(Duration::from_secs(30), || bao
+                .cli(&["read", "azure/roles/k"])
+                .code
+                == 0),
+            "the mount did not serve again after a kill"
+        );
     }
     emu.settings(json!({"latency_ms": 0}));
     let after_kills = Leftovers::of(&emu.state());

@@ -289,8 +289,29 @@ impl Cluster {
                 cluster.nodes[i].log_text()
             );
         }
+        // Autopilot adds joining nodes as non-voters and promotes them once stable; a
+        // failover needs two voters left.
+        let voters = wait_for(Duration::from_secs(90), || cluster.voters() == 3);
+        assert!(voters, "the three nodes did not all become raft voters");
         cluster.register_plugin();
         cluster
+    }
+
+    /// How many raft voters the active node reports.
+    pub fn voters(&self) -> usize {
+        let Some(leader) = (0..self.nodes.len()).find(|&i| self.nodes[i].is_active()) else {
+            return 0;
+        };
+        let out = self.cli(leader, &["operator", "raft", "list-peers", "-format=json"]);
+        if out.code != 0 {
+            return 0;
+        }
+        out.json()["data"]["config"]["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["voter"].as_bool() == Some(true))
+            .count()
     }
 
     /// Unseals node `i` (it joins the raft cluster through `retry_join`), retrying while
@@ -326,7 +347,23 @@ impl Cluster {
                 .find(|&i| self.nodes[i].is_running() && self.nodes[i].is_active());
             found.is_some()
         });
-        assert!(ok, "no active node");
+        if !ok {
+            let logs: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|n| n.is_running())
+                .map(|n| {
+                    let text = n.log_text();
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    format!(
+                        "--- {} (last lines, newest first):\n{}",
+                        n.name,
+                        tail.join("\n")
+                    )
+                })
+                .collect();
+            panic!("no active node\n{}", logs.join("\n"));
+        }
         found.unwrap_or(0)
     }
 
