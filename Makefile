@@ -1,7 +1,7 @@
 # The two set-up commands are `make demo` and `make test` (see README.md).
 CARGO ?= cargo
 
-.PHONY: all build demo test bench lint tools clean
+.PHONY: all build demo test bench chaos lint tools clean
 
 all: build
 
@@ -24,6 +24,10 @@ test: tools
 bench: tools build
 	$(CARGO) bench --bench runtime
 	$(CARGO) bench --bench issuance
+
+# The fault suite (README "Fault suite"): a few minutes; figures in bench-results/chaos.json.
+chaos: tools
+	scripts/chaos.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

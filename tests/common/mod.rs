@@ -4,6 +4,7 @@
 
 #[path = "../bins/mod.rs"]
 mod bins;
+pub mod cluster;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

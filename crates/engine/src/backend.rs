@@ -19,7 +19,10 @@ use azure_clients::{
     AzureSettings, Deadline, NewPassword, PasswordCredential, SecretString,
 };
 use vault_plugin_sdk::framework::{Backend, BackendBuilder, BuildError};
-use vault_plugin_sdk::logical::{BackendConfig, LogicalError, SpecialPaths, Storage, SystemView};
+use vault_plugin_sdk::logical::{
+    storage_writable, BackendConfig, LogicalError, SpecialPaths, Storage, SystemView,
+    READ_ONLY_ERROR,
+};
 
 const BACKEND_HELP: &str =
     "The Azure secrets engine dynamically generates Azure service principals \
@@ -153,6 +156,17 @@ impl AzureBackend {
         )
     }
 
+    /// Refuses, with the host's read-only error (so the host forwards the request to the
+    /// active node), work that would act on Azure before its first storage write, on a node
+    /// whose storage is read-only (a standby). When the host cannot tell, the storage write
+    /// itself decides.
+    pub(crate) async fn ensure_writable(&self) -> Result<(), LogicalError> {
+        match storage_writable(self.system_view.as_ref()).await {
+            Ok(false) => Err(LogicalError::internal(READ_ONLY_ERROR)),
+            Ok(true) | Err(_) => Ok(()),
+        }
+    }
+
     /// The lock that serialises password changes on application `object_id`.
     pub(crate) fn app_lock(&self, object_id: &str) -> Arc<Mutex<()>> {
         let mut locks = self.app_locks.lock().unwrap_or_else(|p| p.into_inner());
@@ -182,6 +196,9 @@ impl AzureBackend {
         if let Err(e) = &added {
             if e.status().is_some_and(|s| (400..500).contains(&s)) {
                 super::provision::forget_wal(storage, wal_id).await;
+            } else {
+                // The password may exist: the rollback removes it at its next tick.
+                super::provision::abandon_wal(storage, &[wal_id.to_string()]).await;
             }
         }
         added
@@ -255,5 +272,16 @@ impl AssertionProvider for HostIdentityToken {
                     "cannot get a plugin identity token from the host: {e}"
                 ))
             })
+    }
+}
+
+/// A storage failure as a request error with `context`; the host's read-only refusal is
+/// passed on word for word, so the host recognises it and forwards the request.
+pub(crate) fn storage_failure(context: &str, e: impl Into<LogicalError>) -> LogicalError {
+    let e = e.into();
+    if e.is_read_only() {
+        e
+    } else {
+        LogicalError::internal(format!("{context}: {e}"))
     }
 }

@@ -375,7 +375,7 @@ pub fn provision_failure(e: ProvisionError) -> LogicalError {
     };
     azure
         .and_then(policy_error)
-        .unwrap_or_else(|| LogicalError::internal(e.to_string()))
+        .unwrap_or_else(|| LogicalError::from(e))
 }
 
 fn expiration() -> String {

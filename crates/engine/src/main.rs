@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         concat!("v", env!("CARGO_PKG_VERSION")),
         ServeOptions::default()
             .log_target(env!("CARGO_CRATE_NAME"))
+            .log_target("azure_clients")
             .on_ready(warm_up_tls),
     )
 }

@@ -236,7 +236,7 @@ impl AzureBackend {
         let storage = req.storage.as_ref();
         let wal_id = provision::wal_password(storage, &app_object_id, &display_name)
             .await
-            .map_err(|e| LogicalError::internal(e.to_string()))?;
+            .map_err(LogicalError::from)?;
         let password = self
             .add_app_password(client, storage, &wal_id, &app_object_id, &NewPassword { display_name: Some(display_name.clone()), start: None, end: Some(end) }, deadline)
             .await

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::backend::AzureBackend;
+use super::backend::{storage_failure, AzureBackend};
 use super::provision::{self, PrincipalSpec};
 use super::store::{self, AzureGroup, AzureRole, Role, DEFAULT_CREDENTIAL_READY_TIMEOUT};
 use super::validate::{self, shown};
@@ -364,6 +364,8 @@ impl AzureBackend {
         if store::get_config(storage.as_ref()).await?.is_none() {
             return Err(LogicalError::internal("config is nil"));
         }
+        // Role names are resolved in Azure before the role is stored: not on a standby.
+        self.ensure_writable().await?;
         let client = self.client(storage.as_ref()).await?;
         let deadline = Deadline::after(AZURE_TIMEOUT);
 
@@ -491,7 +493,7 @@ impl AzureBackend {
 
         store::put_role(storage.as_ref(), &name, &role)
             .await
-            .map_err(|e| LogicalError::internal(format!("error storing role: {e}")))?;
+            .map_err(|e| storage_failure("error storing role", e))?;
         Ok(None)
     }
 
@@ -622,6 +624,8 @@ impl AzureBackend {
     async fn role_delete(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
         let name = data.str("name")?;
         let storage = req.storage.clone();
+        // A persisted application is deleted in Azure before the role: not on a standby.
+        self.ensure_writable().await?;
         let lock = self.app_lock(&format!("{}{name}", store::ROLES_PREFIX));
         let _guard = lock.lock().await;
         let Some(role) = store::get_role(storage.as_ref(), &name).await? else {
@@ -667,7 +671,7 @@ impl AzureBackend {
         storage
             .delete(&format!("{}{name}", store::ROLES_PREFIX))
             .await
-            .map_err(|e| LogicalError::internal(format!("error deleting role: {e}")))?;
+            .map_err(|e| storage_failure("error deleting role", e))?;
         if warnings.is_empty() {
             return Ok(None);
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 
-use super::backend::AzureBackend;
+use super::backend::{storage_failure, AzureBackend};
 use super::path_config::DEFAULT_ROOT_PASSWORD_TTL;
 use super::provision::{self, Readiness};
 use super::rollback::WAL_ROTATE_ROOT;
@@ -57,6 +57,8 @@ impl AzureBackend {
         let config = store::get_config(storage)
             .await?
             .ok_or_else(|| LogicalError::internal("config is nil"))?;
+        // The application is looked up in Azure before the WAL entry is written.
+        self.ensure_writable().await?;
         if !config.client_certificate.is_empty() && config.client_secret.is_empty() {
             let ttl = if config.root_password_ttl.is_zero() {
                 DEFAULT_ROOT_PASSWORD_TTL
@@ -119,7 +121,7 @@ impl AzureBackend {
                    "Expiration": (Utc::now() + chrono::Duration::hours(24)).to_rfc3339()}),
         )
         .await
-        .map_err(|e| LogicalError::internal(format!("error writing WAL: {e}")))?;
+        .map_err(|e| storage_failure("error writing WAL", e))?;
         let password = self
             .add_app_password(
                 &client,
@@ -142,9 +144,9 @@ impl AzureBackend {
         config.new_client_secret_created = Some(Utc::now());
         config.new_client_secret_expiration_date = Some(password.end_date_time.unwrap_or(end));
         config.new_client_secret_key_id = password.key_id.clone();
-        store::put_config(storage, &config).await.map_err(|e| {
-            LogicalError::internal(format!("failed to save new configuration: {e}"))
-        })?;
+        store::put_config(storage, &config)
+            .await
+            .map_err(|e| storage_failure("failed to save new configuration", e))?;
         self.set_swap_pending(true);
         provision::forget_wal(storage, &wal_id).await;
         Ok(())

@@ -20,7 +20,7 @@ use azure_clients::{
 };
 use std::sync::Arc;
 use vault_plugin_sdk::framework::wal;
-use vault_plugin_sdk::logical::Storage;
+use vault_plugin_sdk::logical::{LogicalError, Storage, StorageError};
 
 pub const WAL_APP_CREATE: &str = "appCreate";
 pub const WAL_ROLE_ASSIGN: &str = "appRoleAssign";
@@ -35,6 +35,15 @@ const WAL_EXPIRATION: chrono::Duration = chrono::Duration::hours(24);
 /// How long a 404 on an object created moments ago is retried before it counts as gone
 /// (Entra ID gives no read-your-writes guarantee).
 const FRESH_OBJECT_SETTLE: Duration = Duration::from_secs(10);
+
+/// The undo of a failed issuance keeps going, through throttling, at least this long after
+/// the issuance's own deadline passed (within the host's request timeout).
+const UNDO_GRACE: Duration = Duration::from_secs(12);
+
+/// The first delay between undo attempts when the service named none; doubles up to
+/// [`UNDO_MAX_DELAY`].
+const UNDO_FIRST_DELAY: Duration = Duration::from_millis(200);
+const UNDO_MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// How many consecutive token requests must succeed before a new secret counts as usable
 /// (Entra ID replicates a new secret to its token servers one by one).
@@ -120,7 +129,7 @@ impl Readiness {
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
     #[error("error writing WAL: {0}")]
-    Wal(String),
+    Wal(StorageError),
     #[error("error creating application: {0}")]
     App(AzureError),
     #[error("error creating service principal: {0}")]
@@ -131,6 +140,17 @@ pub enum ProvisionError {
     RoleAssignment(AzureError),
     #[error("error while adding group membership: {0}")]
     GroupMembership(AzureError),
+}
+
+/// A failed provisioning as a request error; the host's read-only refusal of a WAL write
+/// (a standby) is passed on word for word so the host forwards the request.
+impl From<ProvisionError> for LogicalError {
+    fn from(e: ProvisionError) -> Self {
+        match e {
+            ProvisionError::Wal(s) if s.is_read_only() => LogicalError::from(s),
+            other => LogicalError::internal(other.to_string()),
+        }
+    }
 }
 
 pub fn role_assignment_id(scope: &str, name: &str) -> String {
@@ -163,7 +183,7 @@ pub async fn create_principal_with(
     plan: CredentialPlan,
     deadline: Deadline,
 ) -> Result<Principal, ProvisionError> {
-    let wal_err = |e: vault_plugin_sdk::logical::StorageError| ProvisionError::Wal(e.to_string());
+    let wal_err = ProvisionError::Wal;
     let ra_names: Vec<String> = spec
         .roles
         .iter()
@@ -206,14 +226,16 @@ pub async fn create_principal_with(
         Ok(app) => app,
         Err(e) => {
             // The request may have created the application before it failed.
-            let undone = delete_apps_named(client, &display_name, deadline).await;
+            let undo = undo_deadline(deadline);
+            let undone = persist(undo, || delete_apps_named(client, &display_name, undo)).await;
             finish_wal(storage, &wal_ids, undone.is_ok()).await;
             return Err(ProvisionError::App(e));
         }
     };
     let app_wal_data = json!({"AppID": app.app_id, "AppObjID": app.id, "DisplayName": display_name, "Expiration": expiration()});
     if let Err(e) = wal::update(storage, &app_wal, WAL_APP_CREATE, app_wal_data).await {
-        let undone = delete_fresh_app(client, &app.id, deadline).await;
+        let undo = undo_deadline(deadline);
+        let undone = persist(undo, || delete_fresh_app(client, &app.id, undo)).await;
         finish_wal(storage, &wal_ids, undone.is_ok()).await;
         return Err(wal_err(e));
     }
@@ -233,8 +255,9 @@ pub async fn create_principal_with(
                 .zip(&ra_names)
                 .map(|(r, n)| role_assignment_id(&r.scope, n))
                 .collect();
-            let undone_ras = delete_role_assignments(client, &ra_ids, deadline).await;
-            let undone_app = delete_fresh_app(client, &app.id, deadline).await;
+            let undo = undo_deadline(deadline);
+            let undone_ras = undo_role_assignments(client, &ra_ids, undo).await;
+            let undone_app = persist(undo, || delete_fresh_app(client, &app.id, undo)).await;
             finish_wal(
                 storage,
                 &wal_ids,
@@ -516,16 +539,82 @@ pub async fn wait_until_usable(
     }
 }
 
-/// Removes WAL entries once their work is done or undone; keeps them for the rollback
-/// otherwise.
+/// The deadline of an undo: the issuance's, but never less than [`UNDO_GRACE`] from now.
+fn undo_deadline(deadline: Deadline) -> Deadline {
+    deadline.max(Deadline::after(UNDO_GRACE))
+}
+
+/// Runs `op` until it succeeds, fails for good, or `deadline` passes: throttling (429, 503)
+/// and other transient failures are retried after the delay the service asked for
+/// (`Retry-After`), or after a growing back-off when it named none. For undo work, which
+/// must not give up while it still has time.
+pub async fn persist<T, F, Fut>(deadline: Deadline, mut op: F) -> Result<T, AzureError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AzureError>>,
+{
+    let mut backoff = UNDO_FIRST_DELAY;
+    loop {
+        let err = match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if !err.is_retryable() {
+            return Err(err);
+        }
+        let delay = err
+            .service_error()
+            .and_then(|s| s.retry_after)
+            .unwrap_or(backoff)
+            .max(Duration::from_millis(50));
+        backoff = (backoff * 2).min(UNDO_MAX_DELAY);
+        if deadline.remaining() <= delay {
+            return Err(err);
+        }
+        tracing::debug!(error = %err, delay_ms = delay.as_millis() as u64, "undo throttled; retrying");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Deletes role assignments at once, each retried through throttling within `deadline`;
+/// returns the errors left.
+pub async fn undo_role_assignments(
+    client: &AzureClient,
+    ids: &[String],
+    deadline: Deadline,
+) -> Vec<AzureError> {
+    join_all(ids.iter().map(|id| {
+        persist(deadline, move || {
+            client.arm().delete_role_assignment(id, deadline)
+        })
+    }))
+    .await
+    .into_iter()
+    .filter_map(Result::err)
+    .collect()
+}
+
+/// Removes WAL entries once their work is done or undone; otherwise marks them ended, so
+/// the next rollback tick takes them without waiting for them to age.
 async fn finish_wal(storage: &dyn Storage, ids: &[String], done: bool) {
     if !done {
-        tracing::warn!(wal_ids = ?ids, "undo incomplete; the rollback will finish it");
+        tracing::warn!(wal_ids = ?ids, "undo incomplete; the next rollback will finish it");
+        abandon_wal(storage, ids).await;
         return;
     }
     for id in ids {
         if let Err(e) = wal::delete(storage, id).await {
             tracing::warn!(wal_id = %id, error = %e, "cannot delete write-ahead-log entry");
+        }
+    }
+}
+
+/// Marks WAL entries as ended (their work is over, their undo incomplete): the next
+/// rollback tick takes them.
+pub async fn abandon_wal(storage: &dyn Storage, ids: &[String]) {
+    for id in ids {
+        if let Err(e) = wal::mark_ended(storage, id).await {
+            tracing::warn!(wal_id = %id, error = %e, "cannot mark write-ahead-log entry ended; the rollback takes it once it is old");
         }
     }
 }
@@ -543,10 +632,100 @@ pub async fn wal_password(
         json!({"AppObjID": app_object_id, "DisplayName": display_name, "Expiration": expiration()}),
     )
     .await
-    .map_err(|e| ProvisionError::Wal(e.to_string()))
+    .map_err(ProvisionError::Wal)
 }
 
 /// Reads a string field of WAL data.
 pub use vault_plugin_sdk::framework::wal::data_str as wal_str;
 /// Deletes a WAL entry, logging a failure (the rollback will then find nothing to undo).
 pub use vault_plugin_sdk::framework::wal::forget as forget_wal;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azure_clients::{Service, ServiceError};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn service_error(status: u16, retry_after: Option<Duration>) -> AzureError {
+        AzureError::Service(Box::new(ServiceError {
+            operation: "delete application".into(),
+            service: Service::Graph,
+            status,
+            code: None,
+            detail_codes: Vec::new(),
+            message: String::new(),
+            request_id: None,
+            retry_after,
+        }))
+    }
+
+    #[tokio::test]
+    async fn undo_keeps_going_through_throttling_honouring_retry_after() {
+        let calls = AtomicU32::new(0);
+        let start = tokio::time::Instant::now();
+        let out = persist(Deadline::after(Duration::from_secs(60)), || async {
+            // Twenty 429s in a row: more than the HTTP layer's own retries.
+            if calls.fetch_add(1, Ordering::SeqCst) < 20 {
+                Err(service_error(429, Some(Duration::from_millis(60))))
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 21);
+        assert!(
+            start.elapsed() >= Duration::from_millis(20 * 60),
+            "each Retry-After was waited out"
+        );
+    }
+
+    #[tokio::test]
+    async fn undo_stops_at_its_deadline_and_on_final_errors() {
+        let calls = AtomicU32::new(0);
+        let start = tokio::time::Instant::now();
+        let out: Result<(), _> = persist(Deadline::after(Duration::from_millis(500)), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(service_error(429, Some(Duration::from_millis(200))))
+        })
+        .await;
+        assert!(out.unwrap_err().is_throttled());
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "never sleeps past it"
+        );
+        assert!(calls.load(Ordering::SeqCst) >= 2);
+
+        let calls = AtomicU32::new(0);
+        let out: Result<(), _> = persist(Deadline::after(Duration::from_secs(60)), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(service_error(403, None))
+        })
+        .await;
+        assert!(out.unwrap_err().is_forbidden());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_read_only_wal_write_reaches_the_host_unchanged() {
+        let host = "cannot write to readonly storage";
+        let e = LogicalError::from(ProvisionError::Wal(StorageError::from_host(
+            "put", "wal/x", host,
+        )));
+        assert_eq!(e, LogicalError::Internal(host.into()));
+        let e = LogicalError::from(ProvisionError::Wal(StorageError::from_host(
+            "put",
+            "wal/x",
+            "disk full",
+        )));
+        assert!(e.to_string().starts_with("error writing WAL: "), "{e}");
+    }
+
+    #[test]
+    fn the_undo_gets_a_grace_period_past_a_spent_deadline() {
+        let spent = Deadline::after(Duration::ZERO);
+        assert!(undo_deadline(spent).remaining() > Duration::from_secs(10));
+        let long = Deadline::after(Duration::from_secs(60));
+        assert_eq!(undo_deadline(long), long);
+    }
+}

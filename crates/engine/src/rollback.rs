@@ -8,7 +8,7 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::backend::AzureBackend;
-use super::provision::{self, wal_str, WAL_ADD_PASSWORD, WAL_APP_CREATE, WAL_ROLE_ASSIGN};
+use super::provision::{self, persist, wal_str, WAL_ADD_PASSWORD, WAL_APP_CREATE, WAL_ROLE_ASSIGN};
 use super::store::{self, go_time, AzureRole};
 use azure_clients::{AzureClient, AzureError, Deadline};
 use vault_plugin_sdk::framework::{wal_rollback_method, WalRollbackFn};
@@ -58,7 +58,10 @@ impl AzureBackend {
                 "unknown rollback type {kind:?}"
             )));
         }
-        let client = self.client(req.storage.as_ref()).await?;
+        let client = self.client(req.storage.as_ref()).await.map_err(|e| {
+            tracing::warn!(kind, error = %e, "cannot build an Azure client for the rollback; will retry");
+            e
+        })?;
         let deadline = Deadline::after(ROLLBACK_DEADLINE);
         let outcome = match kind {
             WAL_APP_CREATE => rollback_app(&client, &data, deadline).await,
@@ -118,19 +121,28 @@ impl AzureBackend {
         };
         let app = wal_str(data, "AppObjID");
         if !app.is_empty() {
-            // Remove the password the interrupted rotation made, unless it became the root one.
-            if let Ok(client) = self.client(storage).await {
-                let deadline = Deadline::after(ROLLBACK_DEADLINE);
-                let name = wal_str(data, "DisplayName");
-                let _ = remove_passwords_named(
+            // Remove the password the interrupted rotation made, unless it became the root
+            // one. Without a client the entry stays for a later tick.
+            let client = self.client(storage).await.map_err(|e| {
+                tracing::warn!(error = %e, "cannot build an Azure client to roll back an interrupted root rotation; will retry");
+                e
+            })?;
+            let deadline = Deadline::after(ROLLBACK_DEADLINE);
+            let name = wal_str(data, "DisplayName");
+            persist(deadline, || {
+                remove_passwords_named(
                     &client,
                     &app,
                     &name,
                     Some(&config.client_secret_key_id),
                     deadline,
                 )
-                .await;
-            }
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot remove the password of an interrupted root rotation; will retry");
+                LogicalError::internal(format!("rollback of root rotation: {e}"))
+            })?;
         }
         config.new_client_secret.clear();
         config.new_client_secret_key_id.clear();
@@ -149,18 +161,22 @@ async fn rollback_app(
 ) -> Result<(), String> {
     let object_id = wal_str(data, "AppObjID");
     if !object_id.is_empty() {
-        return provision::delete_app(client, &object_id, true, deadline)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
+        return persist(deadline, || {
+            provision::delete_app(client, &object_id, true, deadline)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     }
     let name = wal_str(data, "DisplayName");
     if name.is_empty() {
         return Ok(());
     }
-    provision::delete_apps_named(client, &name, deadline)
-        .await
-        .map_err(|e| e.to_string())
+    persist(deadline, || {
+        provision::delete_apps_named(client, &name, deadline)
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 async fn rollback_role_assignments(
@@ -193,7 +209,7 @@ async fn rollback_role_assignments(
         })?;
         ids.push(provision::role_assignment_id(&role.scope, name));
     }
-    let errors = provision::delete_role_assignments(client, &ids, deadline).await;
+    let errors = provision::undo_role_assignments(client, &ids, deadline).await;
     match errors.first() {
         None => Ok(()),
         Some(e) => Err(format!("rollback error unassigning role: {e}")),
@@ -207,9 +223,11 @@ async fn rollback_password(
 ) -> Result<(), String> {
     let app = wal_str(data, "AppObjID");
     let name = wal_str(data, "DisplayName");
-    remove_passwords_named(client, &app, &name, None, deadline)
-        .await
-        .map_err(|e| e.to_string())
+    persist(deadline, || {
+        remove_passwords_named(client, &app, &name, None, deadline)
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// Removes the passwords of application `app` whose display name is exactly `name`, except

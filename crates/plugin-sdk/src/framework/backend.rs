@@ -14,8 +14,8 @@ use super::path::{CompiledPath, OperationHandler, Path};
 use super::secret::{SecretType, SECRET_TYPE_KEY};
 use super::{openapi, wal, HandlerResult};
 use crate::logical::{
-    self, BackendConfig, BackendType, LogicalError, Map, Operation, ReplicationState, Request,
-    Response, SpecialPaths, Storage, SystemView,
+    self, storage_writable, BackendConfig, BackendType, LogicalError, Map, Operation,
+    ReplicationState, Request, Response, SpecialPaths, Storage, SystemView,
 };
 
 /// Periodic work, run on each rollback tick of the host (about once a minute).
@@ -381,6 +381,21 @@ impl Backend {
         if self.wal_rollback.is_none() && self.periodic.is_none() {
             return Err(LogicalError::UnsupportedOperation);
         }
+        {
+            match storage_writable(self.system_view.as_ref()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(
+                        "storage is read-only on this node: no periodic or rollback work here"
+                    );
+                    return Ok(None);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether storage is writable here; skipping this rollback tick");
+                    return Ok(None);
+                }
+            }
+        }
         let mut errors = Vec::new();
         if let Some(rollback) = &self.wal_rollback {
             let immediate = req
@@ -426,7 +441,7 @@ impl Backend {
                     continue;
                 }
             };
-            if !immediate && now - entry.created_at < min_age {
+            if !immediate && !entry.abandoned() && now - entry.created_at < min_age {
                 continue;
             }
             match rollback(req.clone(), entry.kind.clone(), entry.data).await {
@@ -803,6 +818,159 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err, LogicalError::UnsupportedOperation);
+    }
+
+    /// A system view reporting a fixed replication state.
+    struct Replication(i32);
+
+    #[async_trait]
+    impl SystemView for Replication {
+        async fn default_lease_ttl(&self) -> Result<Duration, logical::SystemViewError> {
+            Ok(Duration::from_secs(60))
+        }
+        async fn max_lease_ttl(&self) -> Result<Duration, logical::SystemViewError> {
+            Ok(Duration::from_secs(60))
+        }
+        async fn tainted(&self) -> Result<bool, logical::SystemViewError> {
+            Ok(false)
+        }
+        async fn replication_state(&self) -> Result<i32, logical::SystemViewError> {
+            Ok(self.0)
+        }
+        async fn local_mount(&self) -> Result<bool, logical::SystemViewError> {
+            Ok(false)
+        }
+        async fn plugin_env(&self) -> Result<logical::PluginEnv, logical::SystemViewError> {
+            Ok(logical::PluginEnv::default())
+        }
+        async fn generate_identity_token(
+            &self,
+            _audience: &str,
+            _ttl: Duration,
+        ) -> Result<(String, Duration), logical::SystemViewError> {
+            Err(logical::SystemViewError::Unsupported("identity tokens"))
+        }
+    }
+
+    /// A backend whose rollback records the `data.name` of each entry it rolls back.
+    fn rollback_backend(
+        storage: Arc<dyn Storage>,
+        state: i32,
+    ) -> (Backend, Arc<std::sync::Mutex<Vec<String>>>) {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        let f: WalRollbackFn = Arc::new(move |_req: Request, _kind: String, data: Value| {
+            let rec = rec.clone();
+            Box::pin(async move {
+                rec.lock()
+                    .unwrap()
+                    .push(data["name"].as_str().unwrap_or_default().to_string());
+                Ok(())
+            })
+        });
+        let b = BackendBuilder::new("rb")
+            .wal_rollback(f, Duration::from_secs(600))
+            .build(&BackendConfig {
+                storage,
+                ..backend_config(Arc::new(Replication(state)))
+            })
+            .unwrap();
+        (b, seen)
+    }
+
+    async fn put_raw(storage: &dyn Storage, id: &str, entry: Value) {
+        storage
+            .put(StorageEntry::new(
+                format!("wal/{id}"),
+                serde_json::to_vec(&entry).unwrap(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn rollback_takes_abandoned_entries_at_once_and_waits_for_live_ones() {
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let now = chrono::Utc::now().timestamp();
+        // Young, written by this process and not ended: its work may still be running.
+        wal::put(storage.as_ref(), "k", json!({"name": "live"}))
+            .await
+            .unwrap();
+        // Young, but its work ended with the undo incomplete.
+        let ended = wal::put(storage.as_ref(), "k", json!({"name": "ended"}))
+            .await
+            .unwrap();
+        wal::mark_ended(storage.as_ref(), &ended).await.unwrap();
+        // Young, written by a process that is gone.
+        put_raw(
+            storage.as_ref(),
+            "dead",
+            json!({"type": "k", "data": {"name": "dead"}, "created_at": now, "writer": "gone"}),
+        )
+        .await;
+        // Young, in the Go layout (no writer): waits for its age.
+        put_raw(
+            storage.as_ref(),
+            "go",
+            json!({"type": "k", "data": {"name": "go"}, "created_at": now}),
+        )
+        .await;
+        // Old, in the Go layout.
+        put_raw(
+            storage.as_ref(),
+            "old",
+            json!({"type": "k", "data": {"name": "old"}, "created_at": now - 601}),
+        )
+        .await;
+
+        let active = ReplicationState::PERFORMANCE_PRIMARY | ReplicationState::DR_DISABLED;
+        let (b, seen) = rollback_backend(storage.clone(), active);
+        b.handle_request(req(Operation::Rollback, "", json!(null), storage.clone()))
+            .await
+            .unwrap();
+        let mut rolled = seen.lock().unwrap().clone();
+        rolled.sort();
+        assert_eq!(rolled, vec!["dead", "ended", "old"]);
+        let mut left = wal::list(storage.as_ref()).await.unwrap();
+        left.sort();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn standbys_and_dr_secondaries_do_no_rollback_work() {
+        for state in [
+            ReplicationState::PERFORMANCE_STANDBY | ReplicationState::DR_DISABLED,
+            ReplicationState::DR_SECONDARY,
+            ReplicationState::PERFORMANCE_SECONDARY,
+        ] {
+            let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+            let id = wal::put(storage.as_ref(), "k", json!({"name": "x"}))
+                .await
+                .unwrap();
+            wal::mark_ended(storage.as_ref(), &id).await.unwrap();
+            let (b, seen) = rollback_backend(storage.clone(), state);
+            let r = b
+                .handle_request(req(Operation::Rollback, "", json!(null), storage.clone()))
+                .await
+                .unwrap();
+            assert!(r.is_none());
+            assert!(seen.lock().unwrap().is_empty(), "state {state}");
+            assert_eq!(wal::list(storage.as_ref()).await.unwrap().len(), 1);
+        }
+        // A single node (replication disabled) does the work.
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let id = wal::put(storage.as_ref(), "k", json!({"name": "x"}))
+            .await
+            .unwrap();
+        wal::mark_ended(storage.as_ref(), &id).await.unwrap();
+        let (b, seen) = rollback_backend(
+            storage.clone(),
+            ReplicationState::PERFORMANCE_DISABLED | ReplicationState::DR_DISABLED,
+        );
+        b.handle_request(req(Operation::Rollback, "", json!(null), storage.clone()))
+            .await
+            .unwrap();
+        assert_eq!(seen.lock().unwrap().as_slice(), ["x"]);
     }
 }
 

@@ -1,6 +1,17 @@
 //! The write-ahead log: entries written before work that must be undone if it does not
 //! finish, and removed when it did. Stored at `wal/<uuid>` as
-//! `{"type": kind, "data": ..., "created_at": unix seconds}` (the Go SDK's layout).
+//! `{"type": kind, "data": ..., "created_at": unix seconds}` (the Go SDK's layout), plus two
+//! fields the Go SDK ignores when it reads the entry:
+//!
+//! * `writer`: the [`instance_id`] of the process that wrote it. A process's id is random
+//!   and new at every start, so an entry whose writer differs from the running process was
+//!   left by a process that is gone (a crash, a restart): nothing is still working on it;
+//! * `ended`: the work it covers has ended without its undo completing; nothing is still
+//!   working on it either.
+//!
+//! The rollback takes such entries at once instead of waiting for them to age.
+
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,6 +34,26 @@ pub struct WalEntry {
     pub data: Value,
     /// When it was written (Unix seconds).
     pub created_at: i64,
+    /// The [`instance_id`] of the writing process; empty in entries of older writers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub writer: String,
+    /// The covered work ended with its undo incomplete.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
+}
+
+impl WalEntry {
+    /// True when no running work can still own this entry: it was marked ended, or it was
+    /// written by another (so finished) process.
+    pub fn abandoned(&self) -> bool {
+        self.ended || (!self.writer.is_empty() && self.writer != instance_id())
+    }
+}
+
+/// This process's random id, recorded in the entries it writes.
+pub fn instance_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// Writes an entry and returns its id.
@@ -33,6 +64,8 @@ pub async fn put(storage: &dyn Storage, kind: &str, data: Value) -> Result<Strin
         kind: kind.to_string(),
         data,
         created_at: chrono::Utc::now().timestamp(),
+        writer: instance_id().to_string(),
+        ended: false,
     };
     storage
         .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
@@ -57,7 +90,21 @@ pub async fn update(
         kind: kind.to_string(),
         data,
         created_at,
+        writer: instance_id().to_string(),
+        ended: false,
     };
+    storage
+        .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
+        .await
+}
+
+/// Marks entry `id` as [`WalEntry::ended`]: its work is over and its undo did not finish,
+/// so the next rollback takes it without waiting. A missing entry is left missing.
+pub async fn mark_ended(storage: &dyn Storage, id: &str) -> Result<(), StorageError> {
+    let Some(mut entry) = get(storage, id).await? else {
+        return Ok(());
+    };
+    entry.ended = true;
     storage
         .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
         .await
@@ -120,5 +167,47 @@ mod tests {
         assert_eq!((e.id.as_str(), e.kind.as_str()), (id.as_str(), "appCreate"));
         delete(&s, &id).await.unwrap();
         assert!(get(&s, &id).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn entries_record_their_writer_and_can_be_marked_ended() {
+        let s = InmemStorage::new();
+        let id = put(&s, "appCreate", serde_json::json!({})).await.unwrap();
+        let raw: Value =
+            serde_json::from_slice(&s.get(&format!("wal/{id}")).await.unwrap().unwrap().value)
+                .unwrap();
+        assert_eq!(raw["writer"], instance_id());
+        assert!(raw.get("ended").is_none(), "{raw}");
+        let e = get(&s, &id).await.unwrap().unwrap();
+        assert!(!e.abandoned(), "an entry of this process's running work");
+
+        mark_ended(&s, &id).await.unwrap();
+        let e = get(&s, &id).await.unwrap().unwrap();
+        assert!(e.ended && e.abandoned());
+        assert_eq!(e.writer, instance_id());
+        mark_ended(&s, "missing").await.unwrap();
+        assert!(get(&s, "missing").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn entries_of_another_process_or_of_go_are_told_apart() {
+        let s = InmemStorage::new();
+        // The Go SDK's layout: no writer, no ended.
+        s.put(StorageEntry::new(
+            "wal/go",
+            br#"{"type":"appCreate","data":{"AppID":""},"created_at":1700000000}"#.to_vec(),
+        ))
+        .await
+        .unwrap();
+        let go = get(&s, "go").await.unwrap().unwrap();
+        assert!(!go.abandoned(), "without a writer, only age tells");
+        s.put(StorageEntry::new(
+            "wal/dead",
+            br#"{"type":"appCreate","data":{},"created_at":1700000000,"writer":"a-dead-process"}"#
+                .to_vec(),
+        ))
+        .await
+        .unwrap();
+        assert!(get(&s, "dead").await.unwrap().unwrap().abandoned());
     }
 }

@@ -48,10 +48,37 @@ impl LogicalError {
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::Internal(msg.into())
     }
+
+    /// True when this error carries the host's read-only refusal (the host then forwards
+    /// the request to the active node).
+    pub fn is_read_only(&self) -> bool {
+        self.to_string().contains(super::READ_ONLY_ERROR)
+    }
 }
 
+/// A storage failure is an internal error; the host's read-only refusal keeps the host's
+/// exact text so the host recognises it and forwards the request.
 impl From<super::StorageError> for LogicalError {
     fn from(e: super::StorageError) -> Self {
         Self::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logical::StorageError;
+
+    #[test]
+    fn read_only_refusal_keeps_the_host_text() {
+        let host = "cannot write to readonly storage";
+        let e = StorageError::from_host("put", "wal/x", host);
+        assert!(e.is_read_only());
+        let l = LogicalError::from(e);
+        assert_eq!(l, LogicalError::Internal(host.to_string()));
+        assert!(l.is_read_only());
+        let other = StorageError::from_host("put", "wal/x", "boom");
+        assert!(!other.is_read_only());
+        assert!(!LogicalError::from(other).is_read_only());
     }
 }

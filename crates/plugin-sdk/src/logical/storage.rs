@@ -58,9 +58,17 @@ impl StorageEntry {
     }
 }
 
+/// The text of the host's error for a write to read-only storage (a standby, a performance
+/// secondary). The host forwards a request to the active node when a backend's error
+/// contains it, so it must reach the host unchanged.
+pub const READ_ONLY_ERROR: &str = "cannot write to readonly storage";
+
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 /// A storage call that failed.
 pub enum StorageError {
+    /// The host refused a write because its storage is read-only here; the host's own text.
+    #[error("{0}")]
+    ReadOnly(String),
     /// The host refused or failed the call.
     #[error("storage {op} of {key:?} failed: {reason}")]
     Host {
@@ -87,6 +95,28 @@ pub enum StorageError {
         /// Why it does not encode.
         reason: String,
     },
+}
+
+impl StorageError {
+    /// The host's error `reason` for `op` on `key`: [`StorageError::ReadOnly`] when it is the
+    /// read-only refusal, kept word for word.
+    pub fn from_host(op: &'static str, key: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        if reason.contains(READ_ONLY_ERROR) {
+            Self::ReadOnly(reason)
+        } else {
+            Self::Host {
+                op,
+                key: key.to_string(),
+                reason,
+            }
+        }
+    }
+
+    /// True for the host's read-only refusal.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Self::ReadOnly(_))
+    }
 }
 
 /// A mount's private key/value storage.

@@ -19,6 +19,15 @@ pub enum SystemViewError {
     },
 }
 
+/// Whether this node may write the mount's storage (and so do periodic and rollback work):
+/// not on a standby or a DR secondary, and on a performance secondary only for a local
+/// mount.
+pub async fn storage_writable(view: &dyn SystemView) -> Result<bool, SystemViewError> {
+    let state = super::ReplicationState(view.replication_state().await?);
+    let local = state.is_performance_secondary() && view.local_mount().await?;
+    Ok(state.writes_allowed(local))
+}
+
 /// The host's version as it reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginEnv {

@@ -23,12 +23,10 @@ impl HostStorage {
     }
 }
 
+/// A failed call; the host's read-only refusal keeps its exact text (see
+/// [`StorageError::from_host`]).
 fn failed(op: &'static str, key: &str, reason: impl ToString) -> StorageError {
-    StorageError::Host {
-        op,
-        key: key.to_string(),
-        reason: reason.to_string(),
-    }
+    StorageError::from_host(op, key, reason.to_string())
 }
 
 /// An `err` string of a reply: empty means success.
