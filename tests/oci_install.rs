@@ -418,10 +418,16 @@ fn openbao_installs_the_plugin_from_an_oci_image_and_issues_a_credential() {
         "no TLS error in the log:\n{log}"
     );
 
-    // The real thing.
+    // The real thing, with the image pinned by its manifest digest as `make release`'s stanza
+    // does (skopeo pushed the manifest unchanged, so the digest is the one computed locally).
     let good_dir = setup.dir.path().join("bao");
     std::fs::create_dir_all(&good_dir).expect("dir");
-    let config = OciBao::config(&good_dir, &setup.image, &sha);
+    let pinned = format!(
+        "{}@{}",
+        setup.image,
+        setup.summary["manifest_digest"].as_str().expect("digest")
+    );
+    let config = OciBao::config(&good_dir, &pinned, &sha);
     let env = server_env(&emu, &good_dir, Some(&setup.registry_ca));
     let bao = OciBao::start(&good_dir, &config, env).unwrap_or_else(|log| {
         panic!("OpenBao did not start:\n{log}");
