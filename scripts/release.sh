@@ -22,8 +22,7 @@ pkg="vault-plugin-secrets-azure"
 repo="${OCI_REPOSITORY:-localhost:5000/$pkg}"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 
-version="$("$CARGO" metadata --no-deps --format-version 1 --locked \
-  | python3 -c "import json,sys; print(next(p['version'] for p in json.load(sys.stdin)['packages'] if p['name']=='$pkg'))")"
+version="$("$root/scripts/release-version.sh")"
 tag="v$version"
 echo "release $pkg $version -> $dist" >&2
 
@@ -35,7 +34,7 @@ build_static() { # <rust target> <oci arch>
   # Static glibc: no musl target can be installed here (rustup cannot download one). The
   # plugin resolves no host names through NSS at run time that a static glibc could not
   # handle: endpoints are URLs and the go-plugin socket is a Unix socket.
-  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+  RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
     "$CARGO" build --locked --release --target "$target" -p "$pkg" --bin "$pkg" >&2
   local bin="$root/target/$target/release/$pkg"
   if ldd "$bin" >/dev/null 2>&1; then
