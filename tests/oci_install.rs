@@ -369,12 +369,13 @@ fn server_env(emu: &Emulator, dir: &Path, extra_ca: Option<&str>) -> Vec<(String
     std::fs::write(&bundle, pem).expect("bundle");
     emu.cloud_env()
         .into_iter()
-        .map(|(k, v)| {
-            if k == "SSL_CERT_FILE" {
-                (k, bundle.display().to_string())
-            } else {
-                (k, v)
-            }
+        .map(|(k, v)| match k.as_str() {
+            "SSL_CERT_FILE" => (k, bundle.display().to_string()),
+            // The login host by name, so the plugin resolves a host name (getaddrinfo: in the
+            // static release binary, glibc's built-in files/dns lookup). Graph and ARM stay on
+            // 127.0.0.1: their URLs are also token audiences the emulator checks.
+            "AZURE_AUTHORITY_HOST" => (k, v.replace("://127.0.0.1:", "://localhost:")),
+            _ => (k, v),
         })
         .collect()
 }
