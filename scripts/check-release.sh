@@ -29,7 +29,9 @@ done
 (cd "$dist" && sha256sum --quiet -c SHA256SUMS) || fail "SHA256SUMS does not verify"
 grep -q " ${pkg}_${version}_linux_amd64\$" "$dist/SHA256SUMS" || fail "SHA256SUMS lacks the binary"
 
-if ldd "$bin" >/dev/null 2>&1; then fail "$bin is dynamically linked"; fi
+if readelf -lW "$bin" | grep -q 'program interpreter' || readelf -dW "$bin" | grep -q '(NEEDED)'; then
+  fail "$bin is dynamically linked"
+fi
 
 refusal_check() { # <binary>
   local out code=0

@@ -37,9 +37,10 @@ build_static() { # <rust target> <oci arch>
   RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
     "$CARGO" build --locked --release --target "$target" -p "$pkg" --bin "$pkg" >&2
   local bin="$root/target/$target/release/$pkg"
-  if ldd "$bin" >/dev/null 2>&1; then
+  # Static: no program interpreter, no shared-library dependency (`ldd` exits 0 on static-pie).
+  if readelf -lW "$bin" | grep -q 'program interpreter' || readelf -dW "$bin" | grep -q '(NEEDED)'; then
     echo "release: $bin is dynamically linked" >&2
-    ldd "$bin" >&2 || true
+    readelf -dW "$bin" | grep '(NEEDED)' >&2 || true
     exit 1
   fi
   local out="$dist/${pkg}_${version}_linux_${arch}"
