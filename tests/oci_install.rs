@@ -28,11 +28,20 @@ fn version_tag() -> String {
     format!("v{}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Kills a child process on drop (registry, OpenBao).
+/// Stops a child process on drop (registry, OpenBao): SIGTERM, so OpenBao stops its plugin
+/// processes too, then SIGKILL if it has not exited within 15 s.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
