@@ -649,6 +649,63 @@ impl ManagedIdentityFetcher {
     }
 }
 
+/// One uncached token request for `scope` as application `client_id` with `credential`.
+/// Transient failures (5xx, 429, connection errors) are retried inside, within `deadline`.
+async fn uncached_token(
+    http: &reqwest::Client,
+    cloud: &Cloud,
+    tenant_id: &str,
+    client_id: &str,
+    credential: ClientCredential,
+    scope: &str,
+    deadline: Deadline,
+) -> Result<AccessToken, AzureError> {
+    let fetcher = EntraFetcher {
+        cloud: cloud.clone(),
+        tenant_id: tenant_id.to_owned(),
+        client_id: client_id.to_owned(),
+        credential,
+        http: http.clone(),
+        policy: RetryPolicy::default(),
+    };
+    fetcher.fetch(scope, deadline).await
+}
+
+/// Calls `verify` until it succeeds, fails for another reason than `not_yet_valid`, or
+/// `deadline` passes (then the last error is returned inside
+/// [`AzureError::DeadlineExceeded`], naming `operation`). Waits `poll` (with back-off and
+/// jitter) between attempts.
+async fn wait_until_valid<F, Fut>(
+    operation: &str,
+    not_yet_valid: fn(&AzureError) -> bool,
+    poll: Duration,
+    deadline: Deadline,
+    mut verify: F,
+) -> Result<(), AzureError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), AzureError>>,
+{
+    let policy = RetryPolicy {
+        initial_backoff: poll,
+        max_backoff: poll * 4,
+        ..RetryPolicy::default()
+    };
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match verify().await {
+            Ok(()) => return Ok(()),
+            Err(e) if not_yet_valid(&e) => {
+                if !sleep_within(deadline, policy.backoff(attempt)).await {
+                    return Err(AzureError::deadline(operation, Some(e)));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Requests a token with a client secret, bypassing every cache: the engine proves a new
 /// secret works before handing it out.
 ///
@@ -665,21 +722,17 @@ pub async fn verify_client_secret(
     scope: &str,
     deadline: Deadline,
 ) -> Result<(), AzureError> {
-    let fetcher = EntraFetcher {
-        cloud: cloud.clone(),
-        tenant_id: tenant_id.to_owned(),
-        client_id: client_id.to_owned(),
-        credential: ClientCredential::Secret(secret.clone()),
-        http: http.clone(),
-        policy: RetryPolicy::default(),
-    };
-    fetcher.fetch(scope, deadline).await.map(|_| ())
+    let credential = ClientCredential::Secret(secret.clone());
+    uncached_token(
+        http, cloud, tenant_id, client_id, credential, scope, deadline,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Requests an access token for `scope` with a client secret, bypassing every cache (the
 /// engine hands such tokens out for static roles). Transient failures are retried inside,
 /// within `deadline`.
-#[allow(clippy::too_many_arguments)]
 pub async fn client_secret_token(
     http: &reqwest::Client,
     cloud: &Cloud,
@@ -689,15 +742,11 @@ pub async fn client_secret_token(
     scope: &str,
     deadline: Deadline,
 ) -> Result<AccessToken, AzureError> {
-    let fetcher = EntraFetcher {
-        cloud: cloud.clone(),
-        tenant_id: tenant_id.to_owned(),
-        client_id: client_id.to_owned(),
-        credential: ClientCredential::Secret(secret.clone()),
-        http: http.clone(),
-        policy: RetryPolicy::default(),
-    };
-    fetcher.fetch(scope, deadline).await
+    let credential = ClientCredential::Secret(secret.clone());
+    uncached_token(
+        http, cloud, tenant_id, client_id, credential, scope, deadline,
+    )
+    .await
 }
 
 /// Calls [`verify_client_secret`] until it succeeds, fails for another reason than
@@ -714,25 +763,14 @@ pub async fn wait_for_client_secret(
     poll: Duration,
     deadline: Deadline,
 ) -> Result<(), AzureError> {
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match verify_client_secret(http, cloud, tenant_id, client_id, secret, scope, deadline).await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_credential_not_yet_valid() => {
-                let policy = RetryPolicy {
-                    initial_backoff: poll,
-                    max_backoff: poll * 4,
-                    ..RetryPolicy::default()
-                };
-                if !sleep_within(deadline, policy.backoff(attempt)).await {
-                    return Err(AzureError::deadline("verify client secret", Some(e)));
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    wait_until_valid(
+        "verify client secret",
+        AzureError::is_credential_not_yet_valid,
+        poll,
+        deadline,
+        || verify_client_secret(http, cloud, tenant_id, client_id, secret, scope, deadline),
+    )
+    .await
 }
 
 /// Requests a token with a client certificate (a freshly signed client assertion),
@@ -747,15 +785,12 @@ pub async fn verify_client_certificate(
     scope: &str,
     deadline: Deadline,
 ) -> Result<(), AzureError> {
-    let fetcher = EntraFetcher {
-        cloud: cloud.clone(),
-        tenant_id: tenant_id.to_owned(),
-        client_id: client_id.to_owned(),
-        credential: ClientCredential::Certificate(certificate.clone()),
-        http: http.clone(),
-        policy: RetryPolicy::default(),
-    };
-    fetcher.fetch(scope, deadline).await.map(|_| ())
+    let credential = ClientCredential::Certificate(certificate.clone());
+    uncached_token(
+        http, cloud, tenant_id, client_id, credential, scope, deadline,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Calls [`verify_client_certificate`] until it succeeds, fails for another reason than
@@ -771,34 +806,24 @@ pub async fn wait_for_client_certificate(
     poll: Duration,
     deadline: Deadline,
 ) -> Result<(), AzureError> {
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match verify_client_certificate(
-            http,
-            cloud,
-            tenant_id,
-            client_id,
-            certificate,
-            scope,
-            deadline,
-        )
-        .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_certificate_not_yet_valid() => {
-                let policy = RetryPolicy {
-                    initial_backoff: poll,
-                    max_backoff: poll * 4,
-                    ..RetryPolicy::default()
-                };
-                if !sleep_within(deadline, policy.backoff(attempt)).await {
-                    return Err(AzureError::deadline("verify client certificate", Some(e)));
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    wait_until_valid(
+        "verify client certificate",
+        AzureError::is_certificate_not_yet_valid,
+        poll,
+        deadline,
+        || {
+            verify_client_certificate(
+                http,
+                cloud,
+                tenant_id,
+                client_id,
+                certificate,
+                scope,
+                deadline,
+            )
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use super::provision::{self, CredentialPlan, PrincipalSpec, ProvisionError, Read
 use super::store::{self, Role};
 use azure_clients::{
     AzureClient, AzureError, ClientCertificate, CredentialPolicy, Deadline, DeleteOutcome,
-    NewApplication, NewKeyCredential, PolicyViolation, SecretString,
+    NewKeyCredential, PolicyViolation, SecretString,
 };
 use vault_plugin_sdk::framework::{secret_response, wal};
 use vault_plugin_sdk::logical::{LogicalError, Map, Request, Response, Storage};
@@ -34,10 +34,6 @@ pub const WAL_ROTATE_ROOT_CERT: &str = "rotateRootCertificate";
 
 /// Display name prefix of key credentials the engine registers.
 pub const KEY_DISPLAY_NAME: &str = "vault-plugin-secrets-azure";
-
-/// How many consecutive token requests must succeed before a new certificate counts as
-/// usable (as for passwords).
-const READY_SUCCESSES: u32 = 3;
 
 /// Stored value of `credential_type` for certificates (the Go engine stores 0 for its
 /// only kind, the password).
@@ -189,50 +185,20 @@ pub async fn wait_until_certificate_usable(
     credential: &Arc<ClientCertificate>,
     deadline: Deadline,
 ) -> Readiness {
-    let start = std::time::Instant::now();
-    let mut successes = 0;
-    let mut delay = Duration::from_millis(100);
-    let mut last_error = String::new();
     let settings = client.settings();
-    loop {
-        let result = azure_clients::verify_client_certificate(
+    let scope = settings.cloud.graph_scope();
+    provision::prove_usable(deadline, || {
+        azure_clients::verify_client_certificate(
             client.http(),
             &settings.cloud,
             &settings.tenant_id,
             app_id,
             credential,
-            &settings.cloud.graph_scope(),
+            &scope,
             deadline,
         )
-        .await;
-        match result {
-            Ok(()) => {
-                successes += 1;
-                if successes >= READY_SUCCESSES {
-                    return Readiness::Ready {
-                        waited: start.elapsed(),
-                    };
-                }
-                delay = Duration::from_millis(100);
-            }
-            Err(e) => {
-                successes = 0;
-                last_error = e.message();
-            }
-        }
-        if deadline.remaining() <= delay {
-            return Readiness::TimedOut {
-                waited: start.elapsed(),
-                last_error: if last_error.is_empty() {
-                    "too few consecutive successes".into()
-                } else {
-                    last_error
-                },
-            };
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- tenant policies
@@ -418,9 +384,7 @@ impl AzureBackend {
         let (resp, readiness) = if role.application_object_id.is_empty() {
             let roles = role.azure_roles.clone().unwrap_or_default();
             let groups = role.azure_groups.clone().unwrap_or_default();
-            let mut app = NewApplication::dynamic();
-            app.sign_in_audience = Some(role.sign_in_audience.clone()).filter(|s| !s.is_empty());
-            app.tags = role.tags.clone().unwrap_or_default();
+            let app = role.new_application();
             let principal = provision::create_principal_with(
                 client,
                 req.storage.as_ref(),

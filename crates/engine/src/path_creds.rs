@@ -13,7 +13,7 @@ use super::lease::{self, SERVICE_PRINCIPAL, STATIC_SERVICE_PRINCIPAL};
 use super::provision::{self, PrincipalSpec, Readiness, PASSWORD_DISPLAY_NAME};
 use super::store::{self, Role};
 use super::validate;
-use azure_clients::{Deadline, NewApplication, NewPassword, DISPLAY_NAME_PREFIX};
+use azure_clients::{Deadline, NewPassword, DISPLAY_NAME_PREFIX};
 use vault_plugin_sdk::framework::{
     secret_response, FieldData, FieldSchema, FieldType, HandlerResult, Path,
 };
@@ -180,9 +180,7 @@ impl AzureBackend {
     ) -> Result<(Response, Readiness), LogicalError> {
         let roles = role.azure_roles.clone().unwrap_or_default();
         let groups = role.azure_groups.clone().unwrap_or_default();
-        let mut app = NewApplication::dynamic();
-        app.sign_in_audience = Some(role.sign_in_audience.clone()).filter(|s| !s.is_empty());
-        app.tags = role.tags.clone().unwrap_or_default();
+        let app = role.new_application();
         let principal = provision::create_principal(
             client,
             req.storage.as_ref(),

@@ -504,12 +504,25 @@ pub async fn wait_until_usable(
     secret: &SecretString,
     deadline: Deadline,
 ) -> Readiness {
+    prove_usable(deadline, || {
+        client.verify_client_secret(app_id, secret, deadline)
+    })
+    .await
+}
+
+/// Runs `attempt` (one token request with a new credential) until it has succeeded
+/// [`READY_SUCCESSES`] times in a row, backing off after each failure, within `deadline`.
+pub async fn prove_usable<F, Fut>(deadline: Deadline, mut attempt: F) -> Readiness
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), AzureError>>,
+{
     let start = std::time::Instant::now();
     let mut successes = 0;
     let mut delay = Duration::from_millis(100);
     let mut last_error = String::new();
     loop {
-        match client.verify_client_secret(app_id, secret, deadline).await {
+        match attempt().await {
             Ok(()) => {
                 successes += 1;
                 if successes >= READY_SUCCESSES {

@@ -116,6 +116,15 @@ pub struct Role {
 pub const DEFAULT_CREDENTIAL_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Role {
+    /// The application a dynamic issuance of this role makes: the role's sign-in audience
+    /// and tags on the engine's defaults.
+    pub fn new_application(&self) -> azure_clients::NewApplication {
+        let mut app = azure_clients::NewApplication::dynamic();
+        app.sign_in_audience = Some(self.sign_in_audience.clone()).filter(|s| !s.is_empty());
+        app.tags = self.tags.clone().unwrap_or_default();
+        app
+    }
+
     /// How long `creds` waits for a new secret to work; `None` when waiting is turned off.
     pub fn ready_timeout(&self) -> Option<Duration> {
         Some(
