@@ -965,16 +965,15 @@ mod tests {
 
     #[tokio::test]
     async fn update_of_a_missing_role_is_an_internal_error() {
-        use vault_plugin_sdk::logical::{
-            Backend as _, BackendConfig, InmemStorage, StaticSystemView, Storage,
-        };
+        use vault_plugin_sdk::logical::{Backend as _, BackendConfig, InmemStorage, Storage};
+        use vault_plugin_sdk::testing::TestSystemView;
 
         let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
         let config = BackendConfig {
             config: Default::default(),
             backend_uuid: "test".into(),
             storage: storage.clone(),
-            system_view: Arc::new(StaticSystemView::default()),
+            system_view: Arc::new(TestSystemView::default()),
         };
         let backend = AzureBackend::new(&config).build(&config).unwrap();
         let request = |op| {

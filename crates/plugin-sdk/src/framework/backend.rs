@@ -820,38 +820,6 @@ mod tests {
         assert_eq!(err, LogicalError::UnsupportedOperation);
     }
 
-    /// A system view reporting a fixed replication state.
-    struct Replication(i32);
-
-    #[async_trait]
-    impl SystemView for Replication {
-        async fn default_lease_ttl(&self) -> Result<Duration, logical::SystemViewError> {
-            Ok(Duration::from_secs(60))
-        }
-        async fn max_lease_ttl(&self) -> Result<Duration, logical::SystemViewError> {
-            Ok(Duration::from_secs(60))
-        }
-        async fn tainted(&self) -> Result<bool, logical::SystemViewError> {
-            Ok(false)
-        }
-        async fn replication_state(&self) -> Result<i32, logical::SystemViewError> {
-            Ok(self.0)
-        }
-        async fn local_mount(&self) -> Result<bool, logical::SystemViewError> {
-            Ok(false)
-        }
-        async fn plugin_env(&self) -> Result<logical::PluginEnv, logical::SystemViewError> {
-            Ok(logical::PluginEnv::default())
-        }
-        async fn generate_identity_token(
-            &self,
-            _audience: &str,
-            _ttl: Duration,
-        ) -> Result<(String, Duration), logical::SystemViewError> {
-            Err(logical::SystemViewError::Unsupported("identity tokens"))
-        }
-    }
-
     /// A backend whose rollback records the `data.name` of each entry it rolls back.
     fn rollback_backend(
         storage: Arc<dyn Storage>,
@@ -872,7 +840,11 @@ mod tests {
             .wal_rollback(f, Duration::from_secs(600))
             .build(&BackendConfig {
                 storage,
-                ..backend_config(Arc::new(Replication(state)))
+                ..backend_config({
+                    let view = Arc::new(TestSystemView::default());
+                    view.set_replication_state(state);
+                    view
+                })
             })
             .unwrap();
         (b, seen)

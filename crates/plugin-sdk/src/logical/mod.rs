@@ -18,7 +18,7 @@ pub use replication::ReplicationState;
 pub use request::{Operation, Request};
 pub use response::{Alias, Auth, LeaseOptions, Response, Secret, TokenType};
 pub use storage::{InmemStorage, Storage, StorageEntry, StorageError, READ_ONLY_ERROR};
-pub use system_view::{storage_writable, PluginEnv, StaticSystemView, SystemView, SystemViewError};
+pub use system_view::{storage_writable, PluginEnv, SystemView, SystemViewError};
 
 /// A JSON object, the shape of request and response data.
 pub type Map = serde_json::Map<String, serde_json::Value>;
