@@ -535,18 +535,37 @@ impl GraphClient {
         key_id: &str,
         deadline: Deadline,
     ) -> Result<DeleteOutcome, AzureError> {
-        let op = "remove application password";
+        let body = json!({ "keyId": key_id });
+        self.remove_application_credential(
+            "remove application password",
+            object_id,
+            "removePassword",
+            &body,
+            deadline,
+        )
+        .await
+    }
+
+    /// `POST /applications/{id}/{action}` (removePassword, removeKey) with `body`,
+    /// serialised per application. A key (or application) already gone counts as success.
+    pub(crate) async fn remove_application_credential(
+        &self,
+        op: &str,
+        object_id: &str,
+        action: &str,
+        body: &serde_json::Value,
+        deadline: Deadline,
+    ) -> Result<DeleteOutcome, AzureError> {
         let _guard = self
             .lock(&format!("applications/{object_id}"), deadline)
             .await?;
-        let url = self.url(&format!("applications/{object_id}/removePassword"))?;
-        let body = json!({ "keyId": key_id });
+        let url = self.url(&format!("applications/{object_id}/{action}"))?;
         match self
             .send(
                 op,
                 Method::POST,
                 url,
-                Some(&body),
+                Some(body),
                 Replay::Idempotent,
                 deadline,
             )

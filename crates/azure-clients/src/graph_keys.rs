@@ -373,31 +373,21 @@ impl GraphClient {
         proof: &SecretString,
         deadline: Deadline,
     ) -> Result<DeleteOutcome, AzureError> {
-        let op = "remove application key";
-        let _guard = self
-            .lock(&format!("applications/{object_id}"), deadline)
-            .await?;
-        let url = self.url(&format!("applications/{object_id}/removeKey"))?;
         let body = json!({ "keyId": key_id, "proof": proof.expose() });
         match self
-            .send(
-                op,
-                Method::POST,
-                url,
-                Some(&body),
-                Replay::Idempotent,
+            .remove_application_credential(
+                "remove application key",
+                object_id,
+                "removeKey",
+                &body,
                 deadline,
             )
             .await
         {
-            Ok(_) => Ok(DeleteOutcome::Deleted),
-            Err(e) if e.status() == Some(404) || super::is_no_such_key(&e) => {
-                Ok(DeleteOutcome::AlreadyGone)
-            }
             Err(e) if e.status() == Some(400) && e.message().contains("No key credential") => {
                 Ok(DeleteOutcome::AlreadyGone)
             }
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
