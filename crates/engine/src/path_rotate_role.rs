@@ -42,6 +42,13 @@ impl AzureBackend {
         let current = rotated.role.current.as_ref();
         let mut out = Map::new();
         out.insert("secret_id".into(), json!(current.map(|c| c.key_id.clone())));
+        if rotated.role.is_certificate() {
+            out.insert("key_id".into(), json!(current.map(|c| c.key_id.clone())));
+            out.insert(
+                "thumbprint".into(),
+                json!(current.map(|c| c.thumbprint.clone())),
+            );
+        }
         out.insert(
             "expiration".into(),
             json!(current

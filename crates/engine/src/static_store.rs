@@ -36,6 +36,23 @@ pub struct StaticSecret {
     pub created: Option<DateTime<Utc>>,
     /// True when the engine added this password (false: imported).
     pub engine_made: bool,
+    /// Certificate roles: the certificate (PEM); `key_id` is its key credential's id.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub certificate: String,
+    /// Certificate roles: the private key (PEM, PKCS#8), kept in this seal-wrapped record
+    /// only so that every `static-creds` read hands out the same credential.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub private_key: String,
+    /// Certificate roles: the certificate's SHA-1 thumbprint (hex).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub thumbprint: String,
+}
+
+impl StaticSecret {
+    /// True when the secret can be handed out (a client secret or a certificate with its key).
+    pub fn usable(&self) -> bool {
+        !self.client_secret.is_empty() || !self.private_key.is_empty()
+    }
 }
 
 /// A replaced password the engine still tracks until it removes it.
@@ -58,6 +75,9 @@ pub struct StaticRole {
     pub application_object_id: String,
     /// The application (client) id, looked up when the role was written.
     pub application_id: String,
+    /// `certificate`, or empty for passwords (fixed when the role is created).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub credential_type: String,
     #[serde(with = "go_duration")]
     pub rotation_period: Duration,
     pub metadata: BTreeMap<String, String>,
@@ -78,7 +98,24 @@ pub struct StaticRole {
     pub next_rotation: Option<DateTime<Utc>>,
 }
 
+/// The stored `credential_type` of a certificate static role.
+pub const CERTIFICATE: &str = "certificate";
+
 impl StaticRole {
+    /// True for a role that hands out certificates (key credentials), false for passwords.
+    pub fn is_certificate(&self) -> bool {
+        self.credential_type == CERTIFICATE
+    }
+
+    /// The API value of `credential_type`.
+    pub fn credential_type_name(&self) -> &'static str {
+        if self.is_certificate() {
+            CERTIFICATE
+        } else {
+            "password"
+        }
+    }
+
     /// Every key id the role references (current and retired).
     pub fn key_ids(&self) -> Vec<String> {
         self.current
