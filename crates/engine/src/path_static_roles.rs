@@ -731,5 +731,38 @@ mod tests {
         assert_eq!(data["secret_id"], "key");
         assert_eq!(data["seamless_rotation"], true);
         assert_eq!(data["rotation_grace_period"], 300);
+        assert_eq!(data["credential_type"], "password");
+
+        let role = StaticRole {
+            credential_type: static_store::CERTIFICATE.into(),
+            current: Some(StaticSecret {
+                key_id: "key".into(),
+                certificate: "-----BEGIN CERTIFICATE-----".into(),
+                private_key: "-----BEGIN PRIVATE KEY-----secret".into(),
+                thumbprint: "AB12".into(),
+                ..StaticSecret::default()
+            }),
+            ..StaticRole::default()
+        };
+        let data = static_role_data(&role, &store::Config::default());
+        let text = serde_json::Value::Object(data.clone()).to_string();
+        assert!(!text.contains("PRIVATE KEY"));
+        assert_eq!(data["credential_type"], "certificate");
+        assert_eq!(data["thumbprint"], "AB12");
+    }
+
+    #[test]
+    fn credential_type_field() {
+        assert_eq!(certificate_field(&fields(json!({}))).unwrap(), None);
+        assert_eq!(
+            certificate_field(&fields(json!({"credential_type": "certificate"}))).unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            certificate_field(&fields(json!({"credential_type": "password"}))).unwrap(),
+            Some(false)
+        );
+        let e = certificate_field(&fields(json!({"credential_type": "pfx"}))).unwrap_err();
+        assert!(matches!(e, LogicalError::BadRequest(m) if m.starts_with("credential_type: ")));
     }
 }

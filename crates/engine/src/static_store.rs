@@ -193,6 +193,42 @@ mod tests {
     }
 
     #[test]
+    fn certificate_secrets_round_trip_and_password_records_stay_as_they_were() {
+        let password = StaticRole {
+            current: Some(StaticSecret {
+                key_id: "k".into(),
+                client_secret: "s".into(),
+                ..StaticSecret::default()
+            }),
+            ..StaticRole::default()
+        };
+        let v = serde_json::to_value(&password).unwrap();
+        assert!(v.get("credential_type").is_none());
+        assert!(v["current"].get("private_key").is_none());
+        assert!(!password.is_certificate());
+        assert_eq!(password.credential_type_name(), "password");
+        assert!(password.current.as_ref().unwrap().usable());
+
+        let cert = StaticRole {
+            credential_type: CERTIFICATE.into(),
+            current: Some(StaticSecret {
+                key_id: "k".into(),
+                certificate: "CERT".into(),
+                private_key: "KEY".into(),
+                thumbprint: "AB".into(),
+                ..StaticSecret::default()
+            }),
+            ..StaticRole::default()
+        };
+        let back: StaticRole =
+            serde_json::from_value(serde_json::to_value(&cert).unwrap()).unwrap();
+        assert!(back == cert);
+        assert!(back.is_certificate());
+        assert!(back.current.as_ref().unwrap().usable());
+        assert!(!StaticSecret::default().usable());
+    }
+
+    #[test]
     fn round_trips_and_omits_unset_grace() {
         let role = StaticRole {
             application_object_id: "obj".into(),
