@@ -424,3 +424,97 @@ fn certificate_static_role_rotates_hands_out_tokens_and_deletes_only_its_keys() 
         assert!(!log.contains(&line), "a private key line in the log");
     }
 }
+
+/// PATCHes the tenant's default app management policy as the root identity.
+fn set_default_policy(emu: &Emulator, restrictions: &Value) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-f",
+            "--cacert",
+            &emu.var("SSL_CERT_FILE"),
+            "-X",
+            "PATCH",
+        ])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {}", emu.root_graph_token()),
+        ])
+        .args(["-H", "Content-Type: application/json"])
+        .args([
+            "-d",
+            &json!({ "applicationRestrictions": restrictions }).to_string(),
+        ])
+        .arg(format!(
+            "{}/v1.0/policies/defaultAppManagementPolicy",
+            emu.var("AZURE_GRAPH_ENDPOINT")
+        ))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "PATCH policy failed");
+}
+
+#[test]
+fn tenant_policy_blocks_static_passwords_and_caps_static_certificates() {
+    let emu = Emulator::start(&[]);
+    let bao = common::bao_with_emulator(&emu);
+    let (app, app_id) = emu.create_app("static-policy-app", true);
+    set_default_policy(
+        &emu,
+        &json!({
+            "passwordCredentials": [{"restrictionType": "passwordAddition", "maxLifetime": null}],
+            "keyCredentials": [{"restrictionType": "asymmetricKeyLifetime", "maxLifetime": "P90D"}]}),
+    );
+    let app_arg = format!("application_object_id={app}");
+
+    // A password static role fails before anything is made, naming the way out.
+    fails_with(
+        bao.write("azure/static-roles/pw", &[&app_arg]),
+        "credential_type=certificate",
+    );
+    assert!(bao.read("azure/static-roles/pw").stdout.trim().is_empty());
+    let pws = app_state(&emu, &app)["passwordCredentials"].clone();
+    assert_eq!(pws, json!([]), "no password was made");
+
+    // A certificate static role works; a one-year period is capped at 90 days, with a
+    // warning, and the next rotation comes before the certificate ends.
+    let out = bao
+        .write(
+            "azure/static-roles/cert",
+            &[
+                &app_arg,
+                "credential_type=certificate",
+                "rotation_period=8760h",
+            ],
+        )
+        .ok()
+        .json();
+    let warnings = out["warnings"].to_string();
+    assert!(warnings.contains("90 days"), "{warnings}");
+    let c = creds(&bao, "cert");
+    assert!(certificate_works(
+        &emu,
+        &app_id,
+        c["certificate"].as_str().expect("certificate"),
+        c["private_key"].as_str().expect("private_key")
+    ));
+    let ninety = 90 * 86_400;
+    let end = DateTime::parse_from_rfc3339(c["expiration"].as_str().expect("expiration"))
+        .expect("time")
+        .timestamp();
+    let life = end - Utc::now().timestamp();
+    assert!(
+        life <= ninety && life > ninety - 3_600,
+        "certificate life {life}"
+    );
+    let role = bao.read("azure/static-roles/cert").ok().json();
+    let next = DateTime::parse_from_rfc3339(
+        role["data"]["next_rotation_time"]
+            .as_str()
+            .expect("next_rotation_time"),
+    )
+    .expect("time")
+    .timestamp();
+    assert!(next < end, "rotates at {next}, before the end {end}");
+    assert!(next > end - 3_600, "rotates at {next}, about the end {end}");
+}

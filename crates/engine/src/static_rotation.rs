@@ -1,7 +1,9 @@
-//! Rotation of static roles: a new password on the role's application, proven to obtain a
-//! token before it becomes current; the replaced one removed at once, after the grace period,
+//! Rotation of static roles: a new password (or, for `credential_type=certificate`, a new
+//! key pair and self-signed certificate registered as a key credential) on the role's
+//! application, proven to obtain a token before it becomes current; the tenant's app
+//! management policy checked first; the replaced one removed at once, after the grace period,
 //! or at its own end date; rotations of one application serialised across roles and mounts of
-//! this process; every password covered by a write-ahead-log entry before it exists.
+//! this process; every credential covered by a write-ahead-log entry before it exists.
 //!
 //! The schedule lives in storage (`next_rotation`, `remove_after` of each role), so any
 //! active node picks it up: on the host's periodic tick (about once a minute) and, for work
@@ -120,18 +122,14 @@ struct NewCredential<'a> {
     role: &'a StaticRole,
     display_name: &'a str,
     now: DateTime<Utc>,
-    /// The end date the rotation period and grace ask for.
+    /// The end date (the rotation period plus the grace, capped by the tenant's policy).
     end: DateTime<Utc>,
-    grace: Duration,
 }
 
 /// A credential added and proven, not yet current.
 struct Added {
     secret: StaticSecret,
     wal_id: String,
-    warnings: Vec<String>,
-    /// The latest the next rotation may be (a policy-capped certificate ends sooner).
-    rotate_by: DateTime<Utc>,
 }
 
 fn wal_data(app: &str, display_name: &str, role: &str, now: DateTime<Utc>) -> Value {
@@ -381,17 +379,39 @@ impl AzureBackend {
         let deadline = Deadline::after(ROTATE_DEADLINE);
         let now = Utc::now();
         let end = password_end(now, role.rotation_period, policy.grace);
+        let certificate = role.is_certificate();
+        // The tenant's app management policy: blocked passwords fail here, before anything is
+        // made; a maximum lifetime shortens the credential and brings the next rotation forward.
+        let kind = if certificate {
+            CredentialType::Certificate
+        } else {
+            CredentialType::Password
+        };
+        let outcome =
+            certificate::apply_policy(&client, Some(&app), kind, now, end, deadline).await?;
+        let mut early_warnings: Vec<String> = outcome.warning.into_iter().collect();
+        let (end, rotate_by) = match outcome.end {
+            Some(capped) => {
+                // Early enough that the replaced credential still covers the grace.
+                let by = (capped - chrono_of(policy.grace.max(MIN_END_MARGIN)))
+                    .max(now + chrono_of(MIN_END_MARGIN));
+                early_warnings.push(format!(
+                    "static role '{name}' rotates at {} instead of after its rotation_period",
+                    by.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ));
+                (capped, by)
+            }
+            None => (end, DateTime::<Utc>::MAX_UTC),
+        };
         let display_name = format!("{STATIC_PASSWORD_PREFIX}{}", uuid::Uuid::new_v4());
         debug_assert!(display_name.starts_with(DISPLAY_NAME_PREFIX));
         let _flight = InFlight::new(&display_name);
-        let certificate = role.is_certificate();
         let new = NewCredential {
             role_name: name,
             role: &role,
             display_name: &display_name,
             now,
             end,
-            grace: policy.grace,
         };
         let added = if certificate {
             self.add_static_certificate(&client, store, new, deadline)
@@ -403,8 +423,6 @@ impl AzureBackend {
         let Added {
             secret: new_secret,
             wal_id,
-            warnings: mut early_warnings,
-            rotate_by,
         } = added;
         let key_id = new_secret.key_id.clone();
         let mut updated = role.clone();
@@ -513,6 +531,9 @@ impl AzureBackend {
                         rollback::remove_passwords_named(client, app, display_name, None, deadline)
                             .await;
                 }
+                if let Some(refused) = certificate::policy_error(&e) {
+                    return Err(refused);
+                }
                 return Err(if e.is_too_many_passwords() {
                     LogicalError::internal(format!(
                         "error rotating static role '{name}': application {app} has the maximum number of passwords"
@@ -562,8 +583,6 @@ impl AzureBackend {
                 ..StaticSecret::default()
             },
             wal_id,
-            warnings: Vec::new(),
-            rotate_by: DateTime::<Utc>::MAX_UTC,
         })
     }
 
@@ -585,32 +604,9 @@ impl AzureBackend {
             display_name,
             now,
             end,
-            grace,
+            ..
         } = new;
         let app = role.application_object_id.as_str();
-        let policy = certificate::apply_policy(
-            client,
-            Some(app),
-            CredentialType::Certificate,
-            now,
-            end,
-            deadline,
-        )
-        .await?;
-        let mut warnings: Vec<String> = policy.warning.into_iter().collect();
-        let (end, rotate_by) = match policy.end {
-            Some(capped) => {
-                // Rotate early enough that the replaced certificate still covers the grace.
-                let by = (capped - chrono_of(grace.max(MIN_END_MARGIN)))
-                    .max(now + chrono_of(MIN_END_MARGIN));
-                warnings.push(format!(
-                    "the role rotates at {} instead of after its rotation_period",
-                    by.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                ));
-                (capped, by)
-            }
-            None => (end, DateTime::<Utc>::MAX_UTC),
-        };
         let generated = certificate::generate(display_name, now, end)?;
         let wal_id = wal::put(
             store,
@@ -671,8 +667,6 @@ impl AzureBackend {
                 ..StaticSecret::default()
             },
             wal_id,
-            warnings,
-            rotate_by,
         })
     }
 

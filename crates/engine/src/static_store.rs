@@ -1,5 +1,5 @@
 //! Storage of static roles: `static-roles/<name>` (seal-wrapped, it holds the current client
-//! secret). Durations in nanoseconds and times in RFC 3339, as the rest of the engine's storage.
+//! secret, or for a certificate role the current certificate and its private key). Durations in nanoseconds and times in RFC 3339, as the rest of the engine's storage.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
