@@ -401,7 +401,26 @@ fn certificate_static_role_rotates_hands_out_tokens_and_deletes_only_its_keys() 
     assert_eq!(engine_keys(&emu, &app).len(), 2);
 
     // Delete removes exactly the engine's key credentials.
-    bao.cli(&["delete", "azure/static-roles/cert"]).ok();
+    let key_id3 = c3["key_id"].as_str().expect("key_id").to_string();
+    let resp = Command::new("curl")
+        .args(["-s", "-X", "DELETE", "-H"])
+        .arg(format!("X-Vault-Token: {}", bao.token))
+        .arg(format!("{}/v1/azure/static-roles/cert", bao.addr))
+        .output()
+        .expect("curl");
+    let resp: Value = serde_json::from_slice(&resp.stdout).expect("delete JSON");
+    let mut removed: Vec<String> =
+        serde_json::from_value(resp["data"]["removed_secret_ids"].clone())
+            .expect("removed_secret_ids");
+    removed.sort();
+    let mut want = vec![key_id2.clone(), key_id3];
+    want.sort();
+    assert_eq!(removed, want);
+    assert!(
+        resp["warnings"][0].as_str().is_some_and(|w| w
+            .contains("other certificates and passwords of the application were left in place")),
+        "{resp}"
+    );
     assert!(engine_keys(&emu, &app).is_empty());
     let keys = key_credentials(&emu, &app);
     assert_eq!(keys.len(), 1, "{keys:?}");
@@ -443,7 +462,7 @@ fn set_default_policy(emu: &Emulator, restrictions: &Value) {
         .args(["-H", "Content-Type: application/json"])
         .args([
             "-d",
-            &json!({ "applicationRestrictions": restrictions }).to_string(),
+            &json!({"isEnabled": true, "applicationRestrictions": restrictions}).to_string(),
         ])
         .arg(format!(
             "{}/v1.0/policies/defaultAppManagementPolicy",

@@ -554,14 +554,14 @@ impl AzureBackend {
         data.insert("removed_secret_ids".into(), json!(removed));
         data.insert("kept_secret_ids".into(), json!(left));
         let mut resp = Response::with_data(data);
-        let kind = if role.is_certificate() {
-            "certificate"
+        let (kind, others) = if role.is_certificate() {
+            ("certificate", "certificates and passwords")
         } else {
-            "password"
+            ("password", "passwords")
         };
         resp.add_warning(format!(
             "removed {} {kind}(s) this engine made for the role from application {}; \
-             other credentials of the application were left in place{}",
+             other {others} of the application were left in place{}",
             removed.len(),
             role.application_object_id,
             if left.is_empty() {
