@@ -749,6 +749,25 @@ pub async fn client_secret_token(
     .await
 }
 
+/// Requests an access token for `scope` with a client certificate (a freshly signed client
+/// assertion), bypassing every cache (the engine hands such tokens out for static roles).
+/// Transient failures are retried inside, within `deadline`.
+pub async fn client_certificate_token(
+    http: &reqwest::Client,
+    cloud: &Cloud,
+    tenant_id: &str,
+    client_id: &str,
+    certificate: &Arc<super::certificate::ClientCertificate>,
+    scope: &str,
+    deadline: Deadline,
+) -> Result<AccessToken, AzureError> {
+    let credential = ClientCredential::Certificate(certificate.clone());
+    uncached_token(
+        http, cloud, tenant_id, client_id, credential, scope, deadline,
+    )
+    .await
+}
+
 /// Calls [`verify_client_secret`] until it succeeds, fails for another reason than
 /// "not yet valid", or `deadline` passes (then the last error is returned inside
 /// [`AzureError::DeadlineExceeded`]). Waits `poll` (with jitter) between attempts.

@@ -41,7 +41,7 @@ pub use arm::{
 pub use certificate::{ClientCertificate, MIN_RSA_BITS, PROOF_AUDIENCE};
 pub use cloud::{process_env, Cloud, EnvLookup, SUPPORTED_CLOUDS};
 pub use credential::{
-    client_secret_token, verify_client_certificate, verify_client_secret,
+    client_certificate_token, client_secret_token, verify_client_certificate, verify_client_secret,
     wait_for_client_certificate, wait_for_client_secret, AccessToken, AssertionProvider,
     CachingTokenSource, ClientCredential, FileAssertion, TokenSource,
 };
@@ -184,6 +184,28 @@ impl AzureClient {
             &self.settings.tenant_id,
             client_id,
             secret,
+            scope,
+            deadline,
+        )
+        .await
+    }
+
+    /// An access token for `scope` obtained with `certificate` of application `client_id`
+    /// (a client assertion signed with its key), without any cache. See
+    /// [`client_certificate_token`].
+    pub async fn client_certificate_token(
+        &self,
+        client_id: &str,
+        certificate: &Arc<ClientCertificate>,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<AccessToken, AzureError> {
+        credential::client_certificate_token(
+            &self.http,
+            &self.settings.cloud,
+            &self.settings.tenant_id,
+            client_id,
+            certificate,
             scope,
             deadline,
         )

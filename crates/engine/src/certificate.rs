@@ -2,10 +2,11 @@
 //! principals (role `credential_type=certificate`), the tenant's app management policy
 //! (blocked passwords, maximum lifetimes), and rotation of the engine's own certificate.
 //!
-//! A private key exists only in the `creds` response that hands it out: it is never
-//! stored (not in lease internal data, not in a WAL entry) and never logged. The engine's
-//! own certificate key is part of its config (write-only, seal-wrapped), like
-//! `client_secret`.
+//! A private key of a dynamic credential exists only in the `creds` response that hands it
+//! out: it is never stored (not in lease internal data, not in a WAL entry) and never logged.
+//! The engine's own certificate key is part of its config (write-only, seal-wrapped), like
+//! `client_secret`; a certificate static role's key is part of its seal-wrapped role record
+//! (see `static_store`), like a static password, since every read hands out the same one.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,8 +12,8 @@ use vault_plugin_sdk::logical::{Map, Operation, Request, Response};
 
 const SYNOPSIS: &str = "Rotate a static role's secret now.";
 const DESCRIPTION: &str =
-    "Adds a new password to the static role's application, proves it obtains \
-a token, makes it current and handles the replaced one as the role says (removed at once, after \
+    "Adds a new password (a certificate role: a new certificate as a key \
+credential) to the static role's application, proves it obtains a token, makes it current and handles the replaced one as the role says (removed at once, after \
 rotation_grace_period with seamless_rotation, or left to expire with keep_previous_until_expiry). \
 Rotations of one application are serialised. The next background rotation is one rotation_period \
 from now. The secret is never returned here: read static-creds/<name>.";
@@ -42,6 +42,13 @@ impl AzureBackend {
         let current = rotated.role.current.as_ref();
         let mut out = Map::new();
         out.insert("secret_id".into(), json!(current.map(|c| c.key_id.clone())));
+        if rotated.role.is_certificate() {
+            out.insert("key_id".into(), json!(current.map(|c| c.key_id.clone())));
+            out.insert(
+                "thumbprint".into(),
+                json!(current.map(|c| c.thumbprint.clone())),
+            );
+        }
         out.insert(
             "expiration".into(),
             json!(current

@@ -15,13 +15,14 @@ use vault_plugin_sdk::logical::{LogicalError, Map, Request, Response};
 
 const SYNOPSIS: &str = "The current credentials of a static role.";
 const DESCRIPTION: &str = "Returns client_id, client_secret, secret_id, expiration and metadata \
-(the role's, merged over the request's metadata) of the static role's current secret. There is no \
-lease: the secret stays the same until the role rotates. A role created with defer_initial_creds \
+(the role's, merged over the request's metadata) of the static role's current secret; for a \
+certificate role certificate, private_key (PEM, PKCS#8), thumbprint, key_id and tenant_id instead \
+of client_secret. There is no lease: the credential stays the same until the role rotates. A role created with defer_initial_creds \
 gets its first secret on the first read.";
 const TOKEN_SYNOPSIS: &str = "An access token obtained with a static role's current secret.";
 const TOKEN_DESCRIPTION: &str = "Requests a token for scope (for example \
 https://graph.microsoft.com/.default, passed to Entra ID unchanged) with the role's current secret \
-and returns Entra ID's answer: access_token, expires_in, ext_expires_in, token_type. No lease; the \
+(a certificate role: a client assertion signed with its current key) and returns Entra ID's answer: access_token, expires_in, ext_expires_in, token_type. No lease; the \
 token cannot be revoked. 400 if the role has no secret yet.";
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
@@ -109,7 +110,7 @@ impl AzureBackend {
         let current = role
             .current
             .as_ref()
-            .filter(|c| !c.client_secret.is_empty())
+            .filter(|c| c.usable())
             .ok_or_else(|| no_secret(&name))?;
         let mut metadata = data.map_ok("metadata")?.unwrap_or_default();
         for (k, v) in &role.metadata {
@@ -117,7 +118,21 @@ impl AzureBackend {
         }
         let mut out = Map::new();
         out.insert("client_id".into(), json!(role.application_id));
-        out.insert("client_secret".into(), json!(current.client_secret));
+        if role.is_certificate() {
+            let tenant_id = self
+                .client(storage.as_ref())
+                .await?
+                .settings()
+                .tenant_id
+                .clone();
+            out.insert("certificate".into(), json!(current.certificate));
+            out.insert("private_key".into(), json!(current.private_key));
+            out.insert("thumbprint".into(), json!(current.thumbprint));
+            out.insert("key_id".into(), json!(current.key_id));
+            out.insert("tenant_id".into(), json!(tenant_id));
+        } else {
+            out.insert("client_secret".into(), json!(current.client_secret));
+        }
         out.insert("secret_id".into(), json!(current.key_id));
         out.insert(
             "expiration".into(),
@@ -139,25 +154,28 @@ impl AzureBackend {
         let role: StaticRole = static_store::get(storage, &name)
             .await?
             .ok_or_else(|| missing_role(&name))?;
-        let secret = role
+        let current = role
             .current
             .as_ref()
-            .map(|c| c.client_secret.clone())
-            .filter(|s| !s.is_empty())
+            .filter(|c| c.usable())
             .ok_or_else(|| no_secret(&name))?;
-        let token = self
-            .static_token(storage, &role, &secret, scope.trim())
-            .await
-            .map_err(|e| {
-                let message = format!(
-                    "Entra ID refused a token for static role '{name}': {}",
-                    e.message()
-                );
-                match e.status() {
-                    Some(s) if (400..500).contains(&s) => LogicalError::BadRequest(message),
-                    _ => LogicalError::Internal(message),
-                }
-            })?;
+        let token = if role.is_certificate() {
+            self.static_certificate_token(storage, &role, current, scope.trim())
+                .await
+        } else {
+            self.static_token(storage, &role, &current.client_secret, scope.trim())
+                .await
+        };
+        let token = token.map_err(|e| {
+            let message = format!(
+                "Entra ID refused a token for static role '{name}': {}",
+                e.message()
+            );
+            match e.status() {
+                Some(s) if (400..500).contains(&s) => LogicalError::BadRequest(message),
+                _ => LogicalError::Internal(message),
+            }
+        })?;
         let expires_in = token
             .expires_at
             .duration_since(std::time::SystemTime::now())

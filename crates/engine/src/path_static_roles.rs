@@ -9,6 +9,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::backend::AzureBackend;
+use super::certificate::CredentialType;
 use super::path_roles::NAME_PATTERN;
 use super::static_rotation::{self, grace_for_output, When};
 use super::static_store::{
@@ -34,7 +35,12 @@ a new password is added and proven to obtain a token before it becomes current. 
 seamless_rotation the replaced secret keeps working for rotation_grace_period, otherwise it is \
 removed as soon as the new one works; with keep_previous_until_expiry it is never removed before \
 its own end date. Passwords end at rotation_period plus the grace period. Deleting a role removes \
-from Azure only the passwords the engine made for it.";
+from Azure only the passwords the engine made for it. With credential_type=certificate the role \
+hands out a certificate and its private key instead: each rotation makes a new RSA key pair and \
+self-signed certificate, registers it as a key credential on the application (its other \
+credentials untouched) and proves it obtains a token with a client assertion; the private key is \
+kept in the seal-wrapped role record so that every static-creds read returns the same one, and is \
+never returned by a role read.";
 const IMPORT_SYNOPSIS: &str = "Create a static role from an existing password of the application.";
 const IMPORT_DESCRIPTION: &str = "Adopts the password secret_id of application_object_id. With \
 client_secret, the secret must obtain a token before the role is stored; it is never returned by a \
@@ -53,6 +59,7 @@ fn common_fields(path: Path) -> Path {
         .field("skip_import_rotation", FieldSchema::new(FieldType::Bool, "Import: do not rotate the imported secret at once. On static-roles/<name>: deprecated alias of defer_initial_creds."))
         .field("secret_id", FieldSchema::new(FieldType::String, "Key id of the application password to import."))
         .field("client_secret", FieldSchema::new(FieldType::String, "The value of the imported password. Never returned.").sensitive())
+        .field("credential_type", FieldSchema::new(FieldType::String, "password (default) or certificate: what the role hands out. Fixed when the role is created; import takes passwords only."))
 }
 
 pub fn path(b: &Arc<AzureBackend>) -> Path {
@@ -144,6 +151,7 @@ fn static_role_data(role: &StaticRole, config: &store::Config) -> Map {
         json!(role.application_object_id),
     );
     data.insert("application_id".into(), json!(role.application_id));
+    data.insert("credential_type".into(), json!(role.credential_type_name()));
     data.insert(
         "rotation_period".into(),
         json!(role.rotation_period.as_secs()),
@@ -165,6 +173,12 @@ fn static_role_data(role: &StaticRole, config: &store::Config) -> Map {
     );
     let current = role.current.as_ref();
     data.insert("secret_id".into(), json!(current.map(|c| c.key_id.clone())));
+    if role.is_certificate() {
+        data.insert(
+            "thumbprint".into(),
+            json!(current.map(|c| c.thumbprint.clone())),
+        );
+    }
     data.insert(
         "expiration".into(),
         rfc3339(current.and_then(|c| c.expiration)),
@@ -238,6 +252,16 @@ fn apply_common(role: &mut StaticRole, data: &FieldData) -> Result<(), LogicalEr
         role.keep_previous_until_expiry = k;
     }
     Ok(())
+}
+
+/// `credential_type` as given: `Some(true)` for certificates, `None` when not given.
+fn certificate_field(data: &FieldData) -> Result<Option<bool>, LogicalError> {
+    match data.str_ok("credential_type")? {
+        None => Ok(None),
+        Some(raw) => Ok(Some(
+            CredentialType::parse(&raw)? == CredentialType::Certificate,
+        )),
+    }
 }
 
 fn role_lock_key(name: &str) -> String {
@@ -327,6 +351,14 @@ impl AzureBackend {
                 ));
             }
         }
+        if let Some(certificate) = certificate_field(&data)? {
+            if certificate != role.is_certificate() {
+                return Err(LogicalError::bad_request(format!(
+                    "credential_type cannot be changed (the role hands out {}s): delete the static role and create it again",
+                    role.credential_type_name()
+                )));
+            }
+        }
         if data.contains("secret_id") || data.contains("client_secret") {
             return Err(LogicalError::bad_request(
                 "secret_id and client_secret can only be given when a static role is created: \
@@ -351,6 +383,7 @@ impl AzureBackend {
     async fn static_role_create(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
         let name = data.str("name")?;
         let storage = req.storage.clone();
+        let certificate = certificate_field(&data)?.unwrap_or(false);
         let client = self.client(storage.as_ref()).await?;
         let app = self
             .static_role_app(&client, &data.str("application_object_id")?)
@@ -358,6 +391,11 @@ impl AzureBackend {
         let mut role = StaticRole {
             application_object_id: app.id.clone(),
             application_id: app.app_id.clone(),
+            credential_type: if certificate {
+                static_store::CERTIFICATE.to_string()
+            } else {
+                String::new()
+            },
             defer_initial_creds: data.bool_ok("defer_initial_creds")?.unwrap_or(false)
                 || data.bool_ok("skip_import_rotation")?.unwrap_or(false),
             ..StaticRole::default()
@@ -398,6 +436,12 @@ impl AzureBackend {
     ) -> HandlerResult {
         let name = data.str("name")?;
         let storage = req.storage.clone();
+        if certificate_field(data)? == Some(true) {
+            return Err(LogicalError::bad_request(
+                "credential_type: import adopts an existing password only; to hand out certificates, \
+                 create the role with static-roles/<name> and credential_type=certificate",
+            ));
+        }
         let secret_id = data.str("secret_id")?.trim().to_string();
         if secret_id.is_empty() {
             return Err(LogicalError::bad_request(
@@ -454,6 +498,7 @@ impl AzureBackend {
             expiration: password.end_date_time,
             created: password.start_date_time,
             engine_made: false,
+            ..StaticSecret::default()
         });
         if !client_secret.is_empty() {
             // Rotate by the period, or before the imported secret ends, whichever is first.
@@ -509,9 +554,14 @@ impl AzureBackend {
         data.insert("removed_secret_ids".into(), json!(removed));
         data.insert("kept_secret_ids".into(), json!(left));
         let mut resp = Response::with_data(data);
+        let (kind, others) = if role.is_certificate() {
+            ("certificate", "certificates and passwords")
+        } else {
+            ("password", "passwords")
+        };
         resp.add_warning(format!(
-            "removed {} password(s) this engine made for the role from application {}; \
-             other passwords of the application were left in place{}",
+            "removed {} {kind}(s) this engine made for the role from application {}; \
+             other {others} of the application were left in place{}",
             removed.len(),
             role.application_object_id,
             if left.is_empty() {
@@ -555,16 +605,21 @@ impl AzureBackend {
         let lock = static_rotation::app_lock(&role.application_object_id);
         let _app_guard = lock.lock().await;
         for key in &made {
-            client
-                .graph()
-                .remove_application_password(&role.application_object_id, key, deadline)
-                .await
-                .map_err(|e| {
-                    LogicalError::internal(format!(
-                        "error removing password {key} from application {}: {e}; the static role was kept, delete it again",
-                        role.application_object_id
-                    ))
-                })?;
+            static_rotation::remove_credential(
+                &client,
+                &role.application_object_id,
+                key,
+                role.is_certificate(),
+                deadline,
+            )
+            .await
+            .map_err(|e| {
+                LogicalError::internal(format!(
+                    "error removing {} {key} from application {}: {e}; the static role was kept, delete it again",
+                    role.credential_type_name(),
+                    role.application_object_id
+                ))
+            })?;
         }
         Ok((made, left))
     }
@@ -676,5 +731,38 @@ mod tests {
         assert_eq!(data["secret_id"], "key");
         assert_eq!(data["seamless_rotation"], true);
         assert_eq!(data["rotation_grace_period"], 300);
+        assert_eq!(data["credential_type"], "password");
+
+        let role = StaticRole {
+            credential_type: static_store::CERTIFICATE.into(),
+            current: Some(StaticSecret {
+                key_id: "key".into(),
+                certificate: "-----BEGIN CERTIFICATE-----".into(),
+                private_key: "-----BEGIN PRIVATE KEY-----secret".into(),
+                thumbprint: "AB12".into(),
+                ..StaticSecret::default()
+            }),
+            ..StaticRole::default()
+        };
+        let data = static_role_data(&role, &store::Config::default());
+        let text = serde_json::Value::Object(data.clone()).to_string();
+        assert!(!text.contains("PRIVATE KEY"));
+        assert_eq!(data["credential_type"], "certificate");
+        assert_eq!(data["thumbprint"], "AB12");
+    }
+
+    #[test]
+    fn credential_type_field() {
+        assert_eq!(certificate_field(&fields(json!({}))).unwrap(), None);
+        assert_eq!(
+            certificate_field(&fields(json!({"credential_type": "certificate"}))).unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            certificate_field(&fields(json!({"credential_type": "password"}))).unwrap(),
+            Some(false)
+        );
+        let e = certificate_field(&fields(json!({"credential_type": "pfx"}))).unwrap_err();
+        assert!(matches!(e, LogicalError::BadRequest(m) if m.starts_with("credential_type: ")));
     }
 }

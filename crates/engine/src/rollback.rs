@@ -43,9 +43,11 @@ impl AzureBackend {
         if kind == WAL_ROTATE_ROOT {
             return self.rollback_rotate_root(&req, &data).await;
         }
-        if kind == super::static_rotation::WAL_STATIC_PASSWORD {
+        if kind == super::static_rotation::WAL_STATIC_PASSWORD
+            || kind == super::static_rotation::WAL_STATIC_KEY
+        {
             return self
-                .rollback_static_password(req.storage.as_ref(), &data)
+                .rollback_static_credential(req.storage.as_ref(), kind, &data)
                 .await;
         }
         if kind == super::certificate::WAL_ADD_KEY

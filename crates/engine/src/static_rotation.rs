@@ -1,7 +1,9 @@
-//! Rotation of static roles: a new password on the role's application, proven to obtain a
-//! token before it becomes current; the replaced one removed at once, after the grace period,
+//! Rotation of static roles: a new password (or, for `credential_type=certificate`, a new
+//! key pair and self-signed certificate registered as a key credential) on the role's
+//! application, proven to obtain a token before it becomes current; the tenant's app
+//! management policy checked first; the replaced one removed at once, after the grace period,
 //! or at its own end date; rotations of one application serialised across roles and mounts of
-//! this process; every password covered by a write-ahead-log entry before it exists.
+//! this process; every credential covered by a write-ahead-log entry before it exists.
 //!
 //! The schedule lives in storage (`next_rotation`, `remove_after` of each role), so any
 //! active node picks it up: on the host's periodic tick (about once a minute) and, for work
@@ -15,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::backend::AzureBackend;
+use super::certificate::{self, CredentialType};
 use super::provision::{self, wal_str, Readiness};
 use super::static_store::{
     self, RetiredSecret, StaticRole, StaticSecret, DEFAULT_GRACE_PERIOD, MIN_END_MARGIN,
@@ -106,6 +109,83 @@ fn in_flight(name: &str) -> bool {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .contains(name)
+}
+
+/// The WAL kind of a key credential (certificate) about to be added to a certificate static
+/// role's application; like [`WAL_STATIC_PASSWORD`], the rollback removes only that key
+/// credential (found by its unique display name) unless the role references it.
+pub const WAL_STATIC_KEY: &str = "staticRoleKeyCredential";
+
+/// The inputs of a new credential for a rotation.
+struct NewCredential<'a> {
+    role_name: &'a str,
+    role: &'a StaticRole,
+    display_name: &'a str,
+    now: DateTime<Utc>,
+    /// The end date (the rotation period plus the grace, capped by the tenant's policy).
+    end: DateTime<Utc>,
+}
+
+/// A credential added and proven, not yet current.
+struct Added {
+    secret: StaticSecret,
+    wal_id: String,
+}
+
+fn wal_data(app: &str, display_name: &str, role: &str, now: DateTime<Utc>) -> Value {
+    json!({"AppObjID": app, "DisplayName": display_name, "Role": role,
+           "Expiration": (now + chrono::Duration::hours(24)).to_rfc3339()})
+}
+
+/// "password" or "certificate", for messages.
+fn kind_name(role: &StaticRole) -> &'static str {
+    if role.is_certificate() {
+        "certificate"
+    } else {
+        "password"
+    }
+}
+
+/// Removes one password or key credential of an application (already gone counts as done).
+pub(crate) async fn remove_credential(
+    client: &AzureClient,
+    app: &str,
+    key_id: &str,
+    certificate: bool,
+    deadline: Deadline,
+) -> Result<(), azure_clients::AzureError> {
+    if certificate {
+        client
+            .graph()
+            .remove_application_key_credential(app, key_id, deadline)
+            .await
+            .map(|_| ())
+    } else {
+        client
+            .graph()
+            .remove_application_password(app, key_id, deadline)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Takes an unused new credential back out; its WAL entry goes once it is gone (else the
+/// rollback finishes the job).
+async fn discard(
+    client: &AzureClient,
+    store: &dyn Storage,
+    app: &str,
+    key_id: &str,
+    certificate: bool,
+    wal_id: &str,
+    deadline: Deadline,
+) {
+    match remove_credential(client, app, key_id, certificate, deadline).await {
+        Ok(()) => provision::forget_wal(store, wal_id).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not remove an unused static-role credential; the rollback will")
+        }
+    }
 }
 
 /// What a role's rotation does with the replaced secret.
@@ -270,10 +350,7 @@ impl AzureBackend {
         let skip = match when {
             When::Now => false,
             When::IfDue => !due(&role, Utc::now()),
-            When::IfNoSecret => role
-                .current
-                .as_ref()
-                .is_some_and(|c| !c.client_secret.is_empty()),
+            When::IfNoSecret => role.current.as_ref().is_some_and(StaticSecret::usable),
         };
         if skip {
             return Ok(Rotated {
@@ -302,103 +379,52 @@ impl AzureBackend {
         let deadline = Deadline::after(ROTATE_DEADLINE);
         let now = Utc::now();
         let end = password_end(now, role.rotation_period, policy.grace);
+        let certificate = role.is_certificate();
+        // The tenant's app management policy: blocked passwords fail here, before anything is
+        // made; a maximum lifetime shortens the credential and brings the next rotation forward.
+        let kind = if certificate {
+            CredentialType::Certificate
+        } else {
+            CredentialType::Password
+        };
+        let outcome =
+            certificate::apply_policy(&client, Some(&app), kind, now, end, deadline).await?;
+        let mut early_warnings: Vec<String> = outcome.warning.into_iter().collect();
+        let (end, rotate_by) = match outcome.end {
+            Some(capped) => {
+                // Early enough that the replaced credential still covers the grace.
+                let by = (capped - chrono_of(policy.grace.max(MIN_END_MARGIN)))
+                    .max(now + chrono_of(MIN_END_MARGIN));
+                early_warnings.push(format!(
+                    "static role '{name}' rotates at {} instead of after its rotation_period",
+                    by.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ));
+                (capped, by)
+            }
+            None => (end, DateTime::<Utc>::MAX_UTC),
+        };
         let display_name = format!("{STATIC_PASSWORD_PREFIX}{}", uuid::Uuid::new_v4());
         debug_assert!(display_name.starts_with(DISPLAY_NAME_PREFIX));
         let _flight = InFlight::new(&display_name);
-        // Written before the password exists; a storage error (a read-only standby) reaches
-        // the host unchanged, so it can forward the request.
-        let wal_id = wal::put(
-            store,
-            WAL_STATIC_PASSWORD,
-            json!({"AppObjID": app, "DisplayName": display_name, "Role": name,
-                   "Expiration": (now + chrono::Duration::hours(24)).to_rfc3339()}),
-        )
-        .await?;
-
-        let added = client
-            .graph()
-            .add_application_password(
-                &app,
-                &NewPassword {
-                    display_name: Some(display_name.clone()),
-                    start: None,
-                    end: Some(end),
-                },
-                deadline,
-            )
-            .await;
-        let password = match added {
-            Ok(p) => p,
-            Err(e) => {
-                if e.status().is_some_and(|s| (400..500).contains(&s)) {
-                    // Refused outright: nothing was made.
-                    provision::forget_wal(store, &wal_id).await;
-                } else {
-                    // It may exist (or land later): remove it by name; the WAL entry stays
-                    // for the sweep, which repeats the removal once this process lets go.
-                    let _ = rollback::remove_passwords_named(
-                        &client,
-                        &app,
-                        &display_name,
-                        None,
-                        deadline,
-                    )
-                    .await;
-                }
-                return Err(if e.is_too_many_passwords() {
-                    LogicalError::internal(format!(
-                        "error rotating static role '{name}': application {app} has the maximum number of passwords"
-                    ))
-                } else {
-                    LogicalError::internal(format!(
-                        "error rotating static role '{name}': cannot add a password to application {app}: {e}"
-                    ))
-                });
-            }
+        let new = NewCredential {
+            role_name: name,
+            role: &role,
+            display_name: &display_name,
+            now,
+            end,
         };
-        let undo = |reason: String| {
-            let (client, app, key, wal_id) = (
-                client.clone(),
-                app.clone(),
-                password.key_id.clone(),
-                wal_id.clone(),
-            );
-            async move {
-                match client
-                    .graph()
-                    .remove_application_password(&app, &key, deadline)
-                    .await
-                {
-                    Ok(_) => provision::forget_wal(store, &wal_id).await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not remove an unused static-role password; the rollback will")
-                    }
-                }
-                LogicalError::internal(reason)
-            }
+        let added = if certificate {
+            self.add_static_certificate(&client, store, new, deadline)
+                .await?
+        } else {
+            self.add_static_password(&client, store, new, deadline)
+                .await?
         };
-        let Some(secret) = password.secret_text.clone() else {
-            return Err(undo(format!(
-                "error rotating static role '{name}': Graph returned no secret text"
-            ))
-            .await);
-        };
-        let ready = provision::wait_until_usable(
-            &client,
-            &role.application_id,
-            &secret,
-            deadline.capped(READY_TIMEOUT),
-        )
-        .await;
-        if let Readiness::TimedOut { waited, last_error } = ready {
-            return Err(undo(format!(
-                "error rotating static role '{name}': the new password did not obtain a token within {:.0}s \
-                 (last answer: {last_error}); it was removed and the current secret stays in use",
-                waited.as_secs_f64()
-            ))
-            .await);
-        }
-
+        let Added {
+            secret: new_secret,
+            wal_id,
+        } = added;
+        let key_id = new_secret.key_id.clone();
         let mut updated = role.clone();
         // Only the secret just replaced keeps a grace period.
         for r in &mut updated.retired {
@@ -421,31 +447,226 @@ impl AzureBackend {
                 engine_made: old.engine_made,
             });
         }
-        updated.current = Some(StaticSecret {
-            key_id: password.key_id.clone(),
-            client_secret: secret.expose().to_string(),
-            expiration: Some(password.end_date_time.unwrap_or(end)),
-            created: Some(now),
-            engine_made: true,
-        });
+        updated.current = Some(new_secret);
         updated.last_rotation = Some(now);
-        updated.next_rotation = Some(now + chrono_of(role.rotation_period));
+        updated.next_rotation = Some(rotate_by.min(now + chrono_of(role.rotation_period)));
         if let Err(e) = static_store::put(store, name, &updated).await {
-            return Err(undo(format!(
+            discard(
+                &client,
+                store,
+                &app,
+                &key_id,
+                certificate,
+                &wal_id,
+                deadline,
+            )
+            .await;
+            return Err(LogicalError::internal(format!(
                 "error rotating static role '{name}': cannot store the role: {e}"
-            ))
-            .await);
+            )));
         }
         provision::forget_wal(store, &wal_id).await;
-        tracing::info!(role = %name, app_object_id = %app, key_id = %password.key_id, "rotated a static role");
+        tracing::info!(role = %name, app_object_id = %app, key_id = %key_id, "rotated a static role");
 
         let warnings = self
             .remove_due(&client, store, name, &mut updated, deadline)
             .await;
+        early_warnings.extend(warnings);
+        let warnings = early_warnings;
         self.arm_timer(storage, name, &updated);
         Ok(Rotated {
             role: updated,
             warnings,
+        })
+    }
+
+    /// Adds a password for a rotation, covered by a WAL entry, and proves it obtains a token.
+    /// On failure nothing is left behind (or the WAL entry stays for the sweep).
+    async fn add_static_password(
+        &self,
+        client: &AzureClient,
+        store: &dyn Storage,
+        new: NewCredential<'_>,
+        deadline: Deadline,
+    ) -> Result<Added, LogicalError> {
+        let NewCredential {
+            role_name: name,
+            role,
+            display_name,
+            now,
+            end,
+            ..
+        } = new;
+        let app = role.application_object_id.as_str();
+        // Written before the password exists; a storage error (a read-only standby) reaches
+        // the host unchanged, so it can forward the request.
+        let wal_id = wal::put(
+            store,
+            WAL_STATIC_PASSWORD,
+            wal_data(app, display_name, name, now),
+        )
+        .await?;
+        let added = client
+            .graph()
+            .add_application_password(
+                app,
+                &NewPassword {
+                    display_name: Some(display_name.to_string()),
+                    start: None,
+                    end: Some(end),
+                },
+                deadline,
+            )
+            .await;
+        let password = match added {
+            Ok(p) => p,
+            Err(e) => {
+                if e.status().is_some_and(|s| (400..500).contains(&s)) {
+                    // Refused outright: nothing was made.
+                    provision::forget_wal(store, &wal_id).await;
+                } else {
+                    // It may exist (or land later): remove it by name; the WAL entry stays
+                    // for the sweep, which repeats the removal once this process lets go.
+                    let _ =
+                        rollback::remove_passwords_named(client, app, display_name, None, deadline)
+                            .await;
+                }
+                if let Some(refused) = certificate::policy_error(&e) {
+                    return Err(refused);
+                }
+                return Err(if e.is_too_many_passwords() {
+                    LogicalError::internal(format!(
+                        "error rotating static role '{name}': application {app} has the maximum number of passwords"
+                    ))
+                } else {
+                    LogicalError::internal(format!(
+                        "error rotating static role '{name}': cannot add a password to application {app}: {e}"
+                    ))
+                });
+            }
+        };
+        let failed = |reason: String| {
+            let (key, wal) = (password.key_id.clone(), wal_id.clone());
+            async move {
+                discard(client, store, app, &key, false, &wal, deadline).await;
+                LogicalError::internal(reason)
+            }
+        };
+        let Some(secret) = password.secret_text.clone() else {
+            return Err(failed(format!(
+                "error rotating static role '{name}': Graph returned no secret text"
+            ))
+            .await);
+        };
+        let ready = provision::wait_until_usable(
+            client,
+            &role.application_id,
+            &secret,
+            deadline.capped(READY_TIMEOUT),
+        )
+        .await;
+        if let Readiness::TimedOut { waited, last_error } = ready {
+            return Err(failed(format!(
+                "error rotating static role '{name}': the new password did not obtain a token within {:.0}s \
+                 (last answer: {last_error}); it was removed and the current secret stays in use",
+                waited.as_secs_f64()
+            ))
+            .await);
+        }
+        Ok(Added {
+            secret: StaticSecret {
+                key_id: password.key_id.clone(),
+                client_secret: secret.expose().to_string(),
+                expiration: Some(password.end_date_time.unwrap_or(end)),
+                created: Some(now),
+                engine_made: true,
+                ..StaticSecret::default()
+            },
+            wal_id,
+        })
+    }
+
+    /// Makes a key pair and a self-signed certificate for a rotation (its end capped by the
+    /// tenant's app management policy), registers it as a key credential on the role's
+    /// application (covered by a WAL entry, the other credentials untouched) and proves it
+    /// obtains a token with a client assertion. On failure nothing is left behind (or the
+    /// WAL entry stays for the sweep).
+    async fn add_static_certificate(
+        &self,
+        client: &AzureClient,
+        store: &dyn Storage,
+        new: NewCredential<'_>,
+        deadline: Deadline,
+    ) -> Result<Added, LogicalError> {
+        let NewCredential {
+            role_name: name,
+            role,
+            display_name,
+            now,
+            end,
+            ..
+        } = new;
+        let app = role.application_object_id.as_str();
+        let generated = certificate::generate(display_name, now, end)?;
+        let wal_id = wal::put(
+            store,
+            WAL_STATIC_KEY,
+            wal_data(app, display_name, name, now),
+        )
+        .await?;
+        let added = client
+            .graph()
+            .add_application_key_credential(app, &generated.key_credential(display_name), deadline)
+            .await;
+        let key = match added {
+            Ok(k) => k,
+            Err(e) => {
+                if e.status().is_some_and(|s| (400..500).contains(&s)) {
+                    provision::forget_wal(store, &wal_id).await;
+                } else {
+                    // It may exist: remove it by name; the WAL entry stays for the sweep.
+                    let _ = certificate::rollback_key_credentials(
+                        client,
+                        &wal_data(app, display_name, name, now),
+                        None,
+                        deadline,
+                    )
+                    .await;
+                }
+                return Err(certificate::policy_error(&e).unwrap_or_else(|| {
+                    LogicalError::internal(format!(
+                        "error rotating static role '{name}': cannot add a certificate to application {app}: {e}"
+                    ))
+                }));
+            }
+        };
+        let ready = certificate::wait_until_certificate_usable(
+            client,
+            &role.application_id,
+            &generated.credential,
+            deadline.capped(READY_TIMEOUT),
+        )
+        .await;
+        if let Readiness::TimedOut { waited, last_error } = ready {
+            discard(client, store, app, &key.key_id, true, &wal_id, deadline).await;
+            return Err(LogicalError::internal(format!(
+                "error rotating static role '{name}': the new certificate did not obtain a token within {:.0}s \
+                 (last answer: {last_error}); it was removed and the current one stays in use",
+                waited.as_secs_f64()
+            )));
+        }
+        Ok(Added {
+            secret: StaticSecret {
+                key_id: key.key_id.clone(),
+                expiration: Some(key.end_date_time.unwrap_or(generated.not_after)),
+                created: Some(now),
+                engine_made: true,
+                certificate: generated.cert_pem.clone(),
+                private_key: generated.key_pem.expose().to_string(),
+                thumbprint: generated.credential.thumbprint_hex(),
+                ..StaticSecret::default()
+            },
+            wal_id,
         })
     }
 
@@ -491,17 +712,22 @@ impl AzureBackend {
                 kept.push(r);
                 continue;
             }
-            match client
-                .graph()
-                .remove_application_password(&role.application_object_id, &r.key_id, deadline)
-                .await
+            match remove_credential(
+                client,
+                &role.application_object_id,
+                &r.key_id,
+                role.is_certificate(),
+                deadline,
+            )
+            .await
             {
-                Ok(_) => {
-                    tracing::info!(role = %name, key_id = %r.key_id, "removed a replaced static-role password")
+                Ok(()) => {
+                    tracing::info!(role = %name, key_id = %r.key_id, "removed a replaced static-role credential")
                 }
                 Err(e) => {
                     warnings.push(format!(
-                        "could not remove the replaced password {} (retried later): {e}",
+                        "could not remove the replaced {} {} (retried later): {e}",
+                        kind_name(role),
                         r.key_id
                     ));
                     kept.push(r);
@@ -555,7 +781,8 @@ impl AzureBackend {
             let Some(entry) = wal::get(storage, &id).await? else {
                 continue;
             };
-            if entry.kind != WAL_STATIC_PASSWORD || in_flight(&wal_str(&entry.data, "DisplayName"))
+            if !(entry.kind == WAL_STATIC_PASSWORD || entry.kind == WAL_STATIC_KEY)
+                || in_flight(&wal_str(&entry.data, "DisplayName"))
             {
                 continue;
             }
@@ -563,7 +790,8 @@ impl AzureBackend {
                 probe_writable(storage).await?;
                 probed = true;
             }
-            self.rollback_static_password(storage, &entry.data).await?;
+            self.rollback_static_credential(storage, &entry.kind, &entry.data)
+                .await?;
             if now - entry.created_at >= ORPHAN_SETTLE {
                 wal::delete(storage, &id).await?;
             }
@@ -571,11 +799,13 @@ impl AzureBackend {
         Ok(())
     }
 
-    /// Removes the password a `staticRolePassword` entry covers, unless its rotation finished
-    /// (the role references it) or it is still being added by this process.
-    pub(crate) async fn rollback_static_password(
+    /// Removes the password a `staticRolePassword` entry (or the key credential a
+    /// `staticRoleKeyCredential` entry) covers, unless its rotation finished (the role
+    /// references it) or it is still being added by this process.
+    pub(crate) async fn rollback_static_credential(
         &self,
         storage: &dyn Storage,
+        kind: &str,
         data: &Value,
     ) -> Result<(), LogicalError> {
         let app = wal_str(data, "AppObjID");
@@ -595,6 +825,30 @@ impl AzureBackend {
         };
         let client = self.client(storage).await?;
         let deadline = Deadline::after(ROTATE_DEADLINE);
+        if kind == WAL_STATIC_KEY {
+            let keys = match client
+                .graph()
+                .list_application_key_credentials(&app, deadline)
+                .await
+            {
+                Ok(k) => k,
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(LogicalError::internal(e.to_string())),
+            };
+            for k in keys {
+                if k.display_name.as_deref() == Some(display_name.as_str())
+                    && !keep.contains(&k.key_id)
+                {
+                    client
+                        .graph()
+                        .remove_application_key_credential(&app, &k.key_id, deadline)
+                        .await
+                        .map_err(|e| LogicalError::internal(e.to_string()))?;
+                    tracing::info!(key_id = %k.key_id, "removed the certificate of an interrupted static-role rotation");
+                }
+            }
+            return Ok(());
+        }
         let passwords = match client
             .graph()
             .list_application_passwords(&app, deadline)
@@ -616,6 +870,31 @@ impl AzureBackend {
             }
         }
         Ok(())
+    }
+
+    /// Obtains an access token for `scope` with the role's current certificate (a client
+    /// assertion signed with its key).
+    pub(crate) async fn static_certificate_token(
+        &self,
+        storage: &dyn Storage,
+        role: &StaticRole,
+        current: &StaticSecret,
+        scope: &str,
+    ) -> Result<azure_clients::AccessToken, azure_clients::AzureError> {
+        let client = self
+            .client(storage)
+            .await
+            .map_err(|e| azure_clients::AzureError::config(e.to_string()))?;
+        let credential =
+            azure_clients::ClientCertificate::from_pem(&current.certificate, &current.private_key)?;
+        client
+            .client_certificate_token(
+                &role.application_id,
+                &Arc::new(credential),
+                scope,
+                Deadline::after(Duration::from_secs(30)),
+            )
+            .await
     }
 
     /// Obtains an access token for `scope` with the role's current secret.

@@ -1,5 +1,5 @@
 //! Storage of static roles: `static-roles/<name>` (seal-wrapped, it holds the current client
-//! secret). Durations in nanoseconds and times in RFC 3339, as the rest of the engine's storage.
+//! secret, or for a certificate role the current certificate and its private key). Durations in nanoseconds and times in RFC 3339, as the rest of the engine's storage.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,6 +36,23 @@ pub struct StaticSecret {
     pub created: Option<DateTime<Utc>>,
     /// True when the engine added this password (false: imported).
     pub engine_made: bool,
+    /// Certificate roles: the certificate (PEM); `key_id` is its key credential's id.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub certificate: String,
+    /// Certificate roles: the private key (PEM, PKCS#8), kept in this seal-wrapped record
+    /// only so that every `static-creds` read hands out the same credential.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub private_key: String,
+    /// Certificate roles: the certificate's SHA-1 thumbprint (hex).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub thumbprint: String,
+}
+
+impl StaticSecret {
+    /// True when the secret can be handed out (a client secret or a certificate with its key).
+    pub fn usable(&self) -> bool {
+        !self.client_secret.is_empty() || !self.private_key.is_empty()
+    }
 }
 
 /// A replaced password the engine still tracks until it removes it.
@@ -58,6 +75,9 @@ pub struct StaticRole {
     pub application_object_id: String,
     /// The application (client) id, looked up when the role was written.
     pub application_id: String,
+    /// `certificate`, or empty for passwords (fixed when the role is created).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub credential_type: String,
     #[serde(with = "go_duration")]
     pub rotation_period: Duration,
     pub metadata: BTreeMap<String, String>,
@@ -78,7 +98,24 @@ pub struct StaticRole {
     pub next_rotation: Option<DateTime<Utc>>,
 }
 
+/// The stored `credential_type` of a certificate static role.
+pub const CERTIFICATE: &str = "certificate";
+
 impl StaticRole {
+    /// True for a role that hands out certificates (key credentials), false for passwords.
+    pub fn is_certificate(&self) -> bool {
+        self.credential_type == CERTIFICATE
+    }
+
+    /// The API value of `credential_type`.
+    pub fn credential_type_name(&self) -> &'static str {
+        if self.is_certificate() {
+            CERTIFICATE
+        } else {
+            "password"
+        }
+    }
+
     /// Every key id the role references (current and retired).
     pub fn key_ids(&self) -> Vec<String> {
         self.current
@@ -153,6 +190,42 @@ mod tests {
         assert!(parse_grace("soon")
             .unwrap_err()
             .starts_with("rotation_grace_period: "));
+    }
+
+    #[test]
+    fn certificate_secrets_round_trip_and_password_records_stay_as_they_were() {
+        let password = StaticRole {
+            current: Some(StaticSecret {
+                key_id: "k".into(),
+                client_secret: "s".into(),
+                ..StaticSecret::default()
+            }),
+            ..StaticRole::default()
+        };
+        let v = serde_json::to_value(&password).unwrap();
+        assert!(v.get("credential_type").is_none());
+        assert!(v["current"].get("private_key").is_none());
+        assert!(!password.is_certificate());
+        assert_eq!(password.credential_type_name(), "password");
+        assert!(password.current.as_ref().unwrap().usable());
+
+        let cert = StaticRole {
+            credential_type: CERTIFICATE.into(),
+            current: Some(StaticSecret {
+                key_id: "k".into(),
+                certificate: "CERT".into(),
+                private_key: "KEY".into(),
+                thumbprint: "AB".into(),
+                ..StaticSecret::default()
+            }),
+            ..StaticRole::default()
+        };
+        let back: StaticRole =
+            serde_json::from_value(serde_json::to_value(&cert).unwrap()).unwrap();
+        assert!(back == cert);
+        assert!(back.is_certificate());
+        assert!(back.current.as_ref().unwrap().usable());
+        assert!(!StaticSecret::default().usable());
     }
 
     #[test]
