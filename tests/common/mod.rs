@@ -4,6 +4,7 @@
 
 #[path = "../bins/mod.rs"]
 mod bins;
+pub mod certs;
 pub mod cluster;
 
 use std::io::{BufRead, BufReader};
