@@ -177,7 +177,15 @@ async fn azure_arc_challenge_flow() {
     std::fs::write(&locked, "locked-secret").unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o600)).unwrap();
     set_realm(&admin, locked.to_str()).await;
-    let out = Command::new(std::env::current_exe().unwrap())
+    // `nobody` may not reach this test binary where it was built (a checkout in a private
+    // folder): run a copy from a folder everyone may enter.
+    let child_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(child_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let child_exe = child_dir.path().join("arc-child");
+    std::fs::copy(std::env::current_exe().unwrap(), &child_exe).unwrap();
+    std::fs::set_permissions(&child_exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&child_exe)
+        .current_dir(child_dir.path())
         .args(["--exact", "arc_permission_denied_child", "--nocapture"])
         .env("ARC_CHILD", "1")
         .env("ARC_CHILD_TENANT", &emu.vars["AZURE_TENANT_ID"])
