@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{bao_with_emulator, Bao, CliOutput, Emulator};
+use common::{app_passwords, bao_with_emulator, static_password_ids, Bao, CliOutput, Emulator};
 use serde_json::{json, Value};
 
 /// HTTP status of a client-credentials token request with this secret.
@@ -38,39 +38,8 @@ fn token_status(emu: &Emulator, client_id: &str, secret: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// Every password of application `object_id` in the emulator.
-fn passwords(emu: &Emulator, object_id: &str) -> Vec<Value> {
-    emu.state()["applications"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["id"] == object_id)
-        .flat_map(|a| {
-            a["passwordCredentials"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// Key ids of the passwords the engine made for static roles on `object_id`.
-fn engine_keys(emu: &Emulator, object_id: &str) -> Vec<String> {
-    let mut keys: Vec<String> = passwords(emu, object_id)
-        .into_iter()
-        .filter(|p| {
-            p["displayName"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("vault-static-"))
-        })
-        .filter_map(|p| p["keyId"].as_str().map(str::to_string))
-        .collect();
-    keys.sort();
-    keys
-}
-
 fn end_of(emu: &Emulator, object_id: &str, key: &str) -> DateTime<Utc> {
-    let p = passwords(emu, object_id)
+    let p = app_passwords(emu, object_id)
         .into_iter()
         .find(|p| p["keyId"] == key)
         .unwrap_or_else(|| panic!("no password {key}"));
@@ -210,7 +179,7 @@ fn static_role_paths_fields_and_errors() {
         bao.write("azure/static-roles/r", &[&app_arg, "metadata=novalue"]),
         "metadata",
     );
-    assert!(engine_keys(&emu, &app).is_empty());
+    assert!(static_password_ids(&emu, &app).is_empty());
     assert!(bao.read("azure/static-roles/r").stdout.trim().is_empty());
 
     // Create with the 1.21 name of the period and metadata as k=v pairs.
@@ -236,7 +205,7 @@ fn static_role_paths_fields_and_errors() {
     assert_eq!(role["keep_previous_until_expiry"], false);
     let key = role["secret_id"].as_str().expect("secret_id").to_string();
     assert!(role.get("client_secret").is_none());
-    assert_eq!(engine_keys(&emu, &app), vec![key.clone()]);
+    assert_eq!(static_password_ids(&emu, &app), vec![key.clone()]);
     // The password ends at the rotation period plus the grace, not years out.
     let end = end_of(&emu, &app, &key);
     let want = before + chrono::Duration::seconds(31_536_000 + 300);
@@ -338,14 +307,14 @@ fn static_role_paths_fields_and_errors() {
     let d = data(bao.read("azure/static-roles/d"));
     assert_eq!(d["defer_initial_creds"], true);
     assert_eq!(d["secret_id"], Value::Null);
-    assert!(engine_keys(&emu, &other_app).is_empty());
+    assert!(static_password_ids(&emu, &other_app).is_empty());
     fails_with(
         bao.write("azure/static-creds/d/token", &[&graph_scope(&emu)]),
         "no usable secret yet",
     );
     let first = creds(&bao, "azure", "d");
     assert_eq!(
-        engine_keys(&emu, &other_app),
+        static_password_ids(&emu, &other_app),
         vec![first["secret_id"].as_str().unwrap().to_string()]
     );
     bao.write("azure/static-creds/d/token", &[&graph_scope(&emu)])
@@ -372,8 +341,8 @@ fn static_role_paths_fields_and_errors() {
     // Delete: only the engine's passwords go; the foreign one stays and works.
     let out = bao.cli(&["delete", "-format=json", "azure/static-roles/r"]);
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(engine_keys(&emu, &app).is_empty());
-    let left: Vec<Value> = passwords(&emu, &app);
+    assert!(static_password_ids(&emu, &app).is_empty());
+    let left: Vec<Value> = app_passwords(&emu, &app);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["keyId"], foreign_key.as_str());
     assert_eq!(token_status(&emu, &app_id, &foreign_secret), 200);
@@ -398,7 +367,7 @@ fn static_role_paths_fields_and_errors() {
         .as_str()
         .unwrap()
         .contains("other passwords of the application were left in place"));
-    assert_eq!(passwords(&emu, &app).len(), 1);
+    assert_eq!(app_passwords(&emu, &app).len(), 1);
 
     // Config defaults for new roles.
     bao.write(
@@ -483,7 +452,7 @@ fn import_proves_the_secret_first() {
     assert_eq!(c["client_secret"], secret.as_str());
     assert_eq!(c["client_id"], app_id.as_str());
     assert!(
-        engine_keys(&emu, &app).is_empty(),
+        static_password_ids(&emu, &app).is_empty(),
         "import made no password"
     );
     fails_with(
@@ -495,7 +464,7 @@ fn import_proves_the_secret_first() {
     );
     // Deleting leaves the imported password alone.
     bao.cli(&["delete", "azure/static-roles/i"]).ok();
-    assert_eq!(passwords(&emu, &app).len(), 1);
+    assert_eq!(app_passwords(&emu, &app).len(), 1);
     assert_eq!(token_status(&emu, &app_id, &secret), 200);
 
     // Imported without a secret: reads are refused until a rotation.
@@ -521,10 +490,10 @@ fn import_proves_the_secret_first() {
     let c = creds(&bao, "azure", "k");
     assert_ne!(c["secret_id"], key.as_str());
     assert_eq!(
-        engine_keys(&emu, &app),
+        static_password_ids(&emu, &app),
         vec![c["secret_id"].as_str().unwrap().to_string()]
     );
-    assert_eq!(passwords(&emu, &app).len(), 1);
+    assert_eq!(app_passwords(&emu, &app).len(), 1);
     assert_eq!(token_status(&emu, &app_id, &secret), 401);
 }
 
@@ -552,7 +521,7 @@ fn seamless_rotation_overlaps_then_only_the_new_secret_works() {
     // Inside the grace window both work.
     assert_eq!(token_status(&emu, &app_id, &old_secret), 200);
     assert_eq!(token_status(&emu, &app_id, &new_secret), 200);
-    assert_eq!(engine_keys(&emu, &app).len(), 2);
+    assert_eq!(static_password_ids(&emu, &app).len(), 2);
     // After it, only the new one.
     await_until(
         "the replaced secret stops working",
@@ -561,7 +530,7 @@ fn seamless_rotation_overlaps_then_only_the_new_secret_works() {
     );
     assert_eq!(token_status(&emu, &app_id, &new_secret), 200);
     assert_eq!(
-        engine_keys(&emu, &app),
+        static_password_ids(&emu, &app),
         vec![new["secret_id"].as_str().unwrap().to_string()]
     );
 
@@ -581,7 +550,7 @@ fn seamless_rotation_overlaps_then_only_the_new_secret_works() {
         .to_string();
     rotate(&bao, "azure", "p").ok();
     assert_eq!(token_status(&emu, &app2_id, &old), 401);
-    assert_eq!(engine_keys(&emu, &app2).len(), 1);
+    assert_eq!(static_password_ids(&emu, &app2).len(), 1);
 }
 
 #[test]
@@ -607,11 +576,11 @@ fn replaced_secrets_can_be_left_to_expire() {
     rotate(&bao, "azure", "keep").ok();
     let current = creds(&bao, "azure", "keep");
     let current_secret = current["client_secret"].as_str().unwrap().to_string();
-    assert_eq!(engine_keys(&emu, &app).len(), 3);
+    assert_eq!(static_password_ids(&emu, &app).len(), 3);
     // Past the grace period the replaced secrets are still there and still work.
     std::thread::sleep(Duration::from_secs(12));
     bao.read("azure/static-roles/keep").ok();
-    assert_eq!(engine_keys(&emu, &app).len(), 3);
+    assert_eq!(static_password_ids(&emu, &app).len(), 3);
     assert_eq!(token_status(&emu, &app_id, &first_secret), 200);
     // Each ends at its own rotation period plus grace: an hour and ten seconds out.
     let end = end_of(&emu, &app, &first_key);
@@ -675,7 +644,7 @@ fn background_rotation_with_a_short_period() {
         Duration::from_secs(60),
         || {
             let c = creds(&bao, "azure", "bg");
-            engine_keys(&emu, &app) == vec![c["secret_id"].as_str().unwrap().to_string()]
+            static_password_ids(&emu, &app) == vec![c["secret_id"].as_str().unwrap().to_string()]
         },
     );
 }
@@ -755,9 +724,9 @@ fn rapid_rotations_leave_exactly_the_expected_passwords() {
     await_until(
         "exactly the expected passwords",
         Duration::from_secs(30),
-        || engine_keys(&emu, &app) == want,
+        || static_password_ids(&emu, &app) == want,
     );
-    let all = passwords(&emu, &app);
+    let all = app_passwords(&emu, &app);
     assert_eq!(all.len(), 5, "{all:?}");
     assert!(all.iter().any(|p| p["keyId"] == foreign_key.as_str()));
     for c in [&a, &b, &g] {
@@ -800,7 +769,11 @@ fn plugin_killed_mid_rotation_leaves_nothing_behind() {
             Duration::from_secs(30),
             faults_used,
         );
-        assert_eq!(engine_keys(&emu, &app).len(), 2, "the new password exists");
+        assert_eq!(
+            static_password_ids(&emu, &app).len(),
+            2,
+            "the new password exists"
+        );
         for pid in bao.plugin_pids() {
             Command::new("kill")
                 .args(["-9", &pid.to_string()])
@@ -820,7 +793,10 @@ fn plugin_killed_mid_rotation_leaves_nothing_behind() {
     await_until(
         "the interrupted rotation's password is removed",
         Duration::from_secs(180),
-        || engine_keys(&emu, &app) == vec![before["secret_id"].as_str().unwrap().to_string()],
+        || {
+            static_password_ids(&emu, &app)
+                == vec![before["secret_id"].as_str().unwrap().to_string()]
+        },
     );
     assert_eq!(
         token_status(&emu, &app_id, after["client_secret"].as_str().unwrap()),
@@ -828,7 +804,7 @@ fn plugin_killed_mid_rotation_leaves_nothing_behind() {
     );
     // And rotation works again.
     rotate(&bao, "azure", "c").ok();
-    assert_eq!(engine_keys(&emu, &app).len(), 1);
+    assert_eq!(static_password_ids(&emu, &app).len(), 1);
 }
 
 #[test]

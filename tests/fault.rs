@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{wait_for, Cluster};
-use common::{bao_with_emulator, Bao, Emulator};
+use common::{app_passwords, bao_with_emulator, static_password_ids, Bao, Emulator};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------
@@ -663,37 +663,6 @@ fn poll_every(timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool
     }
 }
 
-/// Every password of application `object_id` in the emulator.
-fn app_passwords(emu: &Emulator, object_id: &str) -> Vec<Value> {
-    emu.state()["applications"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["id"] == object_id)
-        .flat_map(|a| {
-            a["passwordCredentials"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// Key ids of the passwords the engine made for static roles on `object_id`, sorted.
-fn static_keys(emu: &Emulator, object_id: &str) -> Vec<String> {
-    let mut keys: Vec<String> = app_passwords(emu, object_id)
-        .into_iter()
-        .filter(|p| {
-            p["displayName"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("vault-static-"))
-        })
-        .filter_map(|p| p["keyId"].as_str().map(str::to_string))
-        .collect();
-    keys.sort();
-    keys
-}
-
 /// HTTP status of a client-credentials token request with this secret at the emulator.
 fn emulator_token_status(emu: &Emulator, client_id: &str, secret: &str) -> u16 {
     let url = format!(
@@ -816,7 +785,7 @@ fn chaos_e_static_rotation_continues_after_failover() {
     let first_rotation_secs = start.elapsed().as_secs_f64();
     assert!(
         poll_every(Duration::from_secs(60), Duration::from_millis(500), || {
-            static_keys(&emu, &app) == vec![before_kill.clone()]
+            static_password_ids(&emu, &app) == vec![before_kill.clone()]
         }),
         "the replaced password was not removed on the active node"
     );
@@ -825,14 +794,14 @@ fn chaos_e_static_rotation_continues_after_failover() {
     // token is cached) stalls; the active node dies while the new password exists.
     emu.add_fault(json!({"service": "token", "delay_ms": 30000, "times": 1}));
     let in_flight = poll_every(Duration::from_secs(60), Duration::from_millis(200), || {
-        faults_left(&emu) == 0 && static_keys(&emu, &app).len() == 2
+        faults_left(&emu) == 0 && static_password_ids(&emu, &app).len() == 2
     });
     assert!(
         in_flight,
         "no background rotation reached its proof: {:?}",
         app_passwords(&emu, &app)
     );
-    let interrupted: Vec<String> = static_keys(&emu, &app)
+    let interrupted: Vec<String> = static_password_ids(&emu, &app)
         .into_iter()
         .filter(|k| *k != before_kill)
         .collect();
@@ -880,7 +849,7 @@ fn chaos_e_static_rotation_continues_after_failover() {
         let Some((current, _)) = static_creds(&cluster, new_leader, "sr") else {
             return false;
         };
-        last = static_keys(&emu, &app);
+        last = static_password_ids(&emu, &app);
         last == vec![current]
     });
     let settle_secs = settle_start.elapsed().as_secs_f64();

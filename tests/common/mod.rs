@@ -598,3 +598,34 @@ pub fn bao_with_emulator(emu: &Emulator) -> Bao {
     bao.write("azure/config", &refs).ok();
     bao
 }
+
+/// Every password of application `object_id` in the emulator.
+pub fn app_passwords(emu: &Emulator, object_id: &str) -> Vec<Value> {
+    emu.state()["applications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["id"] == object_id)
+        .flat_map(|a| {
+            a["passwordCredentials"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Key ids of the passwords the engine made for static roles on `object_id`, sorted.
+pub fn static_password_ids(emu: &Emulator, object_id: &str) -> Vec<String> {
+    let mut keys: Vec<String> = app_passwords(emu, object_id)
+        .into_iter()
+        .filter(|p| {
+            p["displayName"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("vault-static-"))
+        })
+        .filter_map(|p| p["keyId"].as_str().map(str::to_string))
+        .collect();
+    keys.sort();
+    keys
+}
