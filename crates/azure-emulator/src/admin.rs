@@ -149,6 +149,16 @@ fn apply(s: &mut Settings, key: &str, v: &Value) -> Result<(), String> {
                 )
                 })?
         }
+        "created_clock_offset_secs" => {
+            s.created_clock_offset_secs = v
+                .as_i64()
+                .filter(|n| n.unsigned_abs() <= 100 * 365 * 86_400)
+                .ok_or_else(|| {
+                    format!(
+                    "'{key}' must be an integer number of seconds (at most 100 years either way)"
+                )
+                })?
+        }
         "msa_app_password_limit" => s.msa_app_password_limit = to_usize(as_u64(v, key)?)?,
         "graph_write_burst" => s.graph_write_burst = as_u64(v, key)?.max(1),
         "arm_write_burst" => s.arm_write_burst = as_u64(v, key)?.max(1),

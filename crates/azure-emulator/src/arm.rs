@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::auth::{self, AuthFailure, Resource};
@@ -825,7 +824,7 @@ fn put_assignment(req: &Req, raw_scope: &str, name: &str) -> AResult {
         description: text_prop("description"),
         condition: text_prop("condition"),
         condition_version: text_prop("conditionVersion"),
-        created: Utc::now(),
+        created: settings.created_clock(),
         created_by: Some(req.claims.oid.clone()),
         created_at: Some(std::time::Instant::now()),
         seq,

@@ -1,6 +1,7 @@
 //! A small OData `$filter` parser: `prop eq 'v'`, `prop ne 'v'`, `prop in ('a','b')`,
-//! functions such as `startswith(prop,'v')`, `atScope()` or `assignedTo('id')`, joined by
-//! `and` or by `or` (not both).
+//! functions such as `startswith(prop,'v')`, `atScope()` or `assignedTo('id')`, the lambda
+//! `coll/any(x:x eq 'v')` (or `coll/any(x:startswith(x,'v'))`) over a string collection,
+//! joined by `and` or by `or` (not both).
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lit {
@@ -17,6 +18,76 @@ pub enum Clause {
     Ne(String, Lit),
     In(String, Vec<Lit>),
     Func(String, Vec<Lit>),
+    /// `coll/any(x:x eq 'v')` or `coll/any(x:startswith(x,'v'))`: some item of the string
+    /// collection `coll` matches.
+    Any(String, AnyTest),
+}
+
+/// The test inside an `any` lambda.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyTest {
+    Eq(String),
+    StartsWith(String),
+}
+
+impl AnyTest {
+    /// True when `item` passes (case-insensitively, as Graph compares strings).
+    pub fn matches(&self, item: &str) -> bool {
+        let item = item.to_lowercase();
+        match self {
+            AnyTest::Eq(v) => item == v.to_lowercase(),
+            AnyTest::StartsWith(v) => item.starts_with(&v.to_lowercase()),
+        }
+    }
+}
+
+/// Parses the body of `coll/any(...)` from `toks[i]` (just after the opening parenthesis);
+/// returns the test and the index after the closing parenthesis.
+fn parse_any(toks: &[Tok], mut i: usize) -> Result<(AnyTest, usize), String> {
+    let bad = || "expected 'x:x eq 'value'' or 'x:startswith(x,'value')' in any()".to_string();
+    let Some(Tok::Ident(head)) = toks.get(i) else {
+        return Err(bad());
+    };
+    let (var, rest) = head.split_once(':').ok_or_else(bad)?;
+    if var.is_empty() {
+        return Err(bad());
+    }
+    i += 1;
+    let test = if rest == var {
+        match (toks.get(i), toks.get(i + 1)) {
+            (Some(Tok::Ident(op)), Some(Tok::Str(v))) if op.eq_ignore_ascii_case("eq") => {
+                i += 2;
+                AnyTest::Eq(v.clone())
+            }
+            _ => return Err(bad()),
+        }
+    } else if rest.eq_ignore_ascii_case("startswith") {
+        match (
+            toks.get(i),
+            toks.get(i + 1),
+            toks.get(i + 2),
+            toks.get(i + 3),
+            toks.get(i + 4),
+        ) {
+            (
+                Some(Tok::LParen),
+                Some(Tok::Ident(x)),
+                Some(Tok::Comma),
+                Some(Tok::Str(v)),
+                Some(Tok::RParen),
+            ) if x == var => {
+                i += 5;
+                AnyTest::StartsWith(v.clone())
+            }
+            _ => return Err(bad()),
+        }
+    } else {
+        return Err(bad());
+    };
+    if toks.get(i) != Some(&Tok::RParen) {
+        return Err(bad());
+    }
+    Ok((test, i + 1))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +190,12 @@ pub fn parse(s: &str) -> Result<Filter, String> {
         }
         i += 1;
         match toks.get(i) {
+            Some(Tok::LParen) if name.to_ascii_lowercase().ends_with("/any") => {
+                let coll = name[..name.len() - "/any".len()].to_string();
+                let (test, next) = parse_any(&toks, i + 1)?;
+                i = next;
+                clauses.push(Clause::Any(coll, test));
+            }
             Some(Tok::LParen) => {
                 i += 1;
                 let mut args = Vec::new();
@@ -226,5 +303,32 @@ mod tests {
         assert!(parse("a eq 'x' and b eq 'y' or c eq 'z'").is_err());
         assert!(parse("displayName gt 'x'").is_err());
         assert!(parse("displayName eq 'x").is_err());
+    }
+
+    #[test]
+    fn parses_any_lambdas_over_collections() {
+        let f = parse("tags/any(t:t eq 'mount:abc')").unwrap();
+        assert_eq!(
+            f.clauses,
+            vec![Clause::Any("tags".into(), AnyTest::Eq("mount:abc".into()))]
+        );
+        let f = parse("tags/any(x:startswith(x,'vault')) and displayName eq 'a'").unwrap();
+        assert_eq!(
+            f.clauses[0],
+            Clause::Any("tags".into(), AnyTest::StartsWith("vault".into()))
+        );
+        assert_eq!(f.clauses.len(), 2);
+        assert!(AnyTest::Eq("A".into()).matches("a"));
+        assert!(!AnyTest::Eq("a".into()).matches("ab"));
+        assert!(AnyTest::StartsWith("Va".into()).matches("vault"));
+        for bad in [
+            "tags/any(t:u eq 'x')",
+            "tags/any(t:t gt 'x')",
+            "tags/any(t:startswith(u,'x'))",
+            "tags/any(t:t eq 'x'",
+            "tags/any()",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -464,6 +464,17 @@ fn list_response(
                         })
                     }));
                 }
+                Clause::Any(p, test) => {
+                    let p = prop_ok(p)?;
+                    let test = test.clone();
+                    checks.push(Box::new(move |o| {
+                        o.get(&p).and_then(Value::as_array).is_some_and(|items| {
+                            items
+                                .iter()
+                                .any(|i| i.as_str().is_some_and(|s| test.matches(s)))
+                        })
+                    }));
+                }
                 Clause::Func(name, _) => {
                     return Err(GraphError::new(
                         StatusCode::BAD_REQUEST,
@@ -680,11 +691,13 @@ fn create_application(req: &Req) -> GResult {
         .and_then(Value::as_str)
         .map(str::to_string);
     let keys = creds::keys_from_body(&body, &[])?.unwrap_or_default();
+    let created = req.shared.settings().created_clock();
     let (json, id) = {
         let mut d = req.shared.dir();
         creds::check_new_keys(&d, None, true, Utc::now(), &keys, &[])?;
         let app = d.create_application(&name, &audience, tags, Some(std::time::Instant::now()));
         if let Some(a) = d.applications.get_mut(&app.id) {
+            a.created = created;
             a.description = description;
             a.keys = keys;
         }

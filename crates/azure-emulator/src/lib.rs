@@ -166,6 +166,9 @@ pub struct Settings {
     /// Seconds added to the real time when the token endpoint judges a password's
     /// `startDateTime` / `endDateTime` (negative: the past). Nothing else uses it.
     pub password_clock_offset_secs: i64,
+    /// Seconds added to the real time when stamping `createdDateTime` of new applications
+    /// and `createdOn` of new role assignments (negative: objects made "long ago").
+    pub created_clock_offset_secs: i64,
 }
 
 impl Settings {
@@ -188,6 +191,7 @@ impl Settings {
             arm_write_burst: 200,
             msa_app_password_limit: 2,
             password_clock_offset_secs: 0,
+            created_clock_offset_secs: 0,
         }
     }
 
@@ -202,6 +206,11 @@ impl Settings {
     /// The time by which the token endpoint judges a password's validity window.
     pub fn password_clock(&self) -> chrono::DateTime<chrono::Utc> {
         chrono::Utc::now() + chrono::Duration::seconds(self.password_clock_offset_secs)
+    }
+
+    /// The creation time stamped on a new application or role assignment.
+    pub fn created_clock(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::seconds(self.created_clock_offset_secs)
     }
 }
 

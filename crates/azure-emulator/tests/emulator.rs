@@ -3018,3 +3018,150 @@ async fn federation_with_the_cluster_issuer() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+/// `tags/any(...)` filters on applications, and the admin `created_clock_offset_secs` clock
+/// that stamps `createdDateTime` of new applications and `createdOn` of new role
+/// assignments (which keep their `description`).
+#[tokio::test]
+async fn tag_filters_and_the_creation_clock() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let create = |name: &'static str, tags: Value| {
+        let (emu, g) = (&emu, &g);
+        async move {
+            let r = emu
+                .graph(
+                    Method::POST,
+                    "/applications",
+                    g,
+                    Some(json!({"displayName": name, "tags": tags})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            r.body
+        }
+    };
+    let a = create("vault-tagged-a", json!(["engine:mount:one", "team:x"])).await;
+    create("vault-tagged-b", json!(["engine:mount:two"])).await;
+    create("vault-untagged", json!([])).await;
+    let names = |filter: &str| {
+        let (emu, g) = (&emu, &g);
+        let filter = filter.to_string();
+        async move {
+            let url = format!(
+                "/applications?$filter={}",
+                url::form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>()
+            );
+            let r = emu.graph(Method::GET, &url, g, None).await;
+            assert_eq!(r.status, StatusCode::OK, "{filter}: {}", r.text);
+            let mut out: Vec<String> = r.body["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["displayName"].as_str().unwrap().to_string())
+                .collect();
+            out.sort();
+            out
+        }
+    };
+    assert_eq!(
+        names("tags/any(t:t eq 'engine:mount:one')").await,
+        ["vault-tagged-a"]
+    );
+    assert_eq!(
+        names("tags/any(t:t eq 'ENGINE:MOUNT:TWO')").await,
+        ["vault-tagged-b"]
+    );
+    assert_eq!(
+        names("tags/any(x:startswith(x,'engine:mount:'))").await,
+        ["vault-tagged-a", "vault-tagged-b"]
+    );
+    assert!(names("tags/any(t:t eq 'nothing')").await.is_empty());
+    let r = emu
+        .graph(
+            Method::GET,
+            "/applications?$filter=tags/any(t:t%20gt%20'x')",
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+
+    // New objects are stamped with the real time ...
+    let created = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let age = chrono::Utc::now() - created(&a["createdDateTime"]);
+    assert!(age < chrono::Duration::minutes(5), "{age}");
+    // ... or, with the creation clock moved back 30 days, as if made long ago.
+    let s = emu
+        .admin(
+            Method::POST,
+            "/settings",
+            Some(json!({"created_clock_offset_secs": -30 * 86_400})),
+        )
+        .await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.text);
+    let old = create("vault-old", json!([])).await;
+    let age = chrono::Utc::now() - created(&old["createdDateTime"]);
+    assert!(age > chrono::Duration::days(29), "{age}");
+    let read = emu
+        .graph(
+            Method::GET,
+            &format!("/applications/{}", old["id"].as_str().unwrap()),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(read.body["createdDateTime"], old["createdDateTime"]);
+
+    let (_, _, sp_id, _) = emu.new_principal(&g, "vault-ra-clock").await;
+    let arm = emu.root_arm().await;
+    let sub = emu.sub_scope();
+    let ra_path = format!(
+        "{sub}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let put = emu
+        .arm(
+            Method::PUT,
+            &ra_path,
+            &arm,
+            Some(json!({"properties": {
+                "roleDefinitionId": format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7"),
+                "principalId": sp_id,
+                "description": "made by mount one"}})),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.text);
+    let age = chrono::Utc::now() - created(&put.body["properties"]["createdOn"]);
+    assert!(age > chrono::Duration::days(29), "{age}");
+    let listed = emu
+        .arm(
+            Method::GET,
+            &format!("{sub}/providers/Microsoft.Authorization/roleAssignments"),
+            &arm,
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    let mine: Vec<&Value> = listed.body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|ra| ra["properties"]["principalId"] == json!(sp_id))
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["properties"]["description"], "made by mount one");
+
+    let bad = emu
+        .admin(
+            Method::POST,
+            "/settings",
+            Some(json!({"created_clock_offset_secs": "soon"})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+}
