@@ -9,9 +9,11 @@ use super::credential::TokenSource;
 use super::error::{AzureError, Service};
 use super::graph::DeleteOutcome;
 use super::http::{
-    join_path, null_default, odata_literal, same_origin, set_query, Replay, ServiceClient,
+    join_path, lenient_datetime, null_default, odata_literal, same_origin, set_query, Replay,
+    ServiceClient,
 };
 use super::retry::{sleep_within, Deadline, RetryPolicy};
+use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
@@ -47,6 +49,10 @@ pub struct RoleAssignment {
     pub role_definition_id: String,
     /// Principal object id.
     pub principal_id: String,
+    /// Free text set at creation (empty when none).
+    pub description: String,
+    /// When it was created.
+    pub created_on: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +99,10 @@ struct RawRoleAssignmentProps {
     role_definition_id: String,
     #[serde(default, deserialize_with = "null_default")]
     principal_id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    description: String,
+    #[serde(default, deserialize_with = "lenient_datetime")]
+    created_on: Option<DateTime<Utc>>,
 }
 
 impl From<RawRoleAssignment> for RoleAssignment {
@@ -103,6 +113,8 @@ impl From<RawRoleAssignment> for RoleAssignment {
             scope: r.properties.scope,
             role_definition_id: r.properties.role_definition_id,
             principal_id: r.properties.principal_id,
+            description: r.properties.description,
+            created_on: r.properties.created_on,
         }
     }
 }
@@ -328,6 +340,28 @@ impl ArmClient {
         principal_id: &str,
         deadline: Deadline,
     ) -> Result<RoleAssignment, AzureError> {
+        self.create_role_assignment_described(
+            scope,
+            name,
+            role_definition_id,
+            principal_id,
+            None,
+            deadline,
+        )
+        .await
+    }
+
+    /// [`ArmClient::create_role_assignment`] with `properties.description` set (free text,
+    /// at most 2,048 characters in ARM).
+    pub async fn create_role_assignment_described(
+        &self,
+        scope: &str,
+        name: &str,
+        role_definition_id: &str,
+        principal_id: &str,
+        description: Option<&str>,
+        deadline: Deadline,
+    ) -> Result<RoleAssignment, AzureError> {
         let op = "create role assignment";
         if uuid::Uuid::parse_str(name).is_err() {
             return Err(AzureError::invalid_input(
@@ -340,13 +374,16 @@ impl ArmClient {
             &format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
             None,
         )?;
-        let body = json!({
+        let mut body = json!({
             "properties": {
                 "roleDefinitionId": role_definition_id,
                 "principalId": principal_id,
                 "principalType": "ServicePrincipal",
             }
         });
+        if let Some(d) = description {
+            body["properties"]["description"] = json!(d);
+        }
         let budget = deadline.capped(self.svc.policy.propagation_timeout);
         let mut attempt = 0u32;
         loop {
@@ -427,6 +464,23 @@ impl ArmClient {
             Err(e) if e.status() == Some(404) => Ok(DeleteOutcome::AlreadyGone),
             Err(e) => Err(e),
         }
+    }
+
+    /// Every role assignment at, above and below `scope` (empty: the configured
+    /// subscription): `GET {scope}/providers/Microsoft.Authorization/roleAssignments`.
+    pub async fn list_role_assignments(
+        &self,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<RoleAssignment>, AzureError> {
+        let op = "list role assignments";
+        let scope = self.scope_or_default(scope);
+        let url = self.url(
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments"),
+            None,
+        )?;
+        let raw: Vec<RawRoleAssignment> = self.list(op, url, deadline).await?;
+        Ok(raw.into_iter().map(RoleAssignment::from).collect())
     }
 
     /// Role assignments of a principal at, above and below `scope` (empty: the configured
@@ -536,6 +590,19 @@ mod tests {
         .unwrap();
         let ra = RoleAssignment::from(ra);
         assert_eq!(ra.scope, "/subscriptions/s");
+        assert_eq!(ra.description, "");
+        assert_eq!(ra.created_on, None);
+        let described: RawRoleAssignment = serde_json::from_str(
+            r#"{"id":"i","name":"n","properties":{"description":"made by m",
+               "createdOn":"2024-05-01T10:00:00.1234567Z"}}"#,
+        )
+        .unwrap();
+        let described = RoleAssignment::from(described);
+        assert_eq!(described.description, "made by m");
+        assert_eq!(
+            described.created_on.map(|t| t.timestamp()),
+            Some(1_714_557_600)
+        );
         assert_eq!(role_definition_guid(&ra.role_definition_id), "g");
         let rd: RawRoleDefinition = serde_json::from_str(
             r#"{"id":"/providers/Microsoft.Authorization/roleDefinitions/x","name":"x","properties":{"roleName":"Reader"}}"#,

@@ -49,6 +49,9 @@ pub struct Application {
     /// Tags.
     #[serde(default, deserialize_with = "null_default")]
     pub tags: Vec<String>,
+    /// When Entra ID created it.
+    #[serde(default, deserialize_with = "lenient_datetime")]
+    pub created_date_time: Option<DateTime<Utc>>,
     /// Passwords (never with `secret_text` on reads).
     #[serde(default, deserialize_with = "null_default")]
     pub password_credentials: Vec<PasswordCredential>,
@@ -423,6 +426,43 @@ impl GraphClient {
             .collect())
     }
 
+    /// `GET /applications?$filter=tags/any(t:t eq '{tag}')`: every application carrying
+    /// `tag` (Graph compares tags case-insensitively).
+    pub async fn list_applications_tagged(
+        &self,
+        tag: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<Application>, AzureError> {
+        let mut url = self.url("applications")?;
+        let filter = format!("tags/any(t:t eq {})", odata_literal(tag));
+        set_query(&mut url, &[("$filter", &filter), ("$top", "999")]);
+        let apps: Vec<Application> = self
+            .list("list applications by tag", url, MAX_PAGES, deadline)
+            .await?;
+        Ok(apps
+            .into_iter()
+            .filter(|a| a.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)))
+            .collect())
+    }
+
+    /// `GET /applications?$filter=startswith(displayName,'{prefix}')`.
+    pub async fn list_applications_named_with_prefix(
+        &self,
+        prefix: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<Application>, AzureError> {
+        let mut url = self.url("applications")?;
+        let filter = format!("startswith(displayName,{})", odata_literal(prefix));
+        set_query(&mut url, &[("$filter", &filter), ("$top", "999")]);
+        let apps: Vec<Application> = self
+            .list("list applications by name prefix", url, MAX_PAGES, deadline)
+            .await?;
+        Ok(apps
+            .into_iter()
+            .filter(|a| a.display_name.starts_with(prefix))
+            .collect())
+    }
+
     /// `DELETE /applications/{id}` (soft delete; its service principal goes with it).
     /// A 404 counts as [`DeleteOutcome::AlreadyGone`] at once; for an application created
     /// moments ago use [`GraphClient::delete_application_settled`].
@@ -745,6 +785,20 @@ impl GraphClient {
     ) -> Result<ServicePrincipal, AzureError> {
         let url = self.url(&format!("servicePrincipals/{sp_id}"))?;
         self.get_json("get service principal", url, deadline).await
+    }
+
+    /// Whether the service principal `sp_id` exists (`GET /servicePrincipals/{id}`; a 404
+    /// is `false`).
+    pub async fn service_principal_exists(
+        &self,
+        sp_id: &str,
+        deadline: Deadline,
+    ) -> Result<bool, AzureError> {
+        match self.get_service_principal(sp_id, deadline).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// `DELETE /servicePrincipals/{id}`; a 404 counts as [`DeleteOutcome::AlreadyGone`].
