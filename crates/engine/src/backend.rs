@@ -53,6 +53,8 @@ pub struct AzureBackend {
     pub(crate) root_swap_pending: AtomicBool,
     /// Who the current client signs in as (for the own-application guard).
     identity: super::identity::IdentityCache,
+    /// The periodic reconciler's state.
+    pub(crate) reconcile_state: super::reconcile::State,
 }
 
 impl AzureBackend {
@@ -72,6 +74,7 @@ impl AzureBackend {
             app_locks: std::sync::Mutex::new(HashMap::new()),
             root_swap_pending: AtomicBool::new(true),
             identity: super::identity::IdentityCache::default(),
+            reconcile_state: super::reconcile::State::default(),
         })
     }
 
@@ -96,6 +99,15 @@ impl AzureBackend {
             .get(client, deadline)
             .await?
             .refuse_own_application(app_id, app_object_id)
+    }
+
+    /// Who `client` signs in as.
+    pub(crate) async fn own_identity_of(
+        &self,
+        client: &Arc<AzureClient>,
+        deadline: Deadline,
+    ) -> Result<super::identity::OwnIdentity, LogicalError> {
+        self.identity.get(client, deadline).await
     }
 
     /// The Azure client for the current configuration (stored config merged with the
@@ -223,7 +235,10 @@ impl AzureBackend {
                     store::CONFIG_KEY.into(),
                     static_store::STATIC_ROLES_PREFIX.into(),
                 ],
-                local_storage: vec![vault_plugin_sdk::framework::wal::WAL_PREFIX.into()],
+                local_storage: vec![
+                    vault_plugin_sdk::framework::wal::WAL_PREFIX.into(),
+                    super::inventory::INVENTORY_PREFIX.into(),
+                ],
                 ..SpecialPaths::default()
             })
             .path(path_config::path(self))
@@ -237,10 +252,14 @@ impl AzureBackend {
             .path(path_static_creds::path(self))
             .path(path_static_creds::token_path(self))
             .path(path_rotate_role::path(self))
+            .path(super::path_reconcile::path(self))
             .secret(lease::service_principal(self))
             .secret(lease::static_service_principal(self))
             .wal_rollback(rollback::handler(self), rollback::MIN_AGE)
-            .periodic(static_rotation::periodic(self))
+            .periodic(super::reconcile::periodic(
+                self,
+                static_rotation::periodic(self),
+            ))
             .on_invalidate(Arc::new(move |key: String| {
                 let b = invalidate.clone();
                 Box::pin(async move {

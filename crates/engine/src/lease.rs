@@ -241,11 +241,15 @@ impl AzureBackend {
                 tracing::info!(app_object_id = %app_object_id, "application already gone; lease counts as revoked");
             }
             Err(e) => {
+                // The host may drop the lease anyway (a forced revoke): the reconciler
+                // finishes the job.
+                super::inventory::mark_revoke_requested(req.storage.as_ref(), &app_object_id).await;
                 return Err(LogicalError::internal(format!(
                     "error deleting application: {e}"
-                )))
+                )));
             }
         }
+        super::inventory::forget(req.storage.as_ref(), &app_object_id).await;
         Ok(Some(resp).filter(|r| !r.warnings.is_empty()))
     }
 

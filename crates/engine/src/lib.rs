@@ -3,15 +3,18 @@
 mod backend;
 mod certificate;
 mod identity;
+mod inventory;
 mod lease;
 mod path_config;
 mod path_creds;
+mod path_reconcile;
 mod path_roles;
 mod path_rotate_role;
 mod path_rotate_root;
 mod path_static_creds;
 mod path_static_roles;
 pub mod provision;
+mod reconcile;
 mod rollback;
 mod static_rotation;
 pub mod static_store;

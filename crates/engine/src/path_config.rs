@@ -119,6 +119,10 @@ impl AzureBackend {
                 config.rotation_grace_period
             )),
         );
+        data.insert(
+            "reconcile_interval".into(),
+            json!(super::reconcile::interval(&config).as_secs()),
+        );
         if let Ok(c) = azure_clients::ClientCertificate::from_pem(
             &config.client_certificate,
             &config.client_certificate_key,
@@ -195,6 +199,9 @@ impl AzureBackend {
         if let Some(raw) = data.str_ok("rotation_grace_period")? {
             config.rotation_grace_period =
                 crate::static_store::parse_grace(&raw).map_err(LogicalError::BadRequest)?;
+        }
+        if let Some(interval) = data.duration_ok("reconcile_interval")? {
+            config.reconcile_interval = Some(interval);
         }
 
         if !config.identity_token_audience.is_empty() && !config.client_secret.is_empty() {
@@ -429,6 +436,15 @@ fn config_fields() -> Vec<(&'static str, FieldSchema)> {
                 "Default of static roles' rotation_grace_period: seconds or a \
                  duration string; -1 turns the overlap off, 0 restores the \
                  default (5m).",
+            ),
+        ),
+        (
+            "reconcile_interval",
+            FieldSchema::new(
+                FieldType::DurationSecond,
+                "How often the reconciler looks for Azure objects of this mount that no \
+                 credential accounts for and deletes them (seconds or a duration string; \
+                 0 turns the periodic pass off). Default 1h.",
             ),
         ),
         (

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde_json::json;
 
+use super::inventory;
 use super::store::{AzureGroup, AzureRole};
 use azure_clients::{
     AzureClient, AzureError, ClientCertificate, Deadline, DeleteOutcome, NewApplication,
@@ -160,6 +161,28 @@ pub fn role_assignment_id(scope: &str, name: &str) -> String {
     )
 }
 
+/// The inventory entry of an application just made for `spec`.
+fn inventory_entry(
+    app: &azure_clients::Application,
+    spec: &PrincipalSpec<'_>,
+    ra_names: &[String],
+) -> inventory::AppEntry {
+    inventory::AppEntry {
+        app_object_id: app.id.clone(),
+        app_id: app.app_id.clone(),
+        display_name: app.display_name.clone(),
+        role_assignment_ids: spec
+            .roles
+            .iter()
+            .zip(ra_names)
+            .map(|(r, n)| role_assignment_id(&r.scope, n))
+            .collect(),
+        created: Some(Utc::now()),
+        expires: Some(spec.password_end),
+        revoke_requested: None,
+    }
+}
+
 fn expiration() -> String {
     (Utc::now() + WAL_EXPIRATION).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
@@ -179,11 +202,16 @@ pub async fn create_principal(
 pub async fn create_principal_with(
     client: &AzureClient,
     storage: &dyn Storage,
-    spec: PrincipalSpec<'_>,
+    mut spec: PrincipalSpec<'_>,
     plan: CredentialPlan,
     deadline: Deadline,
 ) -> Result<Principal, ProvisionError> {
     let wal_err = ProvisionError::Wal;
+    // The mount's tag, for the reconciler (see `inventory`).
+    let mount_id = inventory::mount_id_or_create(storage)
+        .await
+        .map_err(wal_err)?;
+    spec.app.tags.push(inventory::mount_tag(&mount_id));
     let ra_names: Vec<String> = spec
         .roles
         .iter()
@@ -233,7 +261,12 @@ pub async fn create_principal_with(
         }
     };
     let app_wal_data = json!({"AppID": app.app_id, "AppObjID": app.id, "DisplayName": display_name, "Expiration": expiration()});
-    if let Err(e) = wal::update(storage, &app_wal, WAL_APP_CREATE, app_wal_data).await {
+    let recorded = match wal::update(storage, &app_wal, WAL_APP_CREATE, app_wal_data).await {
+        // Recorded while the WAL entry still covers the application.
+        Ok(()) => inventory::record(storage, &inventory_entry(&app, &spec, &ra_names)).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
         let undo = undo_deadline(deadline);
         let undone = persist(undo, || delete_fresh_app(client, &app.id, undo)).await;
         finish_wal(storage, &wal_ids, undone.is_ok()).await;
@@ -249,6 +282,8 @@ pub async fn create_principal_with(
             Ok(principal)
         }
         Err(e) => {
+            // No credential was handed out: nothing live stands on the application.
+            inventory::mark_revoke_requested(storage, &app.id).await;
             let ra_ids: Vec<String> = spec
                 .roles
                 .iter()
@@ -346,9 +381,22 @@ async fn provision_rest(
         let end = pw.end_date_time.unwrap_or(spec.password_end);
         Ok::<_, ProvisionError>((pw.key_id, end, secret, readiness))
     };
+    let description = spec
+        .app
+        .tags
+        .iter()
+        .find(|t| t.starts_with(inventory::MOUNT_TAG_PREFIX))
+        .map(|tag| inventory::role_assignment_description(tag, &app.id));
     let (password, assignments, memberships) = tokio::join!(
         password,
-        assign_roles(client, &sp.id, spec.roles, ra_names, deadline),
+        assign_roles_described(
+            client,
+            &sp.id,
+            spec.roles,
+            ra_names,
+            description.as_deref(),
+            deadline
+        ),
         add_memberships(client, &sp.id, spec.groups, deadline)
     );
     let role_assignment_ids = assignments?;
@@ -375,10 +423,27 @@ pub async fn assign_roles(
     names: &[String],
     deadline: Deadline,
 ) -> Result<Vec<String>, ProvisionError> {
+    assign_roles_described(client, sp_id, roles, names, None, deadline).await
+}
+
+/// [`assign_roles`], each assignment with `description` (the reconciler's mark).
+pub async fn assign_roles_described(
+    client: &AzureClient,
+    sp_id: &str,
+    roles: &[AzureRole],
+    names: &[String],
+    description: Option<&str>,
+    deadline: Deadline,
+) -> Result<Vec<String>, ProvisionError> {
     let results = join_all(roles.iter().zip(names).map(|(role, name)| {
-        client
-            .arm()
-            .create_role_assignment(&role.scope, name, &role.role_id, sp_id, deadline)
+        client.arm().create_role_assignment_described(
+            &role.scope,
+            name,
+            &role.role_id,
+            sp_id,
+            description,
+            deadline,
+        )
     }))
     .await;
     results

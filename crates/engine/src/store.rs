@@ -55,6 +55,9 @@ pub struct Config {
     /// Default `rotation_grace_period` of static roles (`None`: 5m; zero: no overlap).
     #[serde(with = "go_duration_opt", skip_serializing_if = "Option::is_none")]
     pub rotation_grace_period: Option<Duration>,
+    /// How often the reconciler runs (`None`: the default; zero: never). Not in the Go engine.
+    #[serde(with = "go_duration_opt", skip_serializing_if = "Option::is_none")]
+    pub reconcile_interval: Option<Duration>,
     /// PEM certificate of the engine's identity (not in the Go engine).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub client_certificate: String,
