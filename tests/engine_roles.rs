@@ -539,7 +539,14 @@ fn persisted_app_lifecycle() {
         .unwrap_or_default()
         .starts_with("vault-p1-"));
     assert_eq!(apps[0]["signInAudience"], "AzureADMyOrg");
-    assert_eq!(apps[0]["tags"], json!(["team:eng"]));
+    // The role's tags, then the mount's tag (for the reconciler).
+    assert_eq!(apps[0]["tags"][0], "team:eng");
+    assert!(
+        apps[0]["tags"][1]
+            .as_str()
+            .is_some_and(|t| t.starts_with("vault-plugin-secrets-azure:mount:")),
+        "{apps:?}"
+    );
     let app_id = apps[0]["appId"].as_str().expect("appId").to_string();
     let state = env.emu.state();
     let sp = state["servicePrincipals"]
