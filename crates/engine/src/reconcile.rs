@@ -228,6 +228,9 @@ pub struct Plan {
     pub kept: BTreeMap<&'static str, usize>,
     /// Inventory entries whose application is not listed: pruned if it is gone.
     pub unlisted_entries: Vec<String>,
+    /// Role assignments the inventory recorded for the applications deleted, not listed
+    /// (deleted too, quietly: most are gone already).
+    pub recorded_role_assignments: Vec<String>,
 }
 
 /// The inputs of a plan other than storage.
@@ -388,6 +391,19 @@ pub fn plan(acc: &Accounted, seen: &Observed<'_>) -> Plan {
         }
         p.ra_if_principal_gone.push(ra.clone());
     }
+    let planned: HashSet<String> = p
+        .role_assignments
+        .iter()
+        .map(|r| r.id.to_ascii_lowercase())
+        .collect();
+    p.recorded_role_assignments = p
+        .applications
+        .iter()
+        .filter_map(|a| acc.inventory.get(&a.object_id.to_ascii_lowercase()))
+        .flat_map(|e| e.role_assignment_ids.iter())
+        .filter(|id| !planned.contains(&id.to_ascii_lowercase()))
+        .cloned()
+        .collect();
     p.unlisted_entries = acc
         .inventory
         .iter()
@@ -433,6 +449,7 @@ impl AzureBackend {
         let azure = |what: &str, e: AzureError| {
             LogicalError::internal(format!("reconcile: cannot {what}: {e}"))
         };
+        let mut listing_errors = Vec::new();
         let (tagged, described) = match &tag {
             Some(tag) => {
                 let apps = client
@@ -440,10 +457,10 @@ impl AzureBackend {
                     .list_applications_tagged(tag, deadline)
                     .await
                     .map_err(|e| azure("list the mount's applications", e))?;
-                let ras = self
+                let (ras, errors) = self
                     .described_role_assignments(&client, &acc, tag, deadline)
-                    .await
-                    .map_err(|e| azure("list role assignments", e))?;
+                    .await;
+                listing_errors = errors;
                 (apps, ras)
             }
             None => (Vec::new(), Vec::new()),
@@ -480,6 +497,7 @@ impl AzureBackend {
             mount_tag: tag,
             adopt_go_engine,
             kept: std::mem::take(&mut p.kept),
+            errors: listing_errors,
             ..Report::default()
         };
         // Role assignments of applications already gone: only when the principal is.
@@ -549,37 +567,58 @@ impl AzureBackend {
     }
 
     /// Role assignments whose description names this mount: at the configured subscription
-    /// (with everything below it) and at every scope a role names.
+    /// (with everything below it) and at every scope outside it a role names. When the
+    /// subscription cannot be listed (an identity with rights on resource groups only), each
+    /// scope of the roles is listed instead. A scope that cannot be listed is reported and
+    /// skipped: the assignments of applications deleted in this pass are also removed
+    /// through their inventory entries.
     async fn described_role_assignments(
         &self,
         client: &AzureClient,
         acc: &Accounted,
         tag: &str,
         deadline: Deadline,
-    ) -> Result<Vec<RoleAssignment>, AzureError> {
-        let sub = format!("/subscriptions/{}", client.arm().subscription_id());
-        let mut scopes: BTreeSet<String> = BTreeSet::new();
-        scopes.insert(sub.to_ascii_lowercase());
-        for role in acc.roles.values() {
-            for r in role.azure_roles.iter().flatten() {
-                let s = r.scope.trim_end_matches('/').to_ascii_lowercase();
-                if !s.is_empty() && !s.starts_with(&format!("{}/", sub.to_ascii_lowercase())) {
-                    scopes.insert(s);
-                }
+    ) -> (Vec<RoleAssignment>, Vec<String>) {
+        let sub = format!("/subscriptions/{}", client.arm().subscription_id()).to_ascii_lowercase();
+        let within_sub = |s: &str| s.starts_with(&format!("{sub}/"));
+        let role_scopes: BTreeSet<String> = acc
+            .roles
+            .values()
+            .flat_map(|role| role.azure_roles.iter().flatten())
+            .map(|r| r.scope.trim_end_matches('/').to_ascii_lowercase())
+            .filter(|s| !s.is_empty() && *s != sub)
+            .collect();
+        let mut errors = Vec::new();
+        let mut found: Vec<RoleAssignment> = Vec::new();
+        let sub_listed = match client.arm().list_role_assignments(&sub, deadline).await {
+            Ok(ras) => {
+                found.extend(ras);
+                true
+            }
+            Err(e) => {
+                errors.push(format!("cannot list role assignments at {sub}: {e}"));
+                false
+            }
+        };
+        for scope in role_scopes
+            .into_iter()
+            .filter(|s| !(sub_listed && within_sub(s)))
+        {
+            match client.arm().list_role_assignments(&scope, deadline).await {
+                Ok(ras) => found.extend(ras),
+                Err(e) => errors.push(format!("cannot list role assignments at {scope}: {e}")),
             }
         }
         let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for scope in scopes {
-            for ra in client.arm().list_role_assignments(&scope, deadline).await? {
-                let ours = inventory::parse_role_assignment_description(&ra.description)
-                    .is_some_and(|(t, _)| t.eq_ignore_ascii_case(tag));
-                if ours && seen.insert(ra.id.to_ascii_lowercase()) {
-                    out.push(ra);
-                }
-            }
-        }
-        Ok(out)
+        let out = found
+            .into_iter()
+            .filter(|ra| {
+                inventory::parse_role_assignment_description(&ra.description)
+                    .is_some_and(|(t, _)| t.eq_ignore_ascii_case(tag))
+            })
+            .filter(|ra| seen.insert(ra.id.to_ascii_lowercase()))
+            .collect();
+        (out, errors)
     }
 
     /// The engine's own ids (application object and client ids, lower case).
@@ -630,6 +669,15 @@ impl AzureBackend {
             errors
                 .into_iter()
                 .map(|e| format!("cannot delete a role assignment: {e}")),
+        );
+        // The assignments the inventory recorded for the applications deleted here, in case
+        // a scope could not be listed (already gone: nothing to do).
+        let errors =
+            provision::undo_role_assignments(client, &p.recorded_role_assignments, deadline).await;
+        report.errors.extend(
+            errors
+                .into_iter()
+                .map(|e| format!("cannot delete a recorded role assignment: {e}")),
         );
         for app in &p.applications {
             let deleted = persist(deadline, || {
@@ -767,6 +815,13 @@ mod tests {
         }
         acc.app_object_ids.insert("in-wal".into());
         acc.app_display_names.insert("vault-being-made".into());
+        let recorded = "/subscriptions/s/providers/Microsoft.Authorization/roleAssignments/rec";
+        if let Some(e) = acc.inventory.get_mut("forced") {
+            e.role_assignment_ids = vec![recorded.into()];
+        }
+        if let Some(e) = acc.inventory.get_mut("live") {
+            e.role_assignment_ids = vec!["/of/a/live/one".into()];
+        }
         let tagged = [
             app("live", "vault-a", 120, &[TAG]),
             app("forced", "vault-b", 120, &[TAG]),
@@ -790,6 +845,8 @@ mod tests {
         assert_eq!(p.kept["live_credential"], 2);
         assert_eq!(p.kept["created_within_grace"], 1);
         assert_eq!(p.kept["named_by_wal_role_or_pool"], 2);
+        // The assignments recorded for a deleted application go with it; a live one's stay.
+        assert_eq!(p.recorded_role_assignments, [recorded]);
     }
 
     #[test]
