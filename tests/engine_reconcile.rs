@@ -318,6 +318,12 @@ fn orphans_are_reported_then_removed_while_live_credentials_keep_working() {
     raw_delete(&format!("{other_base}/inventory/apps/{}", other_orphan.app));
     raw_delete(&format!("sys/expire/id/{}", other_orphan.lease_id));
 
+    // An orphan made moments ago: within the grace period, an issuance may still be at work.
+    emu.settings(json!({"created_clock_offset_secs": 0}));
+    let fresh = issue(&bao, &emu, "azure");
+    raw_delete(&format!("{base}/inventory/apps/{}", fresh.app));
+    raw_delete(&format!("sys/expire/id/{}", fresh.lease_id));
+
     // Go-engine leftovers: `vault-<uuid4>` made 40 days ago (older than the mount's max
     // lease TTL), with a role assignment; a young one; one made by hand.
     emu.settings(json!({"created_clock_offset_secs": -40 * 86_400}));
@@ -351,6 +357,7 @@ fn orphans_are_reported_then_removed_while_live_credentials_keep_working() {
         json!({"applications": 2, "role_assignments": 2})
     );
     assert_eq!(dry["kept"]["live_credential"], 2, "{dry:#}");
+    assert_eq!(dry["kept"]["created_within_grace"], 1, "{dry:#}");
     assert!(app_exists(&emu, &forced.app) && app_exists(&emu, &restored.app));
     assert_eq!(assignments_of(&emu, &leaky.sp), leaky_ras);
     // With adoption, the old Go-style application (and its assignment) are added.
@@ -380,6 +387,7 @@ fn orphans_are_reported_then_removed_while_live_credentials_keep_working() {
     for kept in [
         &live.app,
         &narrow.app,
+        &fresh.app,
         &live_other.app,
         &other_orphan.app,
         &go_app,
