@@ -150,6 +150,14 @@ fn apply(s: &mut Settings, key: &str, v: &Value) -> Result<(), String> {
                 })?
         }
         "msa_app_password_limit" => s.msa_app_password_limit = to_usize(as_u64(v, key)?)?,
+        "directory_quota" => s.directory_quota = to_usize(as_u64(v, key)?)?,
+        "object_credential_limit" => {
+            let n = to_usize(as_u64(v, key)?)?;
+            if n == 0 {
+                return Err("'object_credential_limit' must be at least 1".to_string());
+            }
+            s.object_credential_limit = n;
+        }
         "graph_write_burst" => s.graph_write_burst = as_u64(v, key)?.max(1),
         "arm_write_burst" => s.arm_write_burst = as_u64(v, key)?.max(1),
         other => return Err(format!("unknown setting '{other}'")),

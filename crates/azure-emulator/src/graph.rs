@@ -188,7 +188,11 @@ async fn handle(
     body: &[u8],
 ) -> GResult {
     let path = uri.path().to_string();
-    let Some(rest) = path.strip_prefix("/v1.0/") else {
+    // Only `organization` is served under beta (its `directorySizeQuota` is beta-only).
+    let beta = path
+        .strip_prefix("/beta/")
+        .filter(|r| r.split('/').next() == Some("organization"));
+    let Some(rest) = path.strip_prefix("/v1.0/").or(beta) else {
         let version = path.trim_start_matches('/').split('/').next().unwrap_or("");
         return Err(GraphError::new(
             StatusCode::BAD_REQUEST,
@@ -297,6 +301,8 @@ async fn handle(
         ("DELETE", ["groups", id, "members", member, "$ref"]) => remove_member(&req, id, member),
         ("DELETE", ["groups", id, "members", member]) => delete_member_object(&req, id, member),
         ("GET", ["directoryObjects", id]) => get_directory_object(&req, id),
+        ("GET", ["organization"]) => list_organization(&req, beta.is_some()),
+        ("GET", ["organization", id]) => get_organization(&req, id, beta.is_some()),
         (_, [first, ..])
             if [
                 "applications",
@@ -305,6 +311,7 @@ async fn handle(
                 "directory",
                 "directoryObjects",
                 "policies",
+                "organization",
             ]
             .contains(first)
                 && s.len() <= 5 =>
@@ -645,6 +652,81 @@ fn parse_tags(v: Option<&Value>, entity: &str) -> Result<Vec<String>, GraphError
     }
 }
 
+/// Refuses a new directory object once the tenant's quota is used up, as Entra ID does.
+fn check_quota(req: &Req, d: &super::state::Directory) -> Result<(), GraphError> {
+    if d.directory_objects_used() >= req.shared.settings().directory_quota {
+        return Err(GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "Directory_QuotaExceeded",
+            "The directory object quota limit for the Tenant has been exceeded. Please ask your administrator to increase the directory object quota limit and then try again.",
+        ));
+    }
+    Ok(())
+}
+
+const ORG_READ: &[&str] = &[
+    "Organization.Read.All",
+    "Organization.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
+
+/// The tenant's `organization` object; `directorySizeQuota` only in the beta rendering.
+fn organization_json(req: &Req, beta: bool) -> Value {
+    let d = req.shared.dir();
+    let mut v = json!({
+        "id": d.tenant_id,
+        "deletedDateTime": null,
+        "displayName": "Azure Emulator",
+        "tenantType": "AAD",
+        "verifiedDomains": [{
+            "capabilities": "Email, OfficeCommunicationsOnline",
+            "isDefault": true,
+            "isInitial": true,
+            "name": d.domain,
+            "type": "Managed"
+        }],
+    });
+    if beta {
+        v["directorySizeQuota"] = json!({
+            "used": d.directory_objects_used(),
+            "total": req.shared.settings().directory_quota,
+        });
+    }
+    v
+}
+
+fn org_context(req: &Req, beta: bool) -> String {
+    let version = if beta { "beta" } else { "v1.0" };
+    format!("{}/{version}/$metadata#organization", req.base())
+}
+
+fn list_organization(req: &Req, beta: bool) -> GResult {
+    req.require(ORG_READ)?;
+    let body = json!({
+        "@odata.context": org_context(req, beta),
+        "value": [organization_json(req, beta)],
+    });
+    Ok(json_response(StatusCode::OK, body))
+}
+
+fn get_organization(req: &Req, id: &str, beta: bool) -> GResult {
+    req.require(ORG_READ)?;
+    let tenant = req.shared.dir().tenant_id.clone();
+    if !id.eq_ignore_ascii_case(&tenant) {
+        return Err(GraphError::not_found(id));
+    }
+    let mut body = organization_json(req, beta);
+    body["@odata.context"] = json!(format!("{}/$entity", org_context(req, beta)));
+    if let Some(sel) = paging::param(&req.query, "$select") {
+        let keep: Vec<&str> = sel.split(',').map(str::trim).collect();
+        if let Value::Object(m) = &mut body {
+            m.retain(|k, _| k == "@odata.context" || k == "id" || keep.contains(&k.as_str()));
+        }
+    }
+    Ok(json_response(StatusCode::OK, body))
+}
+
 fn create_application(req: &Req) -> GResult {
     req.require(APP_WRITE)?;
     let body = req.json_body()?;
@@ -683,6 +765,7 @@ fn create_application(req: &Req) -> GResult {
     let (json, id) = {
         let mut d = req.shared.dir();
         creds::check_new_keys(&d, None, true, Utc::now(), &keys, &[])?;
+        check_quota(req, &d)?;
         let app = d.create_application(&name, &audience, tags, Some(std::time::Instant::now()));
         if let Some(a) = d.applications.get_mut(&app.id) {
             a.description = description;
@@ -824,6 +907,7 @@ fn parse_time(v: Option<&Value>, prop: &str) -> Result<Option<DateTime<Utc>>, Gr
 async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
     req.require(APP_WRITE)?;
     let msa_limit = req.shared.settings().msa_app_password_limit;
+    let credential_limit = req.shared.settings().object_credential_limit;
     let body = req.json_body()?;
     let cred = match body.get("passwordCredential") {
         None | Some(Value::Null) => Map::new(),
@@ -851,6 +935,17 @@ async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
 
     let password = Password::new(display_name, start, end);
     let mut d = req.shared.dir();
+    let held = match owner {
+        Owner::App => d
+            .applications
+            .get(&id)
+            .map(|a| a.passwords.len() + a.keys.len()),
+        Owner::Sp => d
+            .service_principals
+            .get(&id)
+            .map(|p| p.passwords.len() + p.keys.len()),
+    }
+    .unwrap_or(0);
     let list = match owner {
         Owner::App => {
             let app = d
@@ -882,7 +977,7 @@ async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
                 .passwords
         }
     };
-    if list.len() >= 1000 {
+    if held >= credential_limit {
         return Err(GraphError::new(
             StatusCode::BAD_REQUEST,
             "Directory_ResourceSizeExceeded",
@@ -1121,6 +1216,7 @@ fn create_service_principal(req: &Req) -> GResult {
             "appId",
         ));
     };
+    check_quota(req, &d)?;
     if d.sp_by_client_id(&app_id).is_some() {
         return Err(GraphError::new(
             StatusCode::CONFLICT,
@@ -1381,6 +1477,7 @@ fn create_group(req: &Req) -> GResult {
         .map(str::to_string);
     let json = {
         let mut d = req.shared.dir();
+        check_quota(req, &d)?;
         let g = d.create_group(&name, description);
         let Some(stored) = d.groups.get_mut(&g.id) else {
             return Err(GraphError::not_found(&g.id));

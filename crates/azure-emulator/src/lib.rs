@@ -166,6 +166,12 @@ pub struct Settings {
     /// Seconds added to the real time when the token endpoint judges a password's
     /// `startDateTime` / `endDateTime` (negative: the past). Nothing else uses it.
     pub password_clock_offset_secs: i64,
+    /// The tenant's directory object quota (`directorySizeQuota.total`): applications,
+    /// service principals and groups, live or in deleted items, count against it.
+    pub directory_quota: usize,
+    /// Password and key credentials one application or service principal may hold together
+    /// (Entra ID: about 1000 items across an object's collections).
+    pub object_credential_limit: usize,
 }
 
 impl Settings {
@@ -188,6 +194,8 @@ impl Settings {
             arm_write_burst: 200,
             msa_app_password_limit: 2,
             password_clock_offset_secs: 0,
+            directory_quota: 50_000,
+            object_credential_limit: 1000,
         }
     }
 

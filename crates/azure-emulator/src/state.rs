@@ -520,6 +520,16 @@ impl Directory {
         }
     }
 
+    /// Directory objects counted against the tenant's quota: applications, service
+    /// principals and groups, live or in deleted items (a soft-deleted object keeps its
+    /// place until it is permanently deleted).
+    pub fn directory_objects_used(&self) -> usize {
+        self.applications.len()
+            + self.service_principals.len()
+            + self.groups.len()
+            + self.deleted.len()
+    }
+
     pub fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
