@@ -53,6 +53,8 @@ pub struct AzureBackend {
     pub(crate) root_swap_pending: AtomicBool,
     /// Who the current client signs in as (for the own-application guard).
     identity: super::identity::IdentityCache,
+    /// Usage against Azure limits, as last measured (self-test / periodic refresh).
+    pub(crate) usage: std::sync::Mutex<super::path_self_test::UsageCache>,
 }
 
 impl AzureBackend {
@@ -72,7 +74,13 @@ impl AzureBackend {
             app_locks: std::sync::Mutex::new(HashMap::new()),
             root_swap_pending: AtomicBool::new(true),
             identity: super::identity::IdentityCache::default(),
+            usage: std::sync::Mutex::default(),
         })
+    }
+
+    /// One setting of the engine's environment (`AZURE_*`).
+    pub(crate) fn env_value(&self, key: &str) -> Option<String> {
+        (self.env)(key)
     }
 
     /// Drops the cached client: the next call builds one from the stored configuration.
@@ -237,10 +245,14 @@ impl AzureBackend {
             .path(path_static_creds::path(self))
             .path(path_static_creds::token_path(self))
             .path(path_rotate_role::path(self))
+            .path(super::path_self_test::path(self))
             .secret(lease::service_principal(self))
             .secret(lease::static_service_principal(self))
             .wal_rollback(rollback::handler(self), rollback::MIN_AGE)
-            .periodic(static_rotation::periodic(self))
+            .periodic(super::path_self_test::periodic(
+                self,
+                static_rotation::periodic(self),
+            ))
             .on_invalidate(Arc::new(move |key: String| {
                 let b = invalidate.clone();
                 Box::pin(async move {
