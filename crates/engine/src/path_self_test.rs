@@ -80,6 +80,9 @@ pub struct Check {
     pub capability: String,
     pub scope: Option<String>,
     pub status: Status,
+    /// Issuance works without it (it only loses an early check): not counted as missing
+    /// in the role's status or the summary's result.
+    pub optional: bool,
 }
 
 impl Check {
@@ -88,13 +91,22 @@ impl Check {
             capability: capability.to_string(),
             scope: scope.map(str::to_string),
             status,
+            optional: false,
         }
+    }
+
+    fn optional(mut self) -> Self {
+        self.optional = true;
+        self
     }
 
     fn to_json(&self) -> Value {
         let mut v = json!({"capability": self.capability});
         if let Some(s) = &self.scope {
             v["scope"] = json!(s);
+        }
+        if self.optional {
+            v["optional"] = json!(true);
         }
         match &self.status {
             Status::Ok => v["status"] = json!("ok"),
@@ -257,24 +269,23 @@ pub fn role_checks(
             app_write_status(graph_roles, Some(id)),
         ));
     }
-    out.push(Check::new(
-        "read_app_management_policy",
-        None,
-        graph_status(graph_roles, POLICY_READ, "Policy.Read.All"),
-    ));
+    // Without it the policy is not checked before the write; Azure still enforces it.
+    out.push(
+        Check::new(
+            "read_app_management_policy",
+            None,
+            graph_status(graph_roles, POLICY_READ, "Policy.Read.All"),
+        )
+        .optional(),
+    );
     out
 }
 
 fn overall(checks: &[Check]) -> &'static str {
-    if checks
-        .iter()
-        .any(|c| matches!(c.status, Status::Missing(_)))
-    {
+    let required = || checks.iter().filter(|c| !c.optional);
+    if required().any(|c| matches!(c.status, Status::Missing(_))) {
         "missing"
-    } else if checks
-        .iter()
-        .any(|c| matches!(c.status, Status::Unknown(_)))
-    {
+    } else if required().any(|c| matches!(c.status, Status::Unknown(_))) {
         "unknown"
     } else {
         "ok"
@@ -382,13 +393,14 @@ impl AzureBackend {
             app_reads.insert(id, status);
         }
 
-        let (mut ok, mut missing, mut unknown) = (0u64, 0u64, 0u64);
+        let (mut ok, mut missing, mut unknown, mut optional_missing) = (0u64, 0u64, 0u64, 0u64);
         let mut tally = |checks: &[Check]| {
             for c in checks {
-                match c.status {
-                    Status::Ok => ok += 1,
-                    Status::Missing(_) => missing += 1,
-                    Status::Unknown(_) => unknown += 1,
+                match (&c.status, c.optional) {
+                    (Status::Ok, _) => ok += 1,
+                    (_, true) => optional_missing += 1,
+                    (Status::Missing(_), false) => missing += 1,
+                    (Status::Unknown(_), false) => unknown += 1,
                 }
             }
         };
@@ -440,6 +452,7 @@ impl AzureBackend {
                 "ok": ok,
                 "missing": missing,
                 "unknown": unknown,
+                "optional_not_ok": optional_missing,
                 "roles_with_missing_permissions": roles_missing,
             }),
         );
