@@ -120,6 +120,9 @@ fn self_test_names_each_missing_permission_and_the_creds_read_fails() {
              "roleAssignments": [{"role": "Reader", "scope": sub}]},
             {"displayName": "st-no-groups", "passwords": [{"secretText": "st-no-groups-secret"}],
              "graphRoles": ["Application.ReadWrite.All"],
+             "roleAssignments": [{"role": "Owner", "scope": sub}]},
+            {"displayName": "st-owned-by", "passwords": [{"secretText": "st-owned-by-secret"}],
+             "graphRoles": ["Application.ReadWrite.OwnedBy", "Policy.Read.All"],
              "roleAssignments": [{"role": "Owner", "scope": sub}]}
         ]})
         .to_string(),
@@ -267,6 +270,34 @@ fn self_test_names_each_missing_permission_and_the_creds_read_fails() {
     );
     bao.read("azure/creds/dyn-arm").ok();
     bao.read("azure/creds/existing").ok();
+
+    // Application.ReadWrite.OwnedBy only: enough for what the engine creates itself (issued
+    // and revoked), not for another's application.
+    use_identity("st-owned-by");
+    let report = self_test(&bao);
+    assert_eq!(
+        report["data"]["summary"]["roles_with_missing_permissions"],
+        json!(["dyn-group", "existing"]),
+        "{report}"
+    );
+    assert_eq!(status_of(&report, "dyn-arm", "create_application").0, "ok");
+    let (s, what) = status_of(&report, "existing", "add_password");
+    assert_eq!(s, "missing");
+    assert!(what.contains("ownership of application"), "{what}");
+    let issued = bao.read("azure/creds/dyn-arm").ok().json();
+    let client = issued["data"]["client_id"].as_str().expect("client_id");
+    assert!(emu
+        .vault_apps()
+        .iter()
+        .any(|a| a["appId"].as_str() == Some(client)));
+    let lease = issued["lease_id"].as_str().expect("lease");
+    bao.cli(&["lease", "revoke", "-sync", lease]).ok();
+    assert!(!emu
+        .vault_apps()
+        .iter()
+        .any(|a| a["appId"].as_str() == Some(client)));
+    let out = bao.read("azure/creds/existing");
+    assert_ne!(out.code, 0, "issued on a foreign application with OwnedBy: {out:?}");
 
     // The existing application is still the root's; no secret leaks into the report.
     let report_text = self_test(&bao).to_string();

@@ -411,6 +411,24 @@ impl GraphClient {
         Ok(org.directory_size_quota)
     }
 
+    /// Object ids (lower case) of the owners of application `object_id`:
+    /// `GET /applications/{id}/owners`.
+    pub async fn list_application_owner_ids(
+        &self,
+        object_id: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, AzureError> {
+        #[derive(Deserialize)]
+        struct Owner {
+            id: String,
+        }
+        let url = self.url(&format!("applications/{object_id}/owners"))?;
+        let owners: Vec<Owner> = self
+            .list("list application owners", url, MAX_PAGES, deadline)
+            .await?;
+        Ok(owners.into_iter().map(|o| o.id.to_lowercase()).collect())
+    }
+
     /// `GET /applications/{id}`.
     pub async fn get_application(
         &self,

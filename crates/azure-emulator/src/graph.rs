@@ -39,6 +39,9 @@ const APP_READ: &[&str] = &[
     "Directory.ReadWrite.All",
 ];
 const APP_WRITE: &[&str] = &["Application.ReadWrite.All", "Directory.ReadWrite.All"];
+/// Create applications and service principals, and read, update and delete those the
+/// caller owns (it owns what it creates with this permission).
+const OWNED_BY: &str = "Application.ReadWrite.OwnedBy";
 const GROUP_READ: &[&str] = &[
     "Group.Read.All",
     "Group.ReadWrite.All",
@@ -96,6 +99,28 @@ impl Req<'_> {
         } else {
             Err(GraphError::denied())
         }
+    }
+
+    fn has(&self, role: &str) -> bool {
+        self.claims.roles.iter().any(|r| r == role)
+    }
+
+    /// `any_of`, or Application.ReadWrite.OwnedBy when the caller owns the application or
+    /// service principal `key` (an unknown key is refused like a foreign one).
+    fn require_app(&self, any_of: &[&str], owner: Owner, key: &str) -> Result<(), GraphError> {
+        if self.require(any_of).is_ok() {
+            return Ok(());
+        }
+        if self.has(OWNED_BY) {
+            let id = match owner {
+                Owner::App => find_app_id(self, key),
+                Owner::Sp => find_sp_id(self, key),
+            };
+            if id.is_some_and(|id| self.shared.dir().owns(&id, &self.claims.oid)) {
+                return Ok(());
+            }
+        }
+        Err(GraphError::denied())
     }
 
     fn json_body(&self) -> Result<Map<String, Value>, GraphError> {
@@ -281,6 +306,8 @@ async fn handle(
         ("GET", ["servicePrincipals"]) => list_service_principals(&req),
         ("POST", ["servicePrincipals"]) => create_service_principal(&req),
         ("GET", ["servicePrincipals", k]) => get_service_principal(&req, k),
+        ("GET", ["applications", k, "owners"]) => list_owners(&req, Owner::App, k),
+        ("GET", ["servicePrincipals", k, "owners"]) => list_owners(&req, Owner::Sp, k),
         ("DELETE", ["servicePrincipals", k]) => delete_service_principal(&req, k),
         ("POST", ["servicePrincipals", k, "addPassword"]) => add_password(&req, Owner::Sp, k).await,
         ("POST", ["servicePrincipals", k, "removePassword"]) => {
@@ -728,7 +755,10 @@ fn get_organization(req: &Req, id: &str, beta: bool) -> GResult {
 }
 
 fn create_application(req: &Req) -> GResult {
-    req.require(APP_WRITE)?;
+    let owned_by = req.require(APP_WRITE).is_err();
+    if owned_by && !req.has(OWNED_BY) {
+        return Err(GraphError::denied());
+    }
     let body = req.json_body()?;
     let audience = match body.get("signInAudience") {
         None | Some(Value::Null) => "AzureADandPersonalMicrosoftAccount".to_string(),
@@ -770,6 +800,9 @@ fn create_application(req: &Req) -> GResult {
         if let Some(a) = d.applications.get_mut(&app.id) {
             a.description = description;
             a.keys = keys;
+            if owned_by {
+                a.owners.push(req.claims.oid.to_ascii_lowercase());
+            }
         }
         let app = d.applications.get(&app.id).cloned().unwrap_or(app);
         (app.to_json(&d.domain), app.id)
@@ -786,7 +819,7 @@ fn create_application(req: &Req) -> GResult {
 }
 
 fn get_application(req: &Req, key: &str) -> GResult {
-    req.require(APP_READ)?;
+    req.require_app(APP_READ, Owner::App, key)?;
     let id = find_app_id(req, key).ok_or_else(|| GraphError::not_found(key_display(key)))?;
     let d = req.shared.dir();
     let app = d
@@ -798,7 +831,7 @@ fn get_application(req: &Req, key: &str) -> GResult {
 }
 
 fn patch_application(req: &Req, key: &str) -> GResult {
-    req.require(APP_WRITE)?;
+    req.require_app(APP_WRITE, Owner::App, key)?;
     let body = req.json_body()?;
     let id = find_app_id(req, key).ok_or_else(|| GraphError::not_found(key_display(key)))?;
     let tags = match body.get("tags") {
@@ -835,7 +868,7 @@ fn patch_application(req: &Req, key: &str) -> GResult {
 }
 
 fn delete_application(req: &Req, key: &str) -> GResult {
-    req.require(APP_WRITE)?;
+    req.require_app(APP_WRITE, Owner::App, key)?;
     let id = find_app_id(req, key).ok_or_else(|| GraphError::not_found(key_display(key)))?;
     if req.shared.dir().delete_application(&id) {
         Ok(no_content())
@@ -905,7 +938,7 @@ fn parse_time(v: Option<&Value>, prop: &str) -> Result<Option<DateTime<Utc>>, Gr
 }
 
 async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
-    req.require(APP_WRITE)?;
+    req.require_app(APP_WRITE, owner, key)?;
     let msa_limit = req.shared.settings().msa_app_password_limit;
     let credential_limit = req.shared.settings().object_credential_limit;
     let body = req.json_body()?;
@@ -996,7 +1029,7 @@ async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
 }
 
 async fn remove_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
-    req.require(APP_WRITE)?;
+    req.require_app(APP_WRITE, owner, key)?;
     let body = req.json_body()?;
     let key_id = match body.get("keyId") {
         Some(Value::String(s)) if uuid::Uuid::parse_str(s).is_ok() => s.to_ascii_lowercase(),
@@ -1194,12 +1227,15 @@ fn list_service_principals(req: &Req) -> GResult {
 }
 
 fn create_service_principal(req: &Req) -> GResult {
-    req.require(APP_WRITE)?;
+    let owned_by = req.require(APP_WRITE).is_err();
     let body = req.json_body()?;
     let app_id = match body.get("appId") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(invalid_value("appId", "ServicePrincipal")),
     };
+    if owned_by {
+        req.require_app(APP_WRITE, Owner::App, &format!("appId={app_id}"))?;
+    }
     let propagation = req.shared.settings().propagation();
     let mut d = req.shared.dir();
     let app = d
@@ -1229,6 +1265,11 @@ fn create_service_principal(req: &Req) -> GResult {
     let sp = d
         .create_service_principal(&app.id, Some(std::time::Instant::now()))
         .ok_or_else(|| GraphError::not_found(&app_id))?;
+    if owned_by {
+        if let Some(s) = d.service_principals.get_mut(&sp.id) {
+            s.owners.push(req.claims.oid.to_ascii_lowercase());
+        }
+    }
     drop(d);
     Ok(entity(
         req,
@@ -1239,7 +1280,7 @@ fn create_service_principal(req: &Req) -> GResult {
 }
 
 fn get_service_principal(req: &Req, key: &str) -> GResult {
-    req.require(APP_READ)?;
+    req.require_app(APP_READ, Owner::Sp, key)?;
     let id = find_sp_id(req, key).ok_or_else(|| GraphError::not_found(key_display(key)))?;
     let json = req
         .shared
@@ -1256,8 +1297,39 @@ fn get_service_principal(req: &Req, key: &str) -> GResult {
     ))
 }
 
+/// `GET /applications/{id}/owners` (also service principals): the owning service
+/// principals, as directory objects.
+fn list_owners(req: &Req, owner: Owner, key: &str) -> GResult {
+    req.require_app(APP_READ, owner, key)?;
+    let id = match owner {
+        Owner::App => find_app_id(req, key),
+        Owner::Sp => find_sp_id(req, key),
+    }
+    .ok_or_else(|| GraphError::not_found(key_display(key)))?;
+    let d = req.shared.dir();
+    let owners = match owner {
+        Owner::App => d.applications.get(&id).map(|a| a.owners.clone()),
+        Owner::Sp => d.service_principals.get(&id).map(|s| s.owners.clone()),
+    }
+    .unwrap_or_default();
+    let value: Vec<Value> = owners
+        .iter()
+        .filter_map(|o| d.service_principals.get(o))
+        .map(|sp| {
+            let mut v = sp.to_json();
+            v["@odata.type"] = json!("#microsoft.graph.servicePrincipal");
+            v
+        })
+        .collect();
+    drop(d);
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"@odata.context": req.context("directoryObjects"), "value": value}),
+    ))
+}
+
 fn delete_service_principal(req: &Req, key: &str) -> GResult {
-    req.require(APP_WRITE)?;
+    req.require_app(APP_WRITE, Owner::Sp, key)?;
     let id = find_sp_id(req, key).ok_or_else(|| GraphError::not_found(key_display(key)))?;
     if req.shared.dir().delete_service_principal(&id) {
         Ok(no_content())

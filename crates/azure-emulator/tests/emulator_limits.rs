@@ -34,7 +34,9 @@ async fn seeded() -> (Emu, tempfile::TempDir) {
                 {"displayName": "uaa", "passwords": [{"secretText": "uaa-secret"}],
                  "graphRoles": ["GroupMember.ReadWrite.All"],
                  "roleAssignments": [{"role": "User Access Administrator", "scope": rg},
-                                     {"role": "Reader", "scope": "/subscriptions/{subscriptionId}"}]}
+                                     {"role": "Reader", "scope": "/subscriptions/{subscriptionId}"}]},
+                {"displayName": "owned-by", "passwords": [{"secretText": "owned-by-secret"}],
+                 "graphRoles": ["Application.ReadWrite.OwnedBy"]}
             ]
         })
         .to_string(),
@@ -409,5 +411,110 @@ async fn directory_quota_role_assignment_and_credential_limits() {
             .await
             .status,
         StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn owned_by_manages_only_what_it_owns() {
+    let (emu, _dir) = seeded().await;
+    let (client, sp) = client_id(&emu, "owned-by").await;
+    let graph = emu
+        .token_for(&client, "owned-by-secret", &emu.graph_scope())
+        .await;
+    assert_eq!(
+        claims(&graph)["roles"],
+        json!(["Application.ReadWrite.OwnedBy"])
+    );
+    // It creates an application and its service principal, and owns both.
+    let app = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &graph,
+            Some(json!({"displayName": "owned", "signInAudience": "AzureADMyOrg"})),
+        )
+        .await;
+    assert_eq!(app.status, StatusCode::CREATED, "{}", app.text);
+    let id = app.body["id"].as_str().unwrap().to_string();
+    let app_id = app.body["appId"].as_str().unwrap().to_string();
+    let owners = emu
+        .graph(
+            Method::GET,
+            &format!("/applications/{id}/owners"),
+            &graph,
+            None,
+        )
+        .await;
+    assert_eq!(owners.status, StatusCode::OK, "{}", owners.text);
+    assert_eq!(owners.body["value"][0]["id"], sp.as_str());
+    let new_sp = emu
+        .graph(
+            Method::POST,
+            "/servicePrincipals",
+            &graph,
+            Some(json!({ "appId": app_id })),
+        )
+        .await;
+    assert_eq!(new_sp.status, StatusCode::CREATED, "{}", new_sp.text);
+    let new_sp = new_sp.body["id"].as_str().unwrap().to_string();
+    for path in [
+        format!("/applications/{id}/addPassword"),
+        format!("/servicePrincipals/{new_sp}/addPassword"),
+    ] {
+        let r = emu
+            .graph(Method::POST, &path, &graph, Some(json!({})))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+    }
+    assert_eq!(
+        emu.graph(Method::GET, &format!("/applications/{id}"), &graph, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Someone else's application: refused, as is listing the tenant's applications.
+    let root = emu.root_graph().await;
+    let (other, other_client, _, _) = emu.new_principal(&root, "not-owned").await;
+    for (method, path, body) in [
+        (Method::GET, format!("/applications/{other}"), None),
+        (
+            Method::POST,
+            format!("/applications/{other}/addPassword"),
+            Some(json!({})),
+        ),
+        (Method::DELETE, format!("/applications/{other}"), None),
+        (Method::GET, "/applications".to_string(), None),
+        (
+            Method::POST,
+            "/servicePrincipals".to_string(),
+            Some(json!({"appId": other_client})),
+        ),
+    ] {
+        let r = emu.graph(method.clone(), &path, &graph, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::FORBIDDEN,
+            "{method} {path}: {}",
+            r.text
+        );
+        assert_eq!(r.code(), "Authorization_RequestDenied");
+    }
+    // Root sees no owner on its own creations.
+    let owners = emu
+        .graph(
+            Method::GET,
+            &format!("/applications/{other}/owners"),
+            &root,
+            None,
+        )
+        .await;
+    assert_eq!(owners.body["value"], json!([]));
+
+    assert_eq!(
+        emu.graph(Method::DELETE, &format!("/applications/{id}"), &graph, None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
     );
 }

@@ -123,13 +123,25 @@ impl Check {
     }
 }
 
-/// The Graph application permissions of a token (`None`: no readable `roles` claim).
-pub fn token_roles(token: &str) -> Option<Vec<String>> {
+fn token_claims(token: &str) -> Option<Value> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The object id (`oid`) of the principal a token was issued to.
+pub fn token_oid(token: &str) -> Option<String> {
+    token_claims(token)?
+        .get("oid")
+        .and_then(Value::as_str)
+        .map(str::to_lowercase)
+}
+
+/// The Graph application permissions of a token (`None`: no readable `roles` claim).
+pub fn token_roles(token: &str) -> Option<Vec<String>> {
+    let claims = token_claims(token)?;
     if claims.get("idtyp").and_then(Value::as_str) == Some("user") {
         return None;
     }
@@ -169,9 +181,27 @@ fn graph_status(roles: Option<&[String]>, any_of: &[&str], least: &str) -> Statu
     ))
 }
 
+/// What the identity may do on an existing application, as read from Graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppAccess {
+    /// Reading it.
+    pub read: Status,
+    /// Whether the identity owns it: checked only when Application.ReadWrite.OwnedBy is
+    /// its only application write permission.
+    pub owned: Option<Status>,
+}
+
+/// Whether Application.ReadWrite.OwnedBy is the only application write permission.
+pub fn owned_by_only(roles: Option<&[String]>) -> bool {
+    roles.is_some_and(|r| has_any(r, &[OWNED_BY]) && !has_any(r, APP_WRITE))
+}
+
 /// Application writes: on applications the engine creates itself, OwnedBy suffices (the
 /// creator owns what it creates); on an existing application only with ownership.
-fn app_write_status(roles: Option<&[String]>, existing_app: Option<&str>) -> Status {
+fn app_write_status(
+    roles: Option<&[String]>,
+    existing_app: Option<(&str, Option<&AppAccess>)>,
+) -> Status {
     let status = graph_status(
         roles,
         APP_WRITE,
@@ -184,10 +214,12 @@ fn app_write_status(roles: Option<&[String]>, existing_app: Option<&str>) -> Sta
     match (status, roles) {
         (Status::Missing(_), Some(r)) if has_any(r, &[OWNED_BY]) => match existing_app {
             None => Status::Ok,
-            Some(id) => Status::Unknown(format!(
-                "only Application.ReadWrite.OwnedBy is granted: it suffices if the identity is an \
-                 owner of application '{id}', which is not checked"
-            )),
+            Some((id, access)) => access.and_then(|a| a.owned.clone()).unwrap_or_else(|| {
+                Status::Unknown(format!(
+                    "only Application.ReadWrite.OwnedBy is granted: it suffices if the identity \
+                     is an owner of application '{id}', which was not checked"
+                ))
+            }),
         },
         (s, _) => s,
     }
@@ -211,12 +243,12 @@ fn arm_status(perms: &Result<Vec<Permission>, String>, action: &str, scope: &str
 }
 
 /// The capabilities `role` needs, answered. `perms` holds the permissions API's answer per
-/// scope (lower case); `app_read` the result of reading an existing application.
+/// scope (lower case); `app` what Graph said of an existing application.
 pub fn role_checks(
     role: &Role,
     graph_roles: Option<&[String]>,
     perms: &HashMap<String, Result<Vec<Permission>, String>>,
-    app_read: Option<&Status>,
+    app: Option<&AppAccess>,
 ) -> Vec<Check> {
     let mut out = Vec::new();
     let cert = CredentialType::of(role) == CredentialType::Certificate;
@@ -259,14 +291,13 @@ pub fn role_checks(
         out.push(Check::new(
             "read_application",
             Some(id),
-            app_read
-                .cloned()
+            app.map(|a| a.read.clone())
                 .unwrap_or_else(|| Status::Unknown("not checked".into())),
         ));
         out.push(Check::new(
             add,
             Some(id),
-            app_write_status(graph_roles, Some(id)),
+            app_write_status(graph_roles, Some((id, app))),
         ));
     }
     // Without it the policy is not checked before the write; Azure still enforces it.
@@ -373,16 +404,22 @@ impl AzureBackend {
             }
         }
         // Existing applications: a read (no side effects).
-        let mut app_reads: HashMap<String, Status> = HashMap::new();
+        let own_oid = graph_token
+            .as_ref()
+            .ok()
+            .and_then(|t| token_oid(t.token.expose()));
+        let mut app_reads: HashMap<String, AppAccess> = HashMap::new();
         for (_, role) in &roles {
             let id = role.application_object_id.to_lowercase();
             if id.is_empty() || app_reads.contains_key(&id) {
                 continue;
             }
-            let status = match client.graph().get_application(&id, deadline).await {
+            let read = match client.graph().get_application(&id, deadline).await {
                 Ok(_) => Status::Ok,
                 Err(e) if e.is_forbidden() => Status::Missing(
-                    "Microsoft Graph application permission Application.Read.All (or Application.ReadWrite.All)"
+                    "Microsoft Graph application permission Application.Read.All or \
+                     Application.ReadWrite.All (with only Application.ReadWrite.OwnedBy: \
+                     ownership of the application)"
                         .into(),
                 ),
                 Err(e) if e.is_not_found() => {
@@ -390,7 +427,36 @@ impl AzureBackend {
                 }
                 Err(e) => Status::Unknown(failure(&e)),
             };
-            app_reads.insert(id, status);
+            let owned = if owned_by_only(graph_roles.as_deref()) {
+                let not_owner = || {
+                    Status::Missing(format!(
+                        "Application.ReadWrite.All, or ownership of application '{id}' \
+                         (Application.ReadWrite.OwnedBy writes only owned applications)"
+                    ))
+                };
+                Some(match &own_oid {
+                    None => {
+                        Status::Unknown("the engine's Graph token names no object id (oid)".into())
+                    }
+                    Some(oid) => match client
+                        .graph()
+                        .list_application_owner_ids(&id, deadline)
+                        .await
+                    {
+                        Ok(owners) if owners.contains(oid) => Status::Ok,
+                        Ok(_) => not_owner(),
+                        // OwnedBy may not even read an application it does not own.
+                        Err(e) if e.is_forbidden() => not_owner(),
+                        Err(e) => Status::Unknown(format!(
+                            "cannot read the owners of application '{id}': {}",
+                            failure(&e)
+                        )),
+                    },
+                })
+            } else {
+                None
+            };
+            app_reads.insert(id, AppAccess { read, owned });
         }
 
         let (mut ok, mut missing, mut unknown, mut optional_missing) = (0u64, 0u64, 0u64, 0u64);
@@ -619,6 +685,10 @@ mod tests {
         );
         assert_eq!(token_roles(&token(json!({}))), Some(vec![]));
         assert_eq!(token_roles("opaque"), None);
+        assert_eq!(
+            token_oid(&token(json!({"oid": "ABC"}))),
+            Some("abc".to_string())
+        );
     }
 
     #[test]
@@ -691,21 +761,48 @@ mod tests {
             "Application.ReadWrite.OwnedBy".to_string(),
             "Policy.Read.All".to_string(),
         ];
-        let checks = role_checks(&role, Some(&owned), &HashMap::new(), Some(&Status::Ok));
-        let s = statuses(&checks);
+        assert!(owned_by_only(Some(&owned)));
+        let access = |owned: Option<Status>| AppAccess {
+            read: Status::Ok,
+            owned,
+        };
+        let checks = role_checks(&role, Some(&owned), &HashMap::new(), Some(&access(None)));
         assert_eq!(
-            s,
+            statuses(&checks),
             vec![
                 ("read_application".into(), "ok"),
                 ("add_password".into(), "unknown"),
                 ("read_app_management_policy".into(), "ok"),
             ]
         );
+        let checks = role_checks(
+            &role,
+            Some(&owned),
+            &HashMap::new(),
+            Some(&access(Some(Status::Ok))),
+        );
+        assert_eq!(overall(&checks), "ok");
+        let checks = role_checks(
+            &role,
+            Some(&owned),
+            &HashMap::new(),
+            Some(&access(Some(Status::Missing("x".into())))),
+        );
+        assert_eq!(overall(&checks), "missing");
         let none: Vec<String> = Vec::new();
-        let checks = role_checks(&role, Some(&none), &HashMap::new(), Some(&Status::Ok));
+        assert!(!owned_by_only(Some(&none)));
+        let checks = role_checks(&role, Some(&none), &HashMap::new(), Some(&access(None)));
         match &checks[1].status {
             Status::Missing(p) => assert!(p.contains("Application.ReadWrite.All"), "{p}"),
             other => panic!("{other:?}"),
         }
+        // Without the policy read the role is still ok (optional).
+        let all = vec!["Application.ReadWrite.All".to_string()];
+        let checks = role_checks(&role, Some(&all), &HashMap::new(), Some(&access(None)));
+        assert_eq!(
+            statuses(&checks)[2],
+            ("read_app_management_policy".into(), "missing")
+        );
+        assert_eq!(overall(&checks), "ok");
     }
 }
