@@ -141,8 +141,21 @@ fn self_test_names_each_missing_permission_and_the_creds_read_fails() {
     )
     .ok();
 
+    let (static_app, _) = emu.create_app("vault-st-static", true);
+    bao.write(
+        "azure/static-roles/st-static",
+        &[&format!("application_object_id={static_app}")],
+    )
+    .ok();
+
     // The root identity: everything ok, and every creds read works.
     let report = self_test(&bao);
+    assert_eq!(
+        report["data"]["static_roles"]["st-static"]["status"], "ok",
+        "{report}"
+    );
+    bao.cli(&["write", "-f", "azure/rotate-role/st-static"])
+        .ok();
     assert_eq!(report["data"]["summary"]["result"], "ok", "{report}");
     assert_eq!(report["data"]["summary"]["missing"], 0);
     for role in ["dyn-arm", "dyn-group", "existing"] {
@@ -224,6 +237,15 @@ fn self_test_names_each_missing_permission_and_the_creds_read_fails() {
             "{role} issued without Graph permissions: {out:?}"
         );
     }
+    assert_eq!(
+        report["data"]["static_roles"]["st-static"]["status"],
+        "missing"
+    );
+    assert!(report["data"]["summary"]["roles_with_missing_permissions"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|n| n == "static-roles/st-static")));
+    let out = bao.cli(&["write", "-f", "azure/rotate-role/st-static"]);
+    assert_ne!(out.code, 0, "rotated without Graph permissions: {out:?}");
 
     // Graph is fine, ARM is Reader only: assignments are missing, the rest works.
     use_identity("st-reader");
@@ -277,7 +299,7 @@ fn self_test_names_each_missing_permission_and_the_creds_read_fails() {
     let report = self_test(&bao);
     assert_eq!(
         report["data"]["summary"]["roles_with_missing_permissions"],
-        json!(["dyn-group", "existing"]),
+        json!(["dyn-group", "existing", "static-roles/st-static"]),
         "{report}"
     );
     assert_eq!(status_of(&report, "dyn-arm", "create_application").0, "ok");
@@ -297,7 +319,10 @@ fn self_test_names_each_missing_permission_and_the_creds_read_fails() {
         .iter()
         .any(|a| a["appId"].as_str() == Some(client)));
     let out = bao.read("azure/creds/existing");
-    assert_ne!(out.code, 0, "issued on a foreign application with OwnedBy: {out:?}");
+    assert_ne!(
+        out.code, 0,
+        "issued on a foreign application with OwnedBy: {out:?}"
+    );
 
     // The existing application is still the root's; no secret leaks into the report.
     let report_text = self_test(&bao).to_string();

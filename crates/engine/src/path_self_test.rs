@@ -29,7 +29,7 @@ const SYNOPSIS: &str =
 const DESCRIPTION: &str = "Reading this path changes nothing. For the configured identity it checks that it \
 obtains Graph and ARM tokens; from the roles claim of its Graph token, that it holds the Graph application \
 permissions each role needs (create applications and service principals, add passwords or key credentials, \
-add group members, read the app management policy); from ARM's permissions API, that it may read role \
+add group members, read the app management policy; static roles are checked like existing-application roles); from ARM's permissions API, that it may read role \
 definitions and create and delete role assignments at each role's scopes; and that the application of each \
 existing-application role can be read. Each role's capabilities are answered ok, missing (naming the missing \
 permission) or unknown (with the reason), with a summary. The usage section counts role assignments in the \
@@ -337,7 +337,9 @@ impl AzureBackend {
         }
         let client = self.client(storage).await?;
         let deadline = Deadline::after(SELF_TEST_DEADLINE);
-        let roles = usage::stored_roles(storage).await;
+        // Static roles are checked as the existing-application roles they amount to.
+        let mut roles = usage::stored_roles(storage).await;
+        roles.extend(usage::stored_static_roles(storage).await);
         let settings = client.settings();
 
         let mut identity = Vec::new();
@@ -472,6 +474,7 @@ impl AzureBackend {
         };
         tally(&identity);
         let mut roles_out = Map::new();
+        let mut static_out = Map::new();
         let mut roles_missing = Vec::new();
         for (name, role) in &roles {
             let checks = role_checks(
@@ -485,13 +488,14 @@ impl AzureBackend {
             if status == "missing" {
                 roles_missing.push(name.clone());
             }
-            roles_out.insert(
-                name.clone(),
-                json!({
-                    "status": status,
-                    "capabilities": checks.iter().map(Check::to_json).collect::<Vec<_>>(),
-                }),
-            );
+            let entry = json!({
+                "status": status,
+                "capabilities": checks.iter().map(Check::to_json).collect::<Vec<_>>(),
+            });
+            match name.strip_prefix(super::static_store::STATIC_ROLES_PREFIX) {
+                Some(short) => static_out.insert(short.to_string(), entry),
+                None => roles_out.insert(name.clone(), entry),
+            };
         }
         let result = if missing > 0 {
             "missing"
@@ -531,6 +535,7 @@ impl AzureBackend {
             }),
         );
         data.insert("roles".into(), Value::Object(roles_out));
+        data.insert("static_roles".into(), Value::Object(static_out));
         data.insert("usage".into(), usage_json);
         let mut resp = Response::with_data(data);
         for w in warnings {
@@ -588,7 +593,8 @@ impl AzureBackend {
         let Ok(client) = self.client(storage).await else {
             return;
         };
-        let roles = usage::stored_roles(storage).await;
+        let mut roles = usage::stored_roles(storage).await;
+        roles.extend(usage::stored_static_roles(storage).await);
         let measured = usage::measure(
             &client,
             &roles,

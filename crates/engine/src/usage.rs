@@ -132,6 +132,32 @@ pub async fn stored_roles(storage: &dyn Storage) -> Vec<(String, Role)> {
     out
 }
 
+/// Every static role, as the existing-application role it amounts to (its application and
+/// credential type), named `static-roles/<name>`.
+pub async fn stored_static_roles(storage: &dyn Storage) -> Vec<(String, Role)> {
+    let names = super::static_store::list(storage).await.unwrap_or_default();
+    let mut out = Vec::new();
+    for name in names.into_iter().filter(|n| !n.ends_with('/')) {
+        if let Ok(Some(s)) = super::static_store::get(storage, &name).await {
+            let credential_type = if s.is_certificate() {
+                super::certificate::CredentialType::Certificate.stored()
+            } else {
+                0
+            };
+            out.push((
+                format!("{}{name}", super::static_store::STATIC_ROLES_PREFIX),
+                Role {
+                    application_object_id: s.application_object_id.clone(),
+                    application_id: s.application_id.clone(),
+                    credential_type,
+                    ..Role::default()
+                },
+            ));
+        }
+    }
+    out
+}
+
 /// Measures every limit now. `role_assignment_limit` is the subscription's limit.
 pub async fn measure(
     client: &AzureClient,
