@@ -170,7 +170,7 @@ pub struct Settings {
     /// service principals and groups, live or in deleted items, count against it.
     pub directory_quota: usize,
     /// Password and key credentials one application or service principal may hold together
-    /// (Entra ID: about 1000 items across an object's collections).
+    /// (Entra ID documents only an overall object size limit; this models it).
     pub object_credential_limit: usize,
 }
 

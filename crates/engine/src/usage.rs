@@ -25,8 +25,9 @@ pub const ROLE_ASSIGNMENT_LIMIT_ENV: &str = "AZURE_ROLE_ASSIGNMENT_LIMIT";
 /// Client secrets allowed on an application whose audience includes personal Microsoft
 /// accounts (Microsoft docs, "Validation differences by supported account types").
 pub const MSA_PASSWORD_LIMIT: u64 = 2;
-/// Other applications: Entra ID caps the items across an application's collections at
-/// about 1000 (same page); passwords and key credentials are counted together.
+/// Other applications: Microsoft's table says "no limit", subject to an overall size limit
+/// of the application object; counted as 1000 passwords and key credentials together (the
+/// emulator's `object_credential_limit` default).
 pub const APP_CREDENTIAL_LIMIT: u64 = 1000;
 /// Usage from this share of a limit on is warned about.
 pub const WARN_PERCENT: u64 = 80;
