@@ -685,7 +685,7 @@ fn check_quota(req: &Req, d: &super::state::Directory) -> Result<(), GraphError>
         return Err(GraphError::new(
             StatusCode::BAD_REQUEST,
             "Directory_QuotaExceeded",
-            "The directory object quota limit for the Tenant has been exceeded. Please ask your administrator to increase the directory object quota limit and then try again.",
+            "The directory object quota limit for the Tenant has been exceeded. Please ask your administrator to increase the quota limit or delete objects to reduce the used quota.",
         ));
     }
     Ok(())
