@@ -552,6 +552,15 @@ impl AzureBackend {
             .unwrap_or(usage::ROLE_ASSIGNMENT_LIMIT)
     }
 
+    /// How often the periodic function measures usage: `AZURE_USAGE_REFRESH_SECONDS` or 15
+    /// minutes.
+    fn usage_refresh_every(&self) -> Duration {
+        self.env_value(usage::REFRESH_EVERY_ENV)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(usage::REFRESH_EVERY)
+    }
+
     fn store_usage(&self, measured: Usage) {
         let mut cache = self.usage.lock().unwrap_or_else(|p| p.into_inner());
         cache.last_attempt = std::time::Instant::now();
@@ -577,7 +586,7 @@ impl AzureBackend {
     async fn refresh_usage(&self, req: &Request) {
         let due = {
             let cache = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-            cache.last_attempt.elapsed() >= usage::REFRESH_EVERY
+            cache.last_attempt.elapsed() >= self.usage_refresh_every()
         };
         if !due || !matches!(storage_writable(self.system_view.as_ref()).await, Ok(true)) {
             return;

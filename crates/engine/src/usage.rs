@@ -33,6 +33,8 @@ pub const APP_CREDENTIAL_LIMIT: u64 = 1000;
 pub const WARN_PERCENT: u64 = 80;
 /// How often the periodic function measures again (active node only).
 pub const REFRESH_EVERY: Duration = Duration::from_secs(15 * 60);
+/// Overrides [`REFRESH_EVERY`] (seconds; 0 measures on every periodic tick).
+pub const REFRESH_EVERY_ENV: &str = "AZURE_USAGE_REFRESH_SECONDS";
 
 const MSA_AUDIENCES: [&str; 2] = [
     "AzureADandPersonalMicrosoftAccount",
