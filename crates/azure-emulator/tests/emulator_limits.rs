@@ -239,6 +239,46 @@ async fn permissions_api_and_token_roles_match_enforcement() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
+    // The admin API changes a principal's Graph permissions for tokens issued afterwards.
+    let r = emu
+        .admin(
+            Method::PUT,
+            &format!("/service-principals/{uaa_sp}/graph-roles"),
+            Some(json!({"roles": ["Application.ReadWrite.All"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let fresh = emu.token_for(&uaa, "uaa-secret", &emu.graph_scope()).await;
+    assert_eq!(
+        claims(&fresh)["roles"],
+        json!(["Application.ReadWrite.All"])
+    );
+    let r = emu
+        .graph(
+            Method::POST,
+            "/applications",
+            &fresh,
+            Some(json!({"displayName": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = emu
+        .admin(
+            Method::PUT,
+            "/service-principals/00000000-0000-0000-0000-000000000000/graph-roles",
+            Some(json!({"roles": []})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = emu
+        .admin(
+            Method::PUT,
+            &format!("/service-principals/{uaa_sp}/graph-roles"),
+            Some(json!({"roles": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
     // An unknown resource group is 404; a wrong method is 405.
     let r = emu
         .arm(
