@@ -501,11 +501,160 @@ impl ArmClient {
         let raw: Vec<RawRoleAssignment> = self.list(op, url, deadline).await?;
         Ok(raw.into_iter().map(RoleAssignment::from).collect())
     }
+
+    /// The caller's own effective permissions at `scope` (empty: the configured
+    /// subscription): `GET {scope}/providers/Microsoft.Authorization/permissions`, one entry
+    /// per role assignment that applies there. Needs no role; nothing is changed.
+    pub async fn list_permissions(
+        &self,
+        scope: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<Permission>, AzureError> {
+        let op = "list permissions";
+        let scope = self.scope_or_default(scope);
+        let url = self.url(
+            &format!("{scope}/providers/Microsoft.Authorization/permissions"),
+            None,
+        )?;
+        self.list(op, url, deadline).await
+    }
+
+    /// Role assignments that count against the subscription's limit: those at the
+    /// subscription or below it (`GET /subscriptions/{id}/providers/Microsoft.Authorization/roleAssignments`
+    /// lists inherited ones too; they are left out).
+    pub async fn count_subscription_role_assignments(
+        &self,
+        deadline: Deadline,
+    ) -> Result<usize, AzureError> {
+        let op = "count role assignments";
+        let scope = self.scope_or_default("");
+        let url = self.url(
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments"),
+            None,
+        )?;
+        let raw: Vec<RawRoleAssignment> = self.list(op, url, deadline).await?;
+        let prefix = scope.to_ascii_lowercase();
+        Ok(raw
+            .iter()
+            .filter(|r| {
+                let s = r.properties.scope.to_ascii_lowercase();
+                s == prefix || s.starts_with(&format!("{prefix}/"))
+            })
+            .count())
+    }
+}
+
+/// One entry of ARM's permissions API: what one role assignment allows at a scope.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Permission {
+    /// Allowed control-plane actions (may hold `*` wildcards).
+    #[serde(default, deserialize_with = "null_default")]
+    pub actions: Vec<String>,
+    /// Actions excluded from `actions` of this entry.
+    #[serde(default, deserialize_with = "null_default")]
+    pub not_actions: Vec<String>,
+    /// Allowed data-plane actions.
+    #[serde(default, deserialize_with = "null_default")]
+    pub data_actions: Vec<String>,
+    /// Data actions excluded from `data_actions`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub not_data_actions: Vec<String>,
+}
+
+impl Permission {
+    /// Whether this entry allows `action`: a pattern of `actions` matches it and none of
+    /// `not_actions` does (case-insensitive; `*` matches any run of characters).
+    pub fn allows(&self, action: &str) -> bool {
+        self.actions.iter().any(|p| wildcard_match(p, action))
+            && !self.not_actions.iter().any(|p| wildcard_match(p, action))
+    }
+}
+
+/// Whether `action` is allowed by any entry of `permissions`, as ARM evaluates them.
+pub fn permissions_allow(permissions: &[Permission], action: &str) -> bool {
+    permissions.iter().any(|p| p.allows(action))
+}
+
+/// Case-insensitive match of an ARM action pattern, where `*` matches any run of characters.
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let t: Vec<char> = text.to_lowercase().chars().collect();
+    // dp[j]: pattern prefix p[..i] matches text prefix t[..j].
+    let mut dp = vec![false; t.len() + 1];
+    dp[0] = true;
+    for c in &p {
+        let mut next = vec![false; t.len() + 1];
+        if *c == '*' {
+            let mut seen = false;
+            for j in 0..=t.len() {
+                seen |= dp[j];
+                next[j] = seen;
+            }
+        } else {
+            for j in 1..=t.len() {
+                next[j] = dp[j - 1] && t[j - 1] == *c;
+            }
+        }
+        dp = next;
+    }
+    dp[t.len()]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permission_wildcards_and_not_actions() {
+        assert!(wildcard_match(
+            "*",
+            "Microsoft.Authorization/roleAssignments/write"
+        ));
+        assert!(wildcard_match(
+            "microsoft.authorization/*/WRITE",
+            "Microsoft.Authorization/roleAssignments/write"
+        ));
+        assert!(wildcard_match(
+            "*/read",
+            "Microsoft.Authorization/roleDefinitions/read"
+        ));
+        assert!(!wildcard_match(
+            "*/read",
+            "Microsoft.Authorization/roleAssignments/write"
+        ));
+        assert!(!wildcard_match(
+            "Microsoft.Authorization/roleAssignments/*",
+            "Microsoft.Authorization/roleDefinitions/read"
+        ));
+        let contributor = Permission {
+            actions: vec!["*".into()],
+            not_actions: vec![
+                "Microsoft.Authorization/*/Delete".into(),
+                "Microsoft.Authorization/*/Write".into(),
+            ],
+            ..Permission::default()
+        };
+        assert!(!contributor.allows("Microsoft.Authorization/roleAssignments/write"));
+        assert!(contributor.allows("Microsoft.Authorization/roleDefinitions/read"));
+        let uaa = Permission {
+            actions: vec!["*/read".into(), "Microsoft.Authorization/*".into()],
+            ..Permission::default()
+        };
+        // A notAction of one entry does not take away what another entry allows.
+        assert!(permissions_allow(
+            &[contributor.clone(), uaa],
+            "Microsoft.Authorization/roleAssignments/write"
+        ));
+        assert!(!permissions_allow(
+            &[contributor],
+            "Microsoft.Authorization/roleAssignments/delete"
+        ));
+        assert!(!permissions_allow(
+            &[],
+            "Microsoft.Authorization/roleDefinitions/read"
+        ));
+    }
 
     #[test]
     fn role_names_match_case_insensitively_exact_case_first() {

@@ -60,6 +60,17 @@ pub struct Application {
     pub key_credentials: Vec<KeyCredential>,
 }
 
+/// The tenant's directory object quota (`directorySizeQuota` of the organization).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct DirectorySizeQuota {
+    /// Objects in the directory now.
+    #[serde(default)]
+    pub used: u64,
+    /// Objects the tenant may hold.
+    #[serde(default)]
+    pub total: u64,
+}
+
 /// A password (client secret) of an application or service principal.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -378,6 +389,47 @@ impl GraphClient {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// The tenant's directory object quota: `GET {graph}/beta/organization/{tenant}?$select=directorySizeQuota`
+    /// (the property exists in the beta API only; needs `Organization.Read.All` or
+    /// `Directory.Read.All`). `None` when the tenant does not report it.
+    pub async fn directory_size_quota(
+        &self,
+        tenant_id: &str,
+        deadline: Deadline,
+    ) -> Result<Option<DirectorySizeQuota>, AzureError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Org {
+            #[serde(default)]
+            directory_size_quota: Option<DirectorySizeQuota>,
+        }
+        let beta = Url::parse(&format!("{}/beta", self.graph_root))
+            .map_err(|e| AzureError::config(format!("invalid Graph endpoint: {e}")))?;
+        let mut url = join_path(&beta, &format!("organization/{tenant_id}"))?;
+        url.query_pairs_mut()
+            .append_pair("$select", "directorySizeQuota");
+        let org: Org = self.get_json("get directory quota", url, deadline).await?;
+        Ok(org.directory_size_quota)
+    }
+
+    /// Object ids (lower case) of the owners of application `object_id`:
+    /// `GET /applications/{id}/owners`.
+    pub async fn list_application_owner_ids(
+        &self,
+        object_id: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<String>, AzureError> {
+        #[derive(Deserialize)]
+        struct Owner {
+            id: String,
+        }
+        let url = self.url(&format!("applications/{object_id}/owners"))?;
+        let owners: Vec<Owner> = self
+            .list("list application owners", url, MAX_PAGES, deadline)
+            .await?;
+        Ok(owners.into_iter().map(|o| o.id.to_lowercase()).collect())
     }
 
     /// `GET /applications/{id}`.

@@ -35,8 +35,8 @@ mod secret;
 mod settings;
 
 pub use arm::{
-    role_definition_guid, role_definition_scope, ArmClient, RoleAssignment, RoleDefinition,
-    API_VERSION as ARM_API_VERSION,
+    permissions_allow, role_definition_guid, role_definition_scope, wildcard_match, ArmClient,
+    Permission, RoleAssignment, RoleDefinition, API_VERSION as ARM_API_VERSION,
 };
 pub use certificate::{ClientCertificate, MIN_RSA_BITS, PROOF_AUDIENCE};
 pub use cloud::{process_env, Cloud, EnvLookup, SUPPORTED_CLOUDS};
@@ -47,9 +47,9 @@ pub use credential::{
 };
 pub use error::{AzureError, PolicyViolation, Service, ServiceError};
 pub use graph::{
-    parse_iso_duration, Application, CredentialPolicy, DeleteOutcome, GraphClient, Group,
-    KeyCredential, NewApplication, NewKeyCredential, NewPassword, PasswordCredential,
-    ServicePrincipal, DISPLAY_NAME_PREFIX,
+    parse_iso_duration, Application, CredentialPolicy, DeleteOutcome, DirectorySizeQuota,
+    GraphClient, Group, KeyCredential, NewApplication, NewKeyCredential, NewPassword,
+    PasswordCredential, ServicePrincipal, DISPLAY_NAME_PREFIX,
 };
 pub use http::{build_http_client, is_loopback, validate_endpoint};
 pub use retry::{retry_after, Deadline, RetryPolicy};

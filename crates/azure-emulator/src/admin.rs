@@ -24,6 +24,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/state", get(state))
         .route("/cluster-issuer", get(cluster_issuer))
         .route("/cluster-issuer/token", axum::routing::post(cluster_token))
+        .route(
+            "/service-principals/{id}/graph-roles",
+            axum::routing::put(put_graph_roles),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { bad(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .with_state(shared)
@@ -160,6 +164,14 @@ fn apply(s: &mut Settings, key: &str, v: &Value) -> Result<(), String> {
                 })?
         }
         "msa_app_password_limit" => s.msa_app_password_limit = to_usize(as_u64(v, key)?)?,
+        "directory_quota" => s.directory_quota = to_usize(as_u64(v, key)?)?,
+        "object_credential_limit" => {
+            let n = to_usize(as_u64(v, key)?)?;
+            if n == 0 {
+                return Err("'object_credential_limit' must be at least 1".to_string());
+            }
+            s.object_credential_limit = n;
+        }
         "graph_write_burst" => s.graph_write_burst = as_u64(v, key)?.max(1),
         "arm_write_burst" => s.arm_write_burst = as_u64(v, key)?.max(1),
         other => return Err(format!("unknown setting '{other}'")),
@@ -184,6 +196,43 @@ async fn post_settings(State(shared): State<Arc<Shared>>, body: Bytes) -> Respon
         }
     });
     Json(updated).into_response()
+}
+
+/// Replaces the Graph application permissions of a service principal: `{"roles": [...]}`.
+/// Tokens issued afterwards carry them (a token already issued keeps its `roles`, as in
+/// Entra ID).
+async fn put_graph_roles(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: Bytes,
+) -> Response {
+    let roles: Vec<String> = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => match v.get("roles").and_then(Value::as_array) {
+            Some(a) if a.iter().all(Value::is_string) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => {
+                return bad(
+                    StatusCode::BAD_REQUEST,
+                    "body must be {\"roles\": [strings]}",
+                )
+            }
+        },
+        Err(_) => return bad(StatusCode::BAD_REQUEST, "body must be JSON"),
+    };
+    let mut d = shared.dir();
+    match d.service_principals.get_mut(&id.to_ascii_lowercase()) {
+        Some(sp) => {
+            sp.graph_roles = roles.clone();
+            Json(json!({ "id": sp.id, "roles": roles })).into_response()
+        }
+        None => bad(
+            StatusCode::NOT_FOUND,
+            format!("no service principal '{id}'"),
+        ),
+    }
 }
 
 async fn list_requests(State(shared): State<Arc<Shared>>) -> Response {

@@ -199,11 +199,14 @@ fn handle(
             ("DELETE", "roleassignments", Some(name), 2) => delete_assignment(&req, scope, name),
             ("GET", "roledefinitions", None, 1) => list_definitions(&req, scope),
             ("GET", "roledefinitions", Some(id), 2) => get_definition(&req, scope, id),
-            (_, "roleassignments" | "roledefinitions", _, 1 | 2) => Err(ArmError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                format!("The requested method '{method}' is not allowed."),
-            )),
+            ("GET", "permissions", None, 1) => list_permissions(&req, scope),
+            (_, "roleassignments" | "roledefinitions" | "permissions", _, 1 | 2) => {
+                Err(ArmError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    format!("The requested method '{method}' is not allowed."),
+                ))
+            }
             _ => Err(invalid_resource_type(&path)),
         };
     }
@@ -483,6 +486,40 @@ fn check_definition_read(req: &Req, scope: &Scope) -> Result<(), ArmError> {
         )?;
     }
     Ok(())
+}
+
+/// `GET {scope}/providers/Microsoft.Authorization/permissions`: the caller's own effective
+/// permissions at `scope`, one entry per role assignment that applies there (directly or
+/// through a group, at the scope or above), computed from the same role definitions that
+/// [`authorize`] enforces. Any authenticated caller may ask about itself.
+fn list_permissions(req: &Req, raw_scope: &str) -> AResult {
+    let scope = parse_scope(raw_scope)?;
+    let d = req.shared.dir();
+    check_scope_exists(&d, &scope)?;
+    let principals = principal_set(&d, &req.claims.oid);
+    let mut ras: Vec<&RoleAssignment> = d
+        .role_assignments
+        .values()
+        .filter(|ra| {
+            principals.contains(&ra.principal_id.to_ascii_lowercase())
+                && at_or_above(&ra.scope, &scope.text)
+        })
+        .collect();
+    ras.sort_by_key(|ra| ra.seq);
+    let items: Vec<Value> = ras
+        .iter()
+        .filter_map(|ra| roles::by_guid(&ra.role_guid))
+        .map(|r| {
+            json!({
+                "actions": r.actions,
+                "notActions": r.not_actions,
+                "dataActions": r.data_actions,
+                "notDataActions": [],
+            })
+        })
+        .collect();
+    drop(d);
+    list_page(req, items)
 }
 
 fn list_definitions(req: &Req, raw_scope: &str) -> AResult {

@@ -39,6 +39,9 @@ const APP_READ: &[&str] = &[
     "Directory.ReadWrite.All",
 ];
 const APP_WRITE: &[&str] = &["Application.ReadWrite.All", "Directory.ReadWrite.All"];
+/// Create applications and service principals, and read, update and delete those the
+/// caller owns (it owns what it creates with this permission).
+const OWNED_BY: &str = "Application.ReadWrite.OwnedBy";
 const GROUP_READ: &[&str] = &[
     "Group.Read.All",
     "Group.ReadWrite.All",
@@ -96,6 +99,28 @@ impl Req<'_> {
         } else {
             Err(GraphError::denied())
         }
+    }
+
+    fn has(&self, role: &str) -> bool {
+        self.claims.roles.iter().any(|r| r == role)
+    }
+
+    /// `any_of`, or Application.ReadWrite.OwnedBy when the caller owns the application or
+    /// service principal `key` (an unknown key is refused like a foreign one).
+    fn require_app(&self, any_of: &[&str], owner: Owner, key: &str) -> Result<(), GraphError> {
+        if self.require(any_of).is_ok() {
+            return Ok(());
+        }
+        if self.has(OWNED_BY) {
+            let id = match owner {
+                Owner::App => find_app_id(self, key),
+                Owner::Sp => find_sp_id(self, key),
+            };
+            if id.is_some_and(|id| self.shared.dir().owns(&id, &self.claims.oid)) {
+                return Ok(());
+            }
+        }
+        Err(GraphError::denied())
     }
 
     fn json_body(&self) -> Result<Map<String, Value>, GraphError> {
@@ -188,7 +213,11 @@ async fn handle(
     body: &[u8],
 ) -> GResult {
     let path = uri.path().to_string();
-    let Some(rest) = path.strip_prefix("/v1.0/") else {
+    // Only `organization` is served under beta (its `directorySizeQuota` is beta-only).
+    let beta = path
+        .strip_prefix("/beta/")
+        .filter(|r| r.split('/').next() == Some("organization"));
+    let Some(rest) = path.strip_prefix("/v1.0/").or(beta) else {
         let version = path.trim_start_matches('/').split('/').next().unwrap_or("");
         return Err(GraphError::new(
             StatusCode::BAD_REQUEST,
@@ -277,6 +306,8 @@ async fn handle(
         ("GET", ["servicePrincipals"]) => list_service_principals(&req),
         ("POST", ["servicePrincipals"]) => create_service_principal(&req),
         ("GET", ["servicePrincipals", k]) => get_service_principal(&req, k),
+        ("GET", ["applications", k, "owners"]) => list_owners(&req, Owner::App, k),
+        ("GET", ["servicePrincipals", k, "owners"]) => list_owners(&req, Owner::Sp, k),
         ("DELETE", ["servicePrincipals", k]) => delete_service_principal(&req, k),
         ("POST", ["servicePrincipals", k, "addPassword"]) => add_password(&req, Owner::Sp, k).await,
         ("POST", ["servicePrincipals", k, "removePassword"]) => {
@@ -297,6 +328,8 @@ async fn handle(
         ("DELETE", ["groups", id, "members", member, "$ref"]) => remove_member(&req, id, member),
         ("DELETE", ["groups", id, "members", member]) => delete_member_object(&req, id, member),
         ("GET", ["directoryObjects", id]) => get_directory_object(&req, id),
+        ("GET", ["organization"]) => list_organization(&req, beta.is_some()),
+        ("GET", ["organization", id]) => get_organization(&req, id, beta.is_some()),
         (_, [first, ..])
             if [
                 "applications",
@@ -305,6 +338,7 @@ async fn handle(
                 "directory",
                 "directoryObjects",
                 "policies",
+                "organization",
             ]
             .contains(first)
                 && s.len() <= 5 =>
@@ -656,8 +690,86 @@ fn parse_tags(v: Option<&Value>, entity: &str) -> Result<Vec<String>, GraphError
     }
 }
 
+/// Refuses a new directory object once the tenant's quota is used up, as Entra ID does.
+fn check_quota(req: &Req, d: &super::state::Directory) -> Result<(), GraphError> {
+    if d.directory_objects_used() >= req.shared.settings().directory_quota {
+        return Err(GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "Directory_QuotaExceeded",
+            "The directory object quota limit for the Tenant has been exceeded. Please ask your administrator to increase the quota limit or delete objects to reduce the used quota.",
+        ));
+    }
+    Ok(())
+}
+
+const ORG_READ: &[&str] = &[
+    "Organization.Read.All",
+    "Organization.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+];
+
+/// The tenant's `organization` object; `directorySizeQuota` only in the beta rendering.
+fn organization_json(req: &Req, beta: bool) -> Value {
+    let d = req.shared.dir();
+    let mut v = json!({
+        "id": d.tenant_id,
+        "deletedDateTime": null,
+        "displayName": "Azure Emulator",
+        "tenantType": "AAD",
+        "verifiedDomains": [{
+            "capabilities": "Email, OfficeCommunicationsOnline",
+            "isDefault": true,
+            "isInitial": true,
+            "name": d.domain,
+            "type": "Managed"
+        }],
+    });
+    if beta {
+        v["directorySizeQuota"] = json!({
+            "used": d.directory_objects_used(),
+            "total": req.shared.settings().directory_quota,
+        });
+    }
+    v
+}
+
+fn org_context(req: &Req, beta: bool) -> String {
+    let version = if beta { "beta" } else { "v1.0" };
+    format!("{}/{version}/$metadata#organization", req.base())
+}
+
+fn list_organization(req: &Req, beta: bool) -> GResult {
+    req.require(ORG_READ)?;
+    let body = json!({
+        "@odata.context": org_context(req, beta),
+        "value": [organization_json(req, beta)],
+    });
+    Ok(json_response(StatusCode::OK, body))
+}
+
+fn get_organization(req: &Req, id: &str, beta: bool) -> GResult {
+    req.require(ORG_READ)?;
+    let tenant = req.shared.dir().tenant_id.clone();
+    if !id.eq_ignore_ascii_case(&tenant) {
+        return Err(GraphError::not_found(id));
+    }
+    let mut body = organization_json(req, beta);
+    body["@odata.context"] = json!(format!("{}/$entity", org_context(req, beta)));
+    if let Some(sel) = paging::param(&req.query, "$select") {
+        let keep: Vec<&str> = sel.split(',').map(str::trim).collect();
+        if let Value::Object(m) = &mut body {
+            m.retain(|k, _| k == "@odata.context" || k == "id" || keep.contains(&k.as_str()));
+        }
+    }
+    Ok(json_response(StatusCode::OK, body))
+}
+
 fn create_application(req: &Req) -> GResult {
-    req.require(APP_WRITE)?;
+    let owned_by = req.require(APP_WRITE).is_err();
+    if owned_by && !req.has(OWNED_BY) {
+        return Err(GraphError::denied());
+    }
     let body = req.json_body()?;
     let audience = match body.get("signInAudience") {
         None | Some(Value::Null) => "AzureADandPersonalMicrosoftAccount".to_string(),
@@ -695,11 +807,15 @@ fn create_application(req: &Req) -> GResult {
     let (json, id) = {
         let mut d = req.shared.dir();
         creds::check_new_keys(&d, None, true, Utc::now(), &keys, &[])?;
+        check_quota(req, &d)?;
         let app = d.create_application(&name, &audience, tags, Some(std::time::Instant::now()));
         if let Some(a) = d.applications.get_mut(&app.id) {
             a.created = created;
             a.description = description;
             a.keys = keys;
+            if owned_by {
+                a.owners.push(req.claims.oid.to_ascii_lowercase());
+            }
         }
         let app = d.applications.get(&app.id).cloned().unwrap_or(app);
         (app.to_json(&d.domain), app.id)
@@ -716,7 +832,7 @@ fn create_application(req: &Req) -> GResult {
 }
 
 fn get_application(req: &Req, key: &str) -> GResult {
-    req.require(APP_READ)?;
+    req.require_app(APP_READ, Owner::App, key)?;
     let id = find_app_id(req, key).ok_or_else(|| GraphError::not_found(key_display(key)))?;
     let d = req.shared.dir();
     let app = d
@@ -728,7 +844,7 @@ fn get_application(req: &Req, key: &str) -> GResult {
 }
 
 fn patch_application(req: &Req, key: &str) -> GResult {
-    req.require(APP_WRITE)?;
+    req.require_app(APP_WRITE, Owner::App, key)?;
     let body = req.json_body()?;
     let id = find_app_id(req, key).ok_or_else(|| GraphError::not_found(key_display(key)))?;
     let tags = match body.get("tags") {
@@ -765,7 +881,7 @@ fn patch_application(req: &Req, key: &str) -> GResult {
 }
 
 fn delete_application(req: &Req, key: &str) -> GResult {
-    req.require(APP_WRITE)?;
+    req.require_app(APP_WRITE, Owner::App, key)?;
     let id = find_app_id(req, key).ok_or_else(|| GraphError::not_found(key_display(key)))?;
     if req.shared.dir().delete_application(&id) {
         Ok(no_content())
@@ -835,8 +951,9 @@ fn parse_time(v: Option<&Value>, prop: &str) -> Result<Option<DateTime<Utc>>, Gr
 }
 
 async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
-    req.require(APP_WRITE)?;
+    req.require_app(APP_WRITE, owner, key)?;
     let msa_limit = req.shared.settings().msa_app_password_limit;
+    let credential_limit = req.shared.settings().object_credential_limit;
     let body = req.json_body()?;
     let cred = match body.get("passwordCredential") {
         None | Some(Value::Null) => Map::new(),
@@ -864,6 +981,17 @@ async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
 
     let password = Password::new(display_name, start, end);
     let mut d = req.shared.dir();
+    let held = match owner {
+        Owner::App => d
+            .applications
+            .get(&id)
+            .map(|a| a.passwords.len() + a.keys.len()),
+        Owner::Sp => d
+            .service_principals
+            .get(&id)
+            .map(|p| p.passwords.len() + p.keys.len()),
+    }
+    .unwrap_or(0);
     let list = match owner {
         Owner::App => {
             let app = d
@@ -895,7 +1023,7 @@ async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
                 .passwords
         }
     };
-    if list.len() >= 1000 {
+    if held >= credential_limit {
         return Err(GraphError::new(
             StatusCode::BAD_REQUEST,
             "Directory_ResourceSizeExceeded",
@@ -914,7 +1042,7 @@ async fn add_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
 }
 
 async fn remove_password(req: &Req<'_>, owner: Owner, key: &str) -> GResult {
-    req.require(APP_WRITE)?;
+    req.require_app(APP_WRITE, owner, key)?;
     let body = req.json_body()?;
     let key_id = match body.get("keyId") {
         Some(Value::String(s)) if uuid::Uuid::parse_str(s).is_ok() => s.to_ascii_lowercase(),
@@ -1112,12 +1240,15 @@ fn list_service_principals(req: &Req) -> GResult {
 }
 
 fn create_service_principal(req: &Req) -> GResult {
-    req.require(APP_WRITE)?;
+    let owned_by = req.require(APP_WRITE).is_err();
     let body = req.json_body()?;
     let app_id = match body.get("appId") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(invalid_value("appId", "ServicePrincipal")),
     };
+    if owned_by {
+        req.require_app(APP_WRITE, Owner::App, &format!("appId={app_id}"))?;
+    }
     let propagation = req.shared.settings().propagation();
     let mut d = req.shared.dir();
     let app = d
@@ -1134,6 +1265,7 @@ fn create_service_principal(req: &Req) -> GResult {
             "appId",
         ));
     };
+    check_quota(req, &d)?;
     if d.sp_by_client_id(&app_id).is_some() {
         return Err(GraphError::new(
             StatusCode::CONFLICT,
@@ -1146,6 +1278,11 @@ fn create_service_principal(req: &Req) -> GResult {
     let sp = d
         .create_service_principal(&app.id, Some(std::time::Instant::now()))
         .ok_or_else(|| GraphError::not_found(&app_id))?;
+    if owned_by {
+        if let Some(s) = d.service_principals.get_mut(&sp.id) {
+            s.owners.push(req.claims.oid.to_ascii_lowercase());
+        }
+    }
     drop(d);
     Ok(entity(
         req,
@@ -1156,7 +1293,7 @@ fn create_service_principal(req: &Req) -> GResult {
 }
 
 fn get_service_principal(req: &Req, key: &str) -> GResult {
-    req.require(APP_READ)?;
+    req.require_app(APP_READ, Owner::Sp, key)?;
     let id = find_sp_id(req, key).ok_or_else(|| GraphError::not_found(key_display(key)))?;
     let json = req
         .shared
@@ -1173,8 +1310,39 @@ fn get_service_principal(req: &Req, key: &str) -> GResult {
     ))
 }
 
+/// `GET /applications/{id}/owners` (also service principals): the owning service
+/// principals, as directory objects.
+fn list_owners(req: &Req, owner: Owner, key: &str) -> GResult {
+    req.require_app(APP_READ, owner, key)?;
+    let id = match owner {
+        Owner::App => find_app_id(req, key),
+        Owner::Sp => find_sp_id(req, key),
+    }
+    .ok_or_else(|| GraphError::not_found(key_display(key)))?;
+    let d = req.shared.dir();
+    let owners = match owner {
+        Owner::App => d.applications.get(&id).map(|a| a.owners.clone()),
+        Owner::Sp => d.service_principals.get(&id).map(|s| s.owners.clone()),
+    }
+    .unwrap_or_default();
+    let value: Vec<Value> = owners
+        .iter()
+        .filter_map(|o| d.service_principals.get(o))
+        .map(|sp| {
+            let mut v = sp.to_json();
+            v["@odata.type"] = json!("#microsoft.graph.servicePrincipal");
+            v
+        })
+        .collect();
+    drop(d);
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"@odata.context": req.context("directoryObjects"), "value": value}),
+    ))
+}
+
 fn delete_service_principal(req: &Req, key: &str) -> GResult {
-    req.require(APP_WRITE)?;
+    req.require_app(APP_WRITE, Owner::Sp, key)?;
     let id = find_sp_id(req, key).ok_or_else(|| GraphError::not_found(key_display(key)))?;
     if req.shared.dir().delete_service_principal(&id) {
         Ok(no_content())
@@ -1394,6 +1562,7 @@ fn create_group(req: &Req) -> GResult {
         .map(str::to_string);
     let json = {
         let mut d = req.shared.dir();
+        check_quota(req, &d)?;
         let g = d.create_group(&name, description);
         let Some(stored) = d.groups.get_mut(&g.id) else {
             return Err(GraphError::not_found(&g.id));

@@ -169,6 +169,12 @@ pub struct Settings {
     /// Seconds added to the real time when stamping `createdDateTime` of new applications
     /// and `createdOn` of new role assignments (negative: objects made "long ago").
     pub created_clock_offset_secs: i64,
+    /// The tenant's directory object quota (`directorySizeQuota.total`): applications,
+    /// service principals and groups, live or in deleted items, count against it.
+    pub directory_quota: usize,
+    /// Password and key credentials one application or service principal may hold together
+    /// (Entra ID documents only an overall object size limit; this models it).
+    pub object_credential_limit: usize,
 }
 
 impl Settings {
@@ -192,6 +198,8 @@ impl Settings {
             msa_app_password_limit: 2,
             password_clock_offset_secs: 0,
             created_clock_offset_secs: 0,
+            directory_quota: 50_000,
+            object_credential_limit: 1000,
         }
     }
 

@@ -185,6 +185,8 @@ pub struct Application {
     pub federated: Vec<FederatedCredential>,
     /// The id of the app management policy assigned to it.
     pub policy: Option<String>,
+    /// Object ids of the service principals that own it.
+    pub owners: Vec<String>,
     pub deleted: Option<DateTime<Utc>>,
 }
 
@@ -261,6 +263,8 @@ pub struct ServicePrincipal {
     pub policy: Option<String>,
     /// Graph application permissions granted to this principal.
     pub graph_roles: Vec<String>,
+    /// Object ids of the service principals that own it.
+    pub owners: Vec<String>,
     pub deleted: Option<DateTime<Utc>>,
 }
 
@@ -520,6 +524,27 @@ impl Directory {
         }
     }
 
+    /// Directory objects counted against the tenant's quota: applications, service
+    /// principals and groups, live or in deleted items (a soft-deleted object keeps its
+    /// place until it is permanently deleted).
+    pub fn directory_objects_used(&self) -> usize {
+        self.applications.len()
+            + self.service_principals.len()
+            + self.groups.len()
+            + self.deleted.len()
+    }
+
+    /// Whether service principal `oid` owns application or service principal `object_id`.
+    pub fn owns(&self, object_id: &str, oid: &str) -> bool {
+        let object_id = object_id.to_ascii_lowercase();
+        let oid = oid.to_ascii_lowercase();
+        self.applications
+            .get(&object_id)
+            .map(|a| &a.owners)
+            .or_else(|| self.service_principals.get(&object_id).map(|s| &s.owners))
+            .is_some_and(|o| o.contains(&oid))
+    }
+
     pub fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
@@ -552,6 +577,7 @@ impl Directory {
             keys: Vec::new(),
             federated: Vec::new(),
             policy: None,
+            owners: Vec::new(),
             deleted: None,
         };
         self.applications.insert(app.id.clone(), app.clone());
@@ -582,6 +608,7 @@ impl Directory {
             keys: Vec::new(),
             policy: None,
             graph_roles: Vec::new(),
+            owners: Vec::new(),
             deleted: None,
         };
         self.service_principals.insert(sp.id.clone(), sp.clone());
@@ -607,6 +634,7 @@ impl Directory {
             keys: Vec::new(),
             policy: None,
             graph_roles: Vec::new(),
+            owners: Vec::new(),
             deleted: None,
         };
         let id = sp.id.clone();

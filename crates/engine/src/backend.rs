@@ -55,6 +55,8 @@ pub struct AzureBackend {
     identity: super::identity::IdentityCache,
     /// The periodic reconciler's state.
     pub(crate) reconcile_state: super::reconcile::State,
+    /// Usage against Azure limits, as last measured (self-test / periodic refresh).
+    pub(crate) usage: std::sync::Mutex<super::path_self_test::UsageCache>,
 }
 
 impl AzureBackend {
@@ -75,7 +77,13 @@ impl AzureBackend {
             root_swap_pending: AtomicBool::new(true),
             identity: super::identity::IdentityCache::default(),
             reconcile_state: super::reconcile::State::default(),
+            usage: std::sync::Mutex::default(),
         })
+    }
+
+    /// One setting of the engine's environment (`AZURE_*`).
+    pub(crate) fn env_value(&self, key: &str) -> Option<String> {
+        (self.env)(key)
     }
 
     /// Drops the cached client: the next call builds one from the stored configuration.
@@ -253,12 +261,13 @@ impl AzureBackend {
             .path(path_static_creds::token_path(self))
             .path(path_rotate_role::path(self))
             .path(super::path_reconcile::path(self))
+            .path(super::path_self_test::path(self))
             .secret(lease::service_principal(self))
             .secret(lease::static_service_principal(self))
             .wal_rollback(rollback::handler(self), rollback::MIN_AGE)
             .periodic(super::reconcile::periodic(
                 self,
-                static_rotation::periodic(self),
+                super::path_self_test::periodic(self, static_rotation::periodic(self)),
             ))
             .on_invalidate(Arc::new(move |key: String| {
                 let b = invalidate.clone();

@@ -11,6 +11,7 @@ mod path_reconcile;
 mod path_roles;
 mod path_rotate_role;
 mod path_rotate_root;
+mod path_self_test;
 mod path_static_creds;
 mod path_static_roles;
 pub mod provision;
@@ -19,6 +20,7 @@ mod rollback;
 mod static_rotation;
 pub mod static_store;
 pub mod store;
+mod usage;
 mod validate;
 
 use std::sync::Arc;

@@ -166,6 +166,9 @@ impl AzureBackend {
         if let Some(w) = policy.warning {
             resp.add_warning(w);
         }
+        for w in self.usage_after_issue(&name, &role) {
+            resp.add_warning(w);
+        }
         Ok(Some(resp))
     }
 

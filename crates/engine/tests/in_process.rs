@@ -56,6 +56,11 @@ impl Fixture {
     /// An emulator, the engine pointed at it, and `config` written with the emulator's root
     /// identity.
     async fn start() -> Fixture {
+        Self::start_with_env(&[]).await
+    }
+
+    /// [`Fixture::start`] with `extra` in the engine's environment.
+    async fn start_with_env(extra: &[(&str, &str)]) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let emu = Emulator::start(EmulatorConfig {
             arc_token_dir: dir.path().join("tokens"),
@@ -67,6 +72,7 @@ impl Fixture {
         let engine_env: HashMap<String, String> = ENDPOINT_VARS
             .iter()
             .map(|k| (k.to_string(), env[*k].clone()))
+            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
         let system_view = Arc::new(TestSystemView::default());
         let config = backend_config(system_view.clone());
@@ -500,4 +506,70 @@ async fn writes_on_a_performance_standby_are_forwarded() {
     }
     let read = f.call(Operation::Read, "config", json!({})).await;
     assert!(read.is_ok(), "reads are served here: {read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_measured_periodically_on_the_active_node_only() {
+    let f = Fixture::start_with_env(&[
+        ("AZURE_USAGE_REFRESH_SECONDS", "0"),
+        ("AZURE_ROLE_ASSIGNMENT_LIMIT", "4"),
+    ])
+    .await;
+    let shared = f.emu.as_ref().expect("emulator").shared();
+    shared.update_settings(|s| s.role_assignment_limit = 4);
+    let roles = json!([{"role_name": "Reader", "scope": f.subscription_scope()}]).to_string();
+    f.call(
+        Operation::Create,
+        "roles/r",
+        json!({ "azure_roles": roles }),
+    )
+    .await
+    .expect("write role");
+    let counted = |shared: &azure_emulator::Shared| {
+        shared
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.method == "GET"
+                    && r.path
+                        .split('?')
+                        .next()
+                        .is_some_and(|p| p.ends_with("/roleAssignments"))
+            })
+            .count()
+    };
+
+    // A performance standby leaves measuring to the active node.
+    f.system_view
+        .set_replication_state(ReplicationState::PERFORMANCE_STANDBY);
+    shared.clear_requests();
+    f.tick(false).await.expect("tick on a standby");
+    assert_eq!(counted(&shared), 0, "a standby measured usage");
+
+    // The active node measures on its tick (2 seeded assignments of 4); each issuance moves
+    // the count forward, and the one that reaches 80% warns.
+    f.system_view.set_replication_state(
+        ReplicationState::PERFORMANCE_DISABLED | ReplicationState::DR_DISABLED,
+    );
+    f.tick(false).await.expect("tick");
+    assert_eq!(counted(&shared), 1, "the active node measured usage");
+    let first = f
+        .call(Operation::Read, "creds/r", json!({}))
+        .await
+        .expect("creds")
+        .expect("response");
+    assert!(first.warnings.is_empty(), "3 of 4: {:?}", first.warnings);
+    let second = f
+        .call(Operation::Read, "creds/r", json!({}))
+        .await
+        .expect("creds")
+        .expect("response");
+    assert!(
+        second
+            .warnings
+            .iter()
+            .any(|w| w.contains("4 of its 4 role assignments (100%)")),
+        "{:?}",
+        second.warnings
+    );
 }
