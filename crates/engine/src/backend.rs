@@ -53,6 +53,8 @@ pub struct AzureBackend {
     pub(crate) root_swap_pending: AtomicBool,
     /// Who the current client signs in as (for the own-application guard).
     identity: super::identity::IdentityCache,
+    /// The warm credential pools (`pool_size`).
+    pub(crate) pool: super::pool::PoolState,
 }
 
 impl AzureBackend {
@@ -72,6 +74,7 @@ impl AzureBackend {
             app_locks: std::sync::Mutex::new(HashMap::new()),
             root_swap_pending: AtomicBool::new(true),
             identity: super::identity::IdentityCache::default(),
+            pool: super::pool::PoolState::default(),
         })
     }
 
@@ -215,13 +218,15 @@ impl AzureBackend {
     /// The framework backend for this mount.
     pub fn build(self: &Arc<Self>, config: &BackendConfig) -> Result<Backend, BuildError> {
         let invalidate = self.clone();
-        BackendBuilder::new(BACKEND_HELP)
+        let clean = self.clone();
+        let backend = BackendBuilder::new(BACKEND_HELP)
             .name("Azure secrets engine")
             .version(concat!("v", env!("CARGO_PKG_VERSION")))
             .special_paths(SpecialPaths {
                 seal_wrap_storage: vec![
                     store::CONFIG_KEY.into(),
                     static_store::STATIC_ROLES_PREFIX.into(),
+                    super::pool::POOL_PREFIX.into(),
                 ],
                 local_storage: vec![vault_plugin_sdk::framework::wal::WAL_PREFIX.into()],
                 ..SpecialPaths::default()
@@ -240,7 +245,11 @@ impl AzureBackend {
             .secret(lease::service_principal(self))
             .secret(lease::static_service_principal(self))
             .wal_rollback(rollback::handler(self), rollback::MIN_AGE)
-            .periodic(static_rotation::periodic(self))
+            .periodic(super::pool::periodic(self, static_rotation::periodic(self)))
+            .on_cleanup(Arc::new(move || {
+                let b = clean.clone();
+                Box::pin(async move { super::pool::cleanup(&b).await })
+            }))
             .on_invalidate(Arc::new(move |key: String| {
                 let b = invalidate.clone();
                 Box::pin(async move {
@@ -249,7 +258,9 @@ impl AzureBackend {
                     }
                 })
             }))
-            .build(config)
+            .build(config)?;
+        self.pool.set_storage(backend.storage());
+        Ok(backend)
     }
 }
 

@@ -11,6 +11,7 @@ mod path_rotate_role;
 mod path_rotate_root;
 mod path_static_creds;
 mod path_static_roles;
+pub mod pool;
 pub mod provision;
 mod rollback;
 mod static_rotation;

@@ -190,6 +190,7 @@ fn role_data(role: &Role) -> Map {
         "metadata".into(),
         json!(role.metadata.clone().unwrap_or_default()),
     );
+    data.insert("pool_size".into(), json!(role.pool_size));
     data
 }
 
@@ -469,6 +470,11 @@ impl AzureBackend {
         if role.application_object_id.is_empty() && no_roles && no_groups {
             return Err(LogicalError::bad_request(NOTHING_TO_ISSUE));
         }
+        let pool_size = match data.get_ok("pool_size")? {
+            Some(v) => v.as_i64().unwrap_or(-1),
+            None => i64::from(role.pool_size),
+        };
+        role.pool_size = super::pool::check_pool_size(&role, pool_size)?;
 
         if role.application_object_id.is_empty() {
             role.application_id.clear();
@@ -494,6 +500,8 @@ impl AzureBackend {
         store::put_role(storage.as_ref(), &name, &role)
             .await
             .map_err(|e| storage_failure("error storing role", e))?;
+        // Pooled credentials of the previous role are drained; the pool refills.
+        super::pool::role_changed(&self, storage, &name);
         Ok(None)
     }
 
@@ -672,6 +680,7 @@ impl AzureBackend {
             .delete(&format!("{}{name}", store::ROLES_PREFIX))
             .await
             .map_err(|e| storage_failure("error deleting role", e))?;
+        super::pool::role_changed(&self, storage, &name);
         if warnings.is_empty() {
             return Ok(None);
         }
@@ -795,6 +804,15 @@ fn role_fields() -> Vec<(&'static str, FieldSchema)> {
                 FieldType::DurationSecond,
                 "How long creds waits for a new secret to obtain a token \
                  before returning it. Default 30s; 0 turns the wait off.",
+            ),
+        ),
+        (
+            "pool_size",
+            FieldSchema::new(
+                FieldType::Int,
+                "How many credentials the engine keeps created and proven \
+                 usable, to hand out with no Azure call. Default 0 (no pool); \
+                 at most 50, or 10 with application_object_id or persist_app.",
             ),
         ),
     ]
@@ -955,7 +973,8 @@ mod tests {
                 "permanently_delete": true, "persist_app": true,
                 "sign_in_audience": "AzureADMyOrg", "tags": ["team:eng"],
                 "credential_ready_timeout": 30,
-                "metadata": {}
+                "metadata": {},
+                "pool_size": 0
             })
         );
         // Written back, it is the Go engine's layout, key for key.
