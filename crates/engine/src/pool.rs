@@ -34,7 +34,9 @@ use super::lease::SERVICE_PRINCIPAL;
 use super::provision::{self, Readiness, PASSWORD_DISPLAY_NAME};
 use super::store::{self, go_time, Config, Role};
 use azure_clients::{AzureClient, AzureError, Deadline};
-use vault_plugin_sdk::framework::{secret_response, PeriodicFn};
+use vault_plugin_sdk::framework::{
+    secret_response, FieldData, FieldSchema, FieldType, HandlerResult, Path, PeriodicFn,
+};
 use vault_plugin_sdk::logical::{
     LogicalError, Map, Request, Response, Storage, StorageEntry, StorageError,
 };
@@ -1058,6 +1060,7 @@ pub async fn config_changing(
         if let Err(e) = drain_all(&b, storage.as_ref(), Some(client)).await {
             tracing::warn!(error = %e, "credential pool: draining after a configuration change is incomplete; the periodic drain retries");
         }
+        tick(&b, storage).await;
     });
 }
 
@@ -1130,6 +1133,72 @@ pub async fn cleanup(b: &AzureBackend) {
         close_and_drain(b, storage.as_ref()).await;
     } else {
         b.pool.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `pool/<role>`: what the role's pool holds (counts only, never a secret).
+pub fn status_path(b: &Arc<AzureBackend>) -> Path {
+    Path::new(format!(
+        "pool/(?P<role>{})",
+        super::path_roles::NAME_PATTERN
+    ))
+    .field(
+        "role",
+        FieldSchema::new(FieldType::LowerCaseString, "Name of the role.").required(),
+    )
+    .with_state(b)
+    .read(
+        AzureBackend::pool_status,
+        "Read the state of a role's credential pool.",
+        "read-credential-pool",
+    )
+    .help(
+        "The state of a role's credential pool.",
+        "Counts of the role's pooled credentials: ready to hand out (current and fresh), being \
+created, stale (made for a previous role or configuration, or too old; replaced in the \
+background) and being deleted, with the last refill error while refills fail.",
+    )
+    .into_path()
+}
+
+impl AzureBackend {
+    async fn pool_status(self: Arc<Self>, req: Request, data: FieldData) -> HandlerResult {
+        let name = data.str("role")?;
+        let storage = req.storage.as_ref();
+        let role = store::get_role(storage, &name).await?;
+        let config = store::get_config(storage).await?.unwrap_or_default();
+        let rh = role.as_ref().map(role_hash).unwrap_or_default();
+        let ch = config_hash(&config);
+        let now = Utc::now();
+        let (mut ready, mut pending, mut stale, mut draining) = (0u32, 0u32, 0u32, 0u32);
+        for key in role_keys(storage, &name).await? {
+            let Some(e) = get_entry(storage, &key).await? else {
+                continue;
+            };
+            match e.state {
+                State::Pending => pending += 1,
+                State::Draining => draining += 1,
+                State::Ready if e.role_hash == rh && e.config_hash == ch && e.fresh(now) => {
+                    ready += 1
+                }
+                State::Ready => stale += 1,
+            }
+        }
+        let mut out = Map::new();
+        out.insert(
+            "pool_size".into(),
+            json!(role.as_ref().map_or(0, |r| r.pool_size)),
+        );
+        out.insert("ready".into(), json!(ready));
+        out.insert("pending".into(), json!(pending));
+        out.insert("stale".into(), json!(stale));
+        out.insert("draining".into(), json!(draining));
+        out.insert("refill_error".into(), json!(self.pool.last_error(&name)));
+        out.insert(
+            "refill_backing_off".into(),
+            json!(self.pool.backing_off(&name)),
+        );
+        Ok(Some(Response::with_data(out)))
     }
 }
 
