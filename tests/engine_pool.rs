@@ -61,8 +61,8 @@ fn token_status(emu: &Emulator, client_id: &str, secret: &str) -> u16 {
         .unwrap_or(0)
 }
 
-/// Role assignments and group memberships of principals the emulator did not seed, and
-/// service principals of `vault-` applications.
+/// Service principals of engine-made applications (`vault-<uuid>`), and role assignments
+/// and group memberships of principals the emulator did not seed.
 fn leftovers(emu: &Emulator) -> (usize, usize, usize) {
     let state = emu.state();
     let vault_sps: Vec<String> = state["servicePrincipals"]
@@ -72,7 +72,8 @@ fn leftovers(emu: &Emulator) -> (usize, usize, usize) {
         .filter(|p| {
             p["displayName"]
                 .as_str()
-                .is_some_and(|n| n.starts_with("vault-"))
+                .and_then(|n| n.strip_prefix("vault-"))
+                .is_some_and(|rest| rest.len() == 36 && rest.matches('-').count() == 4)
         })
         .filter_map(|p| p["id"].as_str().map(str::to_string))
         .collect();
