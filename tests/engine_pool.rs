@@ -184,7 +184,12 @@ fn pooled_reads_are_distinct_usable_and_need_no_azure_call() {
     );
     let mut handed: Vec<String> = reads
         .iter()
-        .map(|r| r["data"]["client_id"].as_str().expect("client_id").to_string())
+        .map(|r| {
+            r["data"]["client_id"]
+                .as_str()
+                .expect("client_id")
+                .to_string()
+        })
         .collect();
     handed.sort();
     assert_eq!(handed, pooled, "each pooled credential handed out once");
@@ -194,7 +199,12 @@ fn pooled_reads_are_distinct_usable_and_need_no_azure_call() {
         keys.sort();
         assert_eq!(
             keys,
-            ["client_id", "client_secret", "credential_ready_wait_ms", "metadata"],
+            [
+                "client_id",
+                "client_secret",
+                "credential_ready_wait_ms",
+                "metadata"
+            ],
             "the fields of an unpooled issuance"
         );
         assert_eq!(d["metadata"]["job"], "42");
@@ -246,7 +256,10 @@ fn pooled_reads_are_distinct_usable_and_need_no_azure_call() {
                 return true;
             }
             if s["refill_backing_off"] == false && s["pending"] == 0 && s["ready"] == 0 {
-                let c = bao.cli(&["read", "-format=json", "azure/creds/ci"]).ok().json();
+                let c = bao
+                    .cli(&["read", "-format=json", "azure/creds/ci"])
+                    .ok()
+                    .json();
                 let lease = c["lease_id"].as_str().unwrap().to_string();
                 bao.cli(&["lease", "revoke", "-sync", &lease]).ok();
             }
@@ -283,10 +296,14 @@ fn pool_size_is_checked() {
     let (object_id, _) = emu.create_app("existing-for-pool", true);
     let out = bao.write(
         "azure/roles/app",
-        &[&format!("application_object_id={object_id}"), "pool_size=11"],
+        &[
+            &format!("application_object_id={object_id}"),
+            "pool_size=11",
+        ],
     );
     assert!(
-        out.stderr.contains("pool_size must be at most 10 on a role with application_object_id"),
+        out.stderr
+            .contains("pool_size must be at most 10 on a role with application_object_id"),
         "{out:?}"
     );
 }
@@ -338,9 +355,11 @@ fn draining_on_role_write_role_delete_config_change_and_disable() {
 
     // Deleting the role deletes its pool.
     bao.cli(&["delete", "azure/roles/ci"]).ok();
-    await_until("the role's pool is deleted", Duration::from_secs(30), || {
-        emu.vault_apps().is_empty()
-    });
+    await_until(
+        "the role's pool is deleted",
+        Duration::from_secs(30),
+        || emu.vault_apps().is_empty(),
+    );
     assert_nothing_left(&emu, "role delete");
 
     // Disabling the mount deletes every pool before it returns.
@@ -364,13 +383,21 @@ fn kill_9_in_the_middle_of_a_refill_leaves_nothing_behind() {
         Duration::from_secs(30),
         || !emu.vault_apps().is_empty(),
     );
+    let before = status(&bao, "ci");
+    assert!(
+        before["pending"].as_u64().unwrap() > 0,
+        "credentials are being created: {before}"
+    );
     for pid in bao.plugin_pids() {
         Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()
             .expect("kill");
     }
-    assert!(!emu.vault_apps().is_empty(), "the kill left objects in Azure");
+    assert!(
+        !emu.vault_apps().is_empty(),
+        "the kill left objects in Azure"
+    );
     // The restarted plugin finds the unfinished entries and removes their objects: here,
     // deleting the role drains everything the pool ever made.
     await_until("the plugin answers again", Duration::from_secs(30), || {

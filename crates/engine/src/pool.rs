@@ -302,9 +302,11 @@ async fn pooled_roles(storage: &dyn Storage) -> Result<Vec<String>, StorageError
         .collect())
 }
 
-/// Every Azure object id held by pool entries (applications, service principals, role
-/// assignments, password key ids), for a reconciler that must treat them as live. Entries
-/// still being created are named by [`pending_display_names`].
+/// Every Azure object id held by pool entries, for a reconciler that must treat them as
+/// live: applications, service principals and role assignments of dynamic roles (a
+/// service principal's password lives and dies with it), and the application object id
+/// and password key id of passwords on existing applications. Entries still being created
+/// are named by [`pending_display_names`].
 pub async fn pooled_object_ids(storage: &dyn Storage) -> Result<Vec<String>, StorageError> {
     let mut ids = Vec::new();
     for role in pooled_roles(storage).await? {
