@@ -143,7 +143,9 @@ struct Health {
 pub struct PoolState {
     storage: StdMutex<Option<Arc<dyn Storage>>>,
     handout: StdMutex<HashMap<String, Arc<Mutex<()>>>>,
-    refilling: StdMutex<HashSet<String>>,
+    /// Roles with a refill task running, and whether it must run again when done (the
+    /// role, configuration or pool changed meanwhile).
+    refilling: StdMutex<HashMap<String, bool>>,
     inflight: StdMutex<HashSet<String>>,
     health: StdMutex<HashMap<String, Health>>,
     closed: AtomicBool,
@@ -478,8 +480,16 @@ async fn pooled_response(
 /// Starts a background refill of role `name`'s pool unless one is running, the mount is
 /// going, or this node may not write.
 pub fn refill_soon(b: &Arc<AzureBackend>, storage: Arc<dyn Storage>, name: String) {
-    if b.pool.closed() || !locked(&b.pool.refilling).insert(name.clone()) {
+    if b.pool.closed() {
         return;
+    }
+    {
+        let mut running = locked(&b.pool.refilling);
+        if let Some(again) = running.get_mut(&name) {
+            *again = true;
+            return;
+        }
+        running.insert(name.clone(), false);
     }
     let b = b.clone();
     tokio::spawn(async move {
@@ -493,10 +503,17 @@ pub fn refill_soon(b: &Arc<AzureBackend>, storage: Arc<dyn Storage>, name: Strin
         if !b.background_allowed().await {
             return;
         }
-        if let Err(e) = maintain(&b, storage.as_ref(), &name).await {
-            tracing::warn!(role = %name, error = %e, "credential pool: cannot drain stale entries; will retry");
+        loop {
+            if let Err(e) = maintain(&b, storage.as_ref(), &name).await {
+                tracing::warn!(role = %name, error = %e, "credential pool: cannot drain stale entries; will retry");
+            }
+            refill(&b, storage.as_ref(), &name).await;
+            let mut running = locked(&b.pool.refilling);
+            match running.get_mut(&name) {
+                Some(again) if *again && !b.pool.closed() => *again = false,
+                _ => return,
+            }
         }
-        refill(&b, storage.as_ref(), &name).await;
     });
 }
 
