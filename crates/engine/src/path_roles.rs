@@ -190,7 +190,10 @@ fn role_data(role: &Role) -> Map {
         "metadata".into(),
         json!(role.metadata.clone().unwrap_or_default()),
     );
-    data.insert("pool_size".into(), json!(role.pool_size));
+    // Shown only for pooled roles, so other roles read back as the Go engine's do.
+    if role.pool_size > 0 {
+        data.insert("pool_size".into(), json!(role.pool_size));
+    }
     data
 }
 
@@ -973,8 +976,7 @@ mod tests {
                 "permanently_delete": true, "persist_app": true,
                 "sign_in_audience": "AzureADMyOrg", "tags": ["team:eng"],
                 "credential_ready_timeout": 30,
-                "metadata": {},
-                "pool_size": 0
+                "metadata": {}
             })
         );
         // Written back, it is the Go engine's layout, key for key.
