@@ -411,3 +411,45 @@ fn kill_9_in_the_middle_of_a_refill_leaves_nothing_behind() {
     );
     assert_eq!(status(&bao, "ci")["ready"], 0);
 }
+
+#[test]
+fn passwords_on_an_existing_application_are_pooled_and_drained() {
+    let emu = Emulator::start(&[]);
+    let bao = bao_with_emulator(&emu);
+    let (object_id, app_id) = emu.create_app("pooled-existing", true);
+    bao.write(
+        "azure/roles/existing",
+        &[
+            &format!("application_object_id={object_id}"),
+            "ttl=1h",
+            "pool_size=2",
+        ],
+    )
+    .ok();
+    await_ready(&bao, "existing", 2);
+    assert_eq!(common::app_passwords(&emu, &object_id).len(), 2);
+
+    emu.add_fault(json!({"status": 503}));
+    let c = bao
+        .cli(&["read", "-format=json", "azure/creds/existing"])
+        .ok()
+        .json();
+    emu.clear_faults();
+    assert_eq!(c["data"]["client_id"], app_id.as_str());
+    assert_eq!(
+        token_status(&emu, &app_id, c["data"]["client_secret"].as_str().unwrap()),
+        200
+    );
+    // Deleting the role removes the pooled passwords; the handed-out one stays with its lease.
+    bao.cli(&["delete", "azure/roles/existing"]).ok();
+    await_until(
+        "the pooled passwords are removed",
+        Duration::from_secs(30),
+        || common::app_passwords(&emu, &object_id).len() == 1,
+    );
+    assert_eq!(
+        token_status(&emu, &app_id, c["data"]["client_secret"].as_str().unwrap()),
+        200,
+        "the handed-out password still works"
+    );
+}

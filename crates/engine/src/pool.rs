@@ -749,9 +749,11 @@ async fn discard(
         Ok(false) => {}
         Err(e) => {
             tracing::warn!(role = %entry.role, error = %e, "credential pool: cannot delete a discarded credential; the next drain retries");
-            let mut e2 = entry;
-            e2.state = State::Draining;
-            let _ = put_entry(storage, key, &e2).await;
+            let mut entry = entry;
+            entry.state = State::Draining;
+            if let Err(e) = put_entry(storage, key, &entry).await {
+                tracing::warn!(key, error = %e, "credential pool: cannot mark an entry draining; its display name still finds it");
+            }
         }
     }
 }
