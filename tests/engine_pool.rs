@@ -214,17 +214,32 @@ fn pooled_reads_are_distinct_usable_and_need_no_azure_call() {
         assert!(r["warnings"].is_null(), "{r}");
     }
 
-    // Empty pool and Azure down: the read fails like an unpooled one.
+    // Empty pool and Azure down: the read fails like an unpooled one, and the refill
+    // records its failure and backs off.
     let empty = bao.read("azure/creds/ci");
     assert_ne!(empty.code, 0, "{empty:?}");
-    let s = status(&bao, "ci");
-    assert_eq!(s["ready"], 0);
-    assert!(
-        s["refill_error"].as_str().is_some_and(|e| !e.is_empty()),
-        "{s}"
+    await_until(
+        "the failing refill is recorded",
+        Duration::from_secs(60),
+        || {
+            let s = status(&bao, "ci");
+            s["ready"] == 0
+                && s["refill_backing_off"] == true
+                && s["refill_error"].as_str().is_some_and(|e| !e.is_empty())
+        },
     );
-    // Azure back: the read is issued directly, with a warning saying why.
+    // Azure back, the refill still backing off: the read is issued directly, with a
+    // warning saying why.
     emu.clear_faults();
+    let direct = bao
+        .cli(&["read", "-format=json", "azure/creds/ci"])
+        .ok()
+        .json();
+    let warnings = direct["warnings"].to_string();
+    assert!(
+        warnings.contains("pool of role 'ci' is empty because refilling it fails"),
+        "{direct}"
+    );
     for r in &reads {
         assert_eq!(
             token_status(
@@ -236,15 +251,6 @@ fn pooled_reads_are_distinct_usable_and_need_no_azure_call() {
             "a pooled credential works"
         );
     }
-    let direct = bao
-        .cli(&["read", "-format=json", "azure/creds/ci"])
-        .ok()
-        .json();
-    let warnings = direct["warnings"].to_string();
-    assert!(
-        warnings.contains("pool of role 'ci' is empty because refilling it fails"),
-        "{direct}"
-    );
     // Once the back-off ends, the pool refills.
     await_until(
         "the pool refills after its back-off",
