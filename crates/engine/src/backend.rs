@@ -57,6 +57,8 @@ pub struct AzureBackend {
     pub(crate) reconcile_state: super::reconcile::State,
     /// Usage against Azure limits, as last measured (self-test / periodic refresh).
     pub(crate) usage: std::sync::Mutex<super::path_self_test::UsageCache>,
+    /// The warm credential pools (`pool_size`).
+    pub(crate) pool: super::pool::PoolState,
 }
 
 impl AzureBackend {
@@ -78,6 +80,7 @@ impl AzureBackend {
             identity: super::identity::IdentityCache::default(),
             reconcile_state: super::reconcile::State::default(),
             usage: std::sync::Mutex::default(),
+            pool: super::pool::PoolState::default(),
         })
     }
 
@@ -235,13 +238,15 @@ impl AzureBackend {
     /// The framework backend for this mount.
     pub fn build(self: &Arc<Self>, config: &BackendConfig) -> Result<Backend, BuildError> {
         let invalidate = self.clone();
-        BackendBuilder::new(BACKEND_HELP)
+        let clean = self.clone();
+        let backend = BackendBuilder::new(BACKEND_HELP)
             .name("Azure secrets engine")
             .version(concat!("v", env!("CARGO_PKG_VERSION")))
             .special_paths(SpecialPaths {
                 seal_wrap_storage: vec![
                     store::CONFIG_KEY.into(),
                     static_store::STATIC_ROLES_PREFIX.into(),
+                    super::pool::POOL_PREFIX.into(),
                 ],
                 local_storage: vec![
                     vault_plugin_sdk::framework::wal::WAL_PREFIX.into(),
@@ -253,6 +258,7 @@ impl AzureBackend {
             .path(path_roles::path(self))
             .path(path_roles::list_path(self))
             .path(path_creds::path(self))
+            .path(super::pool::status_path(self))
             .path(path_rotate_root::path(self))
             .path(path_static_roles::path(self))
             .path(path_static_roles::list_path(self))
@@ -265,10 +271,18 @@ impl AzureBackend {
             .secret(lease::service_principal(self))
             .secret(lease::static_service_principal(self))
             .wal_rollback(rollback::handler(self), rollback::MIN_AGE)
+            // Background work, innermost first: static rotations, pools, usage, reconciler.
             .periodic(super::reconcile::periodic(
                 self,
-                super::path_self_test::periodic(self, static_rotation::periodic(self)),
+                super::path_self_test::periodic(
+                    self,
+                    super::pool::periodic(self, static_rotation::periodic(self)),
+                ),
             ))
+            .on_cleanup(Arc::new(move || {
+                let b = clean.clone();
+                Box::pin(async move { super::pool::cleanup(&b).await })
+            }))
             .on_invalidate(Arc::new(move |key: String| {
                 let b = invalidate.clone();
                 Box::pin(async move {
@@ -277,7 +291,9 @@ impl AzureBackend {
                     }
                 })
             }))
-            .build(config)
+            .build(config)?;
+        self.pool.set_storage(backend.storage());
+        Ok(backend)
     }
 }
 

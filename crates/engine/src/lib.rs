@@ -14,6 +14,7 @@ mod path_rotate_root;
 mod path_self_test;
 mod path_static_creds;
 mod path_static_roles;
+pub mod pool;
 pub mod provision;
 mod reconcile;
 mod rollback;

@@ -144,6 +144,7 @@ impl AzureBackend {
         }
         let storage = req.storage.clone();
         let stored = store::get_config(storage.as_ref()).await?;
+        let previous = stored.clone();
         let creating = stored.is_none();
         if creating && req.operation == Operation::Update {
             return Err(LogicalError::internal(
@@ -216,6 +217,7 @@ impl AzureBackend {
             return Err(LogicalError::BadRequest(e));
         }
 
+        super::pool::config_changing(&self, &storage, previous.as_ref(), &config).await;
         store::put_config(storage.as_ref(), &config).await?;
         self.reset_client().await;
 

@@ -13,11 +13,11 @@ use super::lease::{self, SERVICE_PRINCIPAL, STATIC_SERVICE_PRINCIPAL};
 use super::provision::{self, PrincipalSpec, Readiness, PASSWORD_DISPLAY_NAME};
 use super::store::{self, Role};
 use super::validate;
-use azure_clients::{Deadline, NewPassword, DISPLAY_NAME_PREFIX};
+use azure_clients::{Deadline, NewApplication, NewPassword, DISPLAY_NAME_PREFIX};
 use vault_plugin_sdk::framework::{
     secret_response, FieldData, FieldSchema, FieldType, HandlerResult, Path,
 };
-use vault_plugin_sdk::logical::{LogicalError, Map, Operation, Request, Response};
+use vault_plugin_sdk::logical::{LogicalError, Map, Operation, Request, Response, Storage};
 
 /// Issuance must finish inside the host's request timeout (90 s by default).
 const ISSUE_DEADLINE: Duration = Duration::from_secs(75);
@@ -65,10 +65,22 @@ pub fn lease_ttls(role: &Role) -> (Duration, Duration) {
     (role.ttl, max_ttl)
 }
 
+/// Adds the request's metadata under the role's to a credential response.
+fn add_metadata(resp: &mut Response, role: &Role, data: &FieldData) -> Result<(), LogicalError> {
+    if let Some(d) = resp.data.as_mut() {
+        let mut metadata = data.map_ok("metadata")?.unwrap_or_default();
+        for (k, v) in role.metadata.iter().flatten() {
+            metadata.insert(k.clone(), json!(v));
+        }
+        d.insert("metadata".into(), serde_json::Value::Object(metadata));
+    }
+    Ok(())
+}
+
 impl AzureBackend {
     /// The Azure-side end date of a new password: `explicit_max_ttl` if set, else the
     /// lease's effective max TTL, so a password Vault forgets still expires in Azure.
-    async fn password_end(
+    pub(crate) async fn password_end(
         &self,
         role: &Role,
         now: DateTime<Utc>,
@@ -106,6 +118,17 @@ impl AzureBackend {
                     "role '{name}' cannot issue credentials: {e}; write the role again with valid values"
                 ))
             })?;
+        // A pooled credential first: no Azure call on this path.
+        let mut pool_warning = None;
+        if role.pool_size > 0 {
+            match super::pool::take(&self, &req.storage, &name, &role).await {
+                super::pool::Taken::Credential(mut resp) => {
+                    add_metadata(&mut resp, &role, &data)?;
+                    return Ok(Some(*resp));
+                }
+                super::pool::Taken::Empty(warning) => pool_warning = Some(warning),
+            }
+        }
         if !role.application_object_id.is_empty() {
             validate::check_object_id("application_object_id", &role.application_object_id)?;
             self.refuse_own_application(
@@ -140,23 +163,35 @@ impl AzureBackend {
             self.issue_certificate(&req, &client, &name, &role, end, deadline)
                 .await?
         } else if role.application_object_id.is_empty() {
-            self.issue_service_principal(&req, &client, &name, &role, end, deadline)
-                .await?
+            let app = role.new_application();
+            self.issue_service_principal(
+                req.storage.as_ref(),
+                &client,
+                &name,
+                &role,
+                app,
+                end,
+                deadline,
+            )
+            .await?
         } else {
-            self.issue_password(&req, &client, &name, &role, end, deadline)
-                .await?
+            let display_name = format!("{PASSWORD_DISPLAY_NAME}-{}", uuid::Uuid::new_v4());
+            self.issue_password(
+                req.storage.as_ref(),
+                &client,
+                &name,
+                &role,
+                display_name,
+                end,
+                deadline,
+            )
+            .await?
         };
         if let Some(secret) = resp.secret.as_mut() {
             secret.lease.ttl = ttl;
             secret.lease.max_ttl = max_ttl;
         }
-        if let Some(d) = resp.data.as_mut() {
-            let mut metadata = data.map_ok("metadata")?.unwrap_or_default();
-            for (k, v) in role.metadata.iter().flatten() {
-                metadata.insert(k.clone(), json!(v));
-            }
-            d.insert("metadata".into(), serde_json::Value::Object(metadata));
-        }
+        add_metadata(&mut resp, &role, &data)?;
         if let (Some(d), Some(ms)) = (resp.data.as_mut(), readiness.waited_ms()) {
             d.insert("credential_ready_wait_ms".into(), json!(ms));
         }
@@ -166,27 +201,33 @@ impl AzureBackend {
         if let Some(w) = policy.warning {
             resp.add_warning(w);
         }
+        if let Some(w) = pool_warning {
+            resp.add_warning(w);
+        }
         for w in self.usage_after_issue(&name, &role) {
             resp.add_warning(w);
         }
         Ok(Some(resp))
     }
 
-    async fn issue_service_principal(
+    /// A new application `app` with its service principal, password, role assignments
+    /// and group memberships, as the response `creds` returns.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn issue_service_principal(
         &self,
-        req: &Request,
+        storage: &dyn Storage,
         client: &azure_clients::AzureClient,
         name: &str,
         role: &Role,
+        app: NewApplication,
         end: DateTime<Utc>,
         deadline: Deadline,
     ) -> Result<(Response, Readiness), LogicalError> {
         let roles = role.azure_roles.clone().unwrap_or_default();
         let groups = role.azure_groups.clone().unwrap_or_default();
-        let app = role.new_application();
         let principal = provision::create_principal(
             client,
-            req.storage.as_ref(),
+            storage,
             PrincipalSpec {
                 app,
                 roles: &roles,
@@ -222,19 +263,21 @@ impl AzureBackend {
         ))
     }
 
-    async fn issue_password(
+    /// A new password named `display_name` on the role's application, as the response
+    /// `creds` returns.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn issue_password(
         &self,
-        req: &Request,
+        storage: &dyn Storage,
         client: &azure_clients::AzureClient,
         name: &str,
         role: &Role,
+        display_name: String,
         end: DateTime<Utc>,
         deadline: Deadline,
     ) -> Result<(Response, Readiness), LogicalError> {
         let app_object_id = role.application_object_id.clone();
-        let display_name = format!("{PASSWORD_DISPLAY_NAME}-{}", uuid::Uuid::new_v4());
         debug_assert!(display_name.starts_with(DISPLAY_NAME_PREFIX));
-        let storage = req.storage.as_ref();
         let wal_id = provision::wal_password(storage, &app_object_id, &display_name)
             .await
             .map_err(LogicalError::from)?;

@@ -169,9 +169,16 @@ pub async fn accounted_object_ids(storage: &dyn Storage) -> Result<Accounted, Lo
             }
         }
     }
-    // MERGE: the warm pool (crates/engine/src/pool.rs) adds the application object ids
-    // it holds here, e.g.
-    // `out.app_object_ids.extend(super::pool::object_ids(storage).await?);`
+    // The warm pool: ready entries by their ids, entries still being created by name.
+    for id in super::pool::pooled_object_ids(storage).await? {
+        if id.contains("/roleAssignments/") {
+            out.role_assignment_names.insert(ra_name(&id));
+        } else {
+            out.app_object_ids.insert(id.to_ascii_lowercase());
+        }
+    }
+    out.app_display_names
+        .extend(super::pool::pending_display_names(storage).await?);
     Ok(out)
 }
 

@@ -113,6 +113,14 @@ pub struct Role {
     /// Metadata returned with the role's credentials (Vault 2.0); absent when never set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// How many credentials the engine keeps ready to hand out (see `pool.rs`); not in the
+    /// Go engine, and absent when zero so the stored role keeps its layout.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pool_size: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `credential_ready_timeout` of a role that never set it.

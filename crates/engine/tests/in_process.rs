@@ -573,3 +573,101 @@ async fn usage_is_measured_periodically_on_the_active_node_only() {
         second.warnings
     );
 }
+
+/// Reads `pool/<role>`.
+async fn pool_status(f: &Fixture, role: &str) -> Value {
+    let resp = f
+        .call(Operation::Read, &format!("pool/{role}"), json!({}))
+        .await
+        .expect("pool status")
+        .expect("a response");
+    Value::Object(resp.data.expect("data"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_fill_only_where_writes_belong_and_hand_out_within_the_roles_limits() {
+    let f = Fixture::start().await;
+    let roles = json!([{"role_id": format!(
+        "{}/providers/Microsoft.Authorization/roleDefinitions/{READER}",
+        f.subscription_scope()
+    ), "scope": f.subscription_scope()}]);
+    f.call(
+        Operation::Create,
+        "roles/pooled",
+        json!({"azure_roles": roles.to_string(), "ttl": "1h", "max_ttl": "80m",
+               "explicit_max_ttl": "90m"}),
+    )
+    .await
+    .expect("write role");
+
+    // Another node turns the pool on; this node is a performance standby.
+    f.system_view
+        .set_replication_state(ReplicationState::PERFORMANCE_STANDBY);
+    let storage = f.backend.storage();
+    let mut role = store::get_role(storage.as_ref(), "pooled")
+        .await
+        .expect("read role")
+        .expect("role");
+    role.pool_size = 2;
+    store::put_role(f.raw_storage.as_ref(), "pooled", &role)
+        .await
+        .expect("store role");
+    f.backend.invalidate_key("roles/pooled").await;
+    for _ in 0..3 {
+        f.tick(false).await.expect("tick on a standby");
+    }
+    let s = pool_status(&f, "pooled").await;
+    assert_eq!(
+        (s["ready"].clone(), s["pending"].clone()),
+        (json!(0), json!(0))
+    );
+    assert!(
+        vault_plugin_secrets_azure::pool::pooled_object_ids(f.raw_storage.as_ref())
+            .await
+            .expect("list")
+            .is_empty(),
+        "a standby creates nothing"
+    );
+
+    // The active node fills it.
+    f.system_view.set_replication_state(
+        ReplicationState::PERFORMANCE_DISABLED | ReplicationState::DR_DISABLED,
+    );
+    f.tick(false).await.expect("tick");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pool_status(&f, "pooled").await["ready"] != 2 {
+        assert!(std::time::Instant::now() < deadline, "the pool fills");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = vault_plugin_secrets_azure::pool::pooled_object_ids(f.raw_storage.as_ref())
+        .await
+        .expect("list");
+    // Two applications, two service principals (their passwords with them), two role
+    // assignments.
+    assert_eq!(held.len(), 6, "{held:?}");
+
+    let issued = f
+        .call(Operation::Read, "creds/pooled", json!({}))
+        .await
+        .expect("issue")
+        .expect("a response");
+    assert!(issued.warnings.is_empty(), "{:?}", issued.warnings);
+    let secret = issued.secret.expect("a lease");
+    let app = secret.internal_data["app_object_id"].as_str().unwrap();
+    assert!(held.iter().any(|h| h == app), "handed out from the pool");
+    assert_eq!(secret.lease.ttl, Duration::from_secs(3600));
+    assert_eq!(secret.lease.max_ttl, Duration::from_secs(4800), "max_ttl");
+    let key_end = vault_plugin_sdk::gocompat::go_time::parse(
+        secret.internal_data["key_end_date"].as_str().unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(
+        key_end <= Utc::now() + chrono::Duration::minutes(90),
+        "valid in Azure no longer than an unpooled credential issued now"
+    );
+    assert!(
+        key_end > Utc::now() + chrono::Duration::minutes(80),
+        "outlives its lease"
+    );
+}
