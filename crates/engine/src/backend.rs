@@ -258,7 +258,7 @@ impl AzureBackend {
             .path(path_roles::path(self))
             .path(path_roles::list_path(self))
             .path(path_creds::path(self))
-            .path(super::pool::status_path(self))
+            .path(super::path_pool::path(self))
             .path(path_rotate_root::path(self))
             .path(path_static_roles::path(self))
             .path(path_static_roles::list_path(self))

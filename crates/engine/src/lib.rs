@@ -7,6 +7,7 @@ mod inventory;
 mod lease;
 mod path_config;
 mod path_creds;
+pub mod path_pool;
 mod path_reconcile;
 mod path_roles;
 mod path_rotate_role;
