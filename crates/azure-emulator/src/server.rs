@@ -163,6 +163,8 @@ async fn handle(
                 started_ms,
                 finished_ms: shared.now_ms(),
                 service: service.as_str(),
+                replica: None,
+                client_id: None,
             });
             tracing::info!(service = service.as_str(), %method, %path, status = 0, "request dropped by fault");
             return Err(DroppedByFault);
@@ -210,6 +212,9 @@ async fn handle(
     }
     let status = resp.status().as_u16();
     let finished_ms = shared.now_ms();
+    let call = resp
+        .extensions_mut()
+        .remove::<super::replicas::TokenCall>();
     shared.record(RequestRecord {
         method: method.clone(),
         path: path_and_query,
@@ -217,6 +222,8 @@ async fn handle(
         started_ms,
         finished_ms,
         service: service.as_str(),
+        replica: call.as_ref().map(|c| c.replica),
+        client_id: call.and_then(|c| c.client_id),
     });
     tracing::info!(
         service = service.as_str(),
