@@ -117,7 +117,10 @@ mod tests {
             assert_eq!(d, r.visible_after(&s, "key-1", replica), "drawn once");
             seen.insert(d);
         }
-        assert!(seen.len() > 1, "replicas see a new object at different times");
+        assert!(
+            seen.len() > 1,
+            "replicas see a new object at different times"
+        );
         assert!(r.everywhere_after(&s, "key-1") >= r.visible_after(&s, "key-1", 3));
     }
 

@@ -212,9 +212,7 @@ async fn handle(
     }
     let status = resp.status().as_u16();
     let finished_ms = shared.now_ms();
-    let call = resp
-        .extensions_mut()
-        .remove::<super::replicas::TokenCall>();
+    let call = resp.extensions_mut().remove::<super::replicas::TokenCall>();
     shared.record(RequestRecord {
         method: method.clone(),
         path: path_and_query,

@@ -22,7 +22,9 @@ async fn token_calls(emu: &Emu, client_id: &str) -> Vec<(u64, u64, u16)> {
         .map(|r| {
             (
                 r["started_ms"].as_u64().expect("started_ms"),
-                r["replica"].as_u64().expect("token calls name their replica"),
+                r["replica"]
+                    .as_u64()
+                    .expect("token calls name their replica"),
                 u16::try_from(r["status"].as_u64().expect("status")).expect("status"),
             )
         })

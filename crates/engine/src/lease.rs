@@ -203,9 +203,16 @@ impl AzureBackend {
             .await
             .map_err(|e| LogicalError::internal(format!("error during revoke: {e}")))?;
         let deadline = Deadline::after(REVOKE_DEADLINE);
-        let failures =
-            revoke_principal(&client, &app_object_id, &sp_object_id, &ra_ids, &group_ids, permanently, deadline)
-                .await;
+        let failures = revoke_principal(
+            &client,
+            &app_object_id,
+            &sp_object_id,
+            &ra_ids,
+            &group_ids,
+            permanently,
+            deadline,
+        )
+        .await;
         if failures.is_empty() {
             tracing::info!(app_object_id = %app_object_id, "revoked a service principal");
             return Ok(None);
@@ -309,7 +316,10 @@ pub async fn revoke_principal(
                 if id.is_empty() {
                     return Ok::<_, AzureError>(DeleteOutcome::AlreadyGone);
                 }
-                client.graph().permanently_delete(&id, settle, deadline).await
+                client
+                    .graph()
+                    .permanently_delete(&id, settle, deadline)
+                    .await
             }
         };
         let (app, sp) = tokio::join!(purge(app_object_id), purge(sp_object_id));

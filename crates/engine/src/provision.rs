@@ -465,7 +465,11 @@ async fn add_credential(
             let secret = pw.secret_text.clone().ok_or_else(|| {
                 ProvisionError::Password(AzureError::config("Graph returned no secret text"))
             })?;
-            Ok((pw.key_id, pw.end_date_time.unwrap_or(spec.password_end), secret))
+            Ok((
+                pw.key_id,
+                pw.end_date_time.unwrap_or(spec.password_end),
+                secret,
+            ))
         }
     }
 }
@@ -488,7 +492,10 @@ async fn add_fresh_app_password(
             .await
         {
             Err(e) if e.status() == Some(404) && settle.remaining() > delay => {
-                tracing::debug!(app_object_id, "new application not found yet; retrying addPassword");
+                tracing::debug!(
+                    app_object_id,
+                    "new application not found yet; retrying addPassword"
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
