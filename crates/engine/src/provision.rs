@@ -74,8 +74,12 @@ pub struct PrincipalSpec<'a> {
 
 /// The credential a new principal gets.
 pub enum CredentialPlan {
-    /// A password on the service principal (the Go engine's behaviour).
+    /// A password on the service principal (the Go engine's layout), added once the service
+    /// principal exists: one round later than [`CredentialPlan::ApplicationPassword`].
     Password,
+    /// A password on the application, added beside the service principal (round two): the
+    /// credential of a dynamic issuance ([`create_principal`]).
+    ApplicationPassword,
     /// A certificate registered on the application in the create call itself; `proof` is
     /// its key, used to prove the certificate obtains a token.
     Certificate {
@@ -185,7 +189,14 @@ pub async fn create_principal(
     spec: PrincipalSpec<'_>,
     deadline: Deadline,
 ) -> Result<Principal, ProvisionError> {
-    create_principal_with(client, storage, spec, CredentialPlan::Password, deadline).await
+    create_principal_with(
+        client,
+        storage,
+        spec,
+        CredentialPlan::ApplicationPassword,
+        deadline,
+    )
+    .await
 }
 
 /// Fetches the engine's own Graph and ARM tokens into the client's cache if they are missing
@@ -317,16 +328,18 @@ pub async fn create_principal_with(
 
 /// How far the service principal's side of an issuance got (the credential's side waits for
 /// it before its proof, and stops when it failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PrincipalStage {
     Pending,
-    Created,
+    /// With the service principal's object id.
+    Created(String),
     Failed,
 }
 
 /// Rounds two and three. Two sides run together: the service principal, then its role
 /// assignments and group memberships; and the credential (a password added to the
-/// application at once), then its readiness proof as soon as the service principal exists.
+/// application at once, or to the service principal once it exists), then its readiness
+/// proof as soon as the service principal exists.
 /// Creation calls are never cancelled half-way (an object must not appear after its undo);
 /// only the proof stops early when the other side failed.
 async fn provision_rest(
@@ -353,7 +366,7 @@ async fn provision_rest(
                 return Err(ProvisionError::ServicePrincipal(e));
             }
         };
-        stage_tx.send_replace(PrincipalStage::Created);
+        stage_tx.send_replace(PrincipalStage::Created(sp.id.clone()));
         if *credential_failed_rx.borrow() {
             // The issuance is lost: create nothing more.
             return Ok((sp.id, Vec::new(), Vec::new()));
@@ -372,7 +385,34 @@ async fn provision_rest(
     };
 
     let credential_side = async {
-        let made = add_credential(client, app, spec, plan, deadline).await;
+        // The service principal's object id once it exists (`None`: it failed). A token
+        // request needs it, and so does a password on it.
+        let sp_created = || async {
+            let mut stage = stage_rx.clone();
+            let reached = match stage.wait_for(|s| *s != PrincipalStage::Pending).await {
+                Ok(s) => match &*s {
+                    PrincipalStage::Created(id) => Some(id.clone()),
+                    _ => None,
+                },
+                Err(_) => None,
+            };
+            reached
+        };
+        let made = if matches!(plan, CredentialPlan::Password) {
+            match sp_created().await {
+                Some(sp_id) => add_sp_password(client, &sp_id, spec, deadline).await,
+                None => {
+                    return Ok((
+                        String::new(),
+                        spec.password_end,
+                        SecretString::default(),
+                        Readiness::NotChecked,
+                    ))
+                }
+            }
+        } else {
+            add_credential(client, app, spec, plan, deadline).await
+        };
         let (key_id, key_end, secret) = match made {
             Ok(m) => m,
             Err(e) => {
@@ -380,19 +420,12 @@ async fn provision_rest(
                 return Err(e);
             }
         };
-        let mut stage = stage_rx.clone();
-        // A token request needs the service principal.
-        let reached = stage
-            .wait_for(|s| *s != PrincipalStage::Pending)
-            .await
-            .ok()
-            .map(|s| *s);
-        if reached != Some(PrincipalStage::Created) || spec.ready_timeout.is_none() {
+        if sp_created().await.is_none() || spec.ready_timeout.is_none() {
             return Ok((key_id, key_end, secret, Readiness::NotChecked));
         }
         let proof = async {
             match (plan, spec.ready_timeout) {
-                (CredentialPlan::Password, Some(t)) => {
+                (CredentialPlan::Password | CredentialPlan::ApplicationPassword, Some(t)) => {
                     wait_until_usable(client, app_id, &secret, deadline.capped(t)).await
                 }
                 (CredentialPlan::Certificate { proof, .. }, Some(t)) => {
@@ -453,25 +486,52 @@ async fn add_credential(
                 .unwrap_or_default();
             Ok((key_id, spec.password_end, SecretString::default()))
         }
-        CredentialPlan::Password => {
-            let password = NewPassword {
-                display_name: Some(PASSWORD_DISPLAY_NAME.to_string()),
-                start: Some(Utc::now()),
-                end: Some(spec.password_end),
-            };
-            let pw = add_fresh_app_password(client, &app.id, &password, deadline)
+        // Added by `provision_rest` once the service principal exists.
+        CredentialPlan::Password => Ok((String::new(), spec.password_end, SecretString::default())),
+        CredentialPlan::ApplicationPassword => {
+            let pw = add_fresh_app_password(client, &app.id, &new_password(spec), deadline)
                 .await
                 .map_err(ProvisionError::Password)?;
-            let secret = pw.secret_text.clone().ok_or_else(|| {
-                ProvisionError::Password(AzureError::config("Graph returned no secret text"))
-            })?;
-            Ok((
-                pw.key_id,
-                pw.end_date_time.unwrap_or(spec.password_end),
-                secret,
-            ))
+            password_parts(pw, spec)
         }
     }
+}
+
+fn new_password(spec: &PrincipalSpec<'_>) -> NewPassword {
+    NewPassword {
+        display_name: Some(PASSWORD_DISPLAY_NAME.to_string()),
+        start: Some(Utc::now()),
+        end: Some(spec.password_end),
+    }
+}
+
+fn password_parts(
+    pw: azure_clients::PasswordCredential,
+    spec: &PrincipalSpec<'_>,
+) -> Result<(String, DateTime<Utc>, SecretString), ProvisionError> {
+    let secret = pw.secret_text.clone().ok_or_else(|| {
+        ProvisionError::Password(AzureError::config("Graph returned no secret text"))
+    })?;
+    Ok((
+        pw.key_id,
+        pw.end_date_time.unwrap_or(spec.password_end),
+        secret,
+    ))
+}
+
+/// A password on the new service principal ([`CredentialPlan::Password`]).
+async fn add_sp_password(
+    client: &AzureClient,
+    sp_id: &str,
+    spec: &PrincipalSpec<'_>,
+    deadline: Deadline,
+) -> Result<(String, DateTime<Utc>, SecretString), ProvisionError> {
+    let pw = client
+        .graph()
+        .add_service_principal_password(sp_id, &new_password(spec), deadline)
+        .await
+        .map_err(ProvisionError::Password)?;
+    password_parts(pw, spec)
 }
 
 /// `addPassword` on an application created moments ago: Entra ID may still answer 404 for

@@ -883,9 +883,13 @@ async fn the_proof_never_hands_out_a_credential_some_replicas_refuse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proof_goes_through_throttling_and_server_errors() {
     let f = Fixture::start().await;
-    f.call(Operation::Create, "roles/bare", json!({ "azure_groups": GROUP }))
-        .await
-        .expect("write role");
+    f.call(
+        Operation::Create,
+        "roles/bare",
+        json!({ "azure_groups": GROUP }),
+    )
+    .await
+    .expect("write role");
     let warm = f.issue("bare").await;
     f.revoke("bare", &warm).await.expect("revoke");
     let rule = |status: u16, retry_after_secs: Option<u64>| FaultRule {
