@@ -941,6 +941,86 @@ mod tests {
         assert!(e.to_string().starts_with("error writing WAL: "), "{e}");
     }
 
+    /// Runs the proof against a scripted token service: `fails(n)` says whether attempt
+    /// `n` (0-based, in the order the attempts were made) fails. Returns the readiness and
+    /// the number of attempts.
+    async fn prove_with(
+        deadline: Deadline,
+        fails: impl Fn(u32) -> Option<AzureError>,
+    ) -> (Readiness, u32) {
+        let calls = AtomicU32::new(0);
+        let readiness = prove_usable(deadline, || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let outcome = fails(n);
+            async move { outcome.map_or(Ok(()), Err) }
+        })
+        .await;
+        (readiness, calls.load(Ordering::SeqCst))
+    }
+
+    fn refused() -> AzureError {
+        AzureError::Service(Box::new(ServiceError {
+            operation: "get token".into(),
+            service: Service::Token,
+            status: 401,
+            code: Some("invalid_client".into()),
+            detail_codes: Vec::new(),
+            message: "AADSTS7000215: Invalid client secret provided.".into(),
+            request_id: None,
+            retry_after: None,
+        }))
+    }
+
+    #[tokio::test]
+    async fn one_full_round_proves_a_credential_that_never_failed() {
+        let (r, calls) = prove_with(Deadline::after(Duration::from_secs(10)), |_| None).await;
+        assert!(matches!(r, Readiness::Ready { .. }), "{r:?}");
+        assert_eq!(calls, PROOF_WIDTH as u32, "one round, all together");
+    }
+
+    #[tokio::test]
+    async fn after_a_failure_two_full_rounds_in_a_row_are_needed() {
+        let w = PROOF_WIDTH as u32;
+        // Round 1: one replica refuses. Round 2: all succeed. Round 3: one refuses again
+        // (a lucky round 2 is not enough). Rounds 4 and 5: all succeed.
+        let (r, calls) = prove_with(Deadline::after(Duration::from_secs(10)), |n| {
+            (n == 3 || n == 2 * w + 1).then(refused)
+        })
+        .await;
+        assert!(matches!(r, Readiness::Ready { .. }), "{r:?}");
+        assert_eq!(calls, 5 * w);
+    }
+
+    #[tokio::test]
+    async fn a_failed_round_waits_what_the_service_asked() {
+        let start = std::time::Instant::now();
+        let w = PROOF_WIDTH as u32;
+        let (r, calls) = prove_with(Deadline::after(Duration::from_secs(10)), |n| {
+            (n < w).then(|| service_error(429, Some(Duration::from_millis(300))))
+        })
+        .await;
+        assert!(matches!(r, Readiness::Ready { .. }), "{r:?}");
+        assert_eq!(calls, 3 * w);
+        assert!(
+            start.elapsed() >= Duration::from_millis(300),
+            "Retry-After was honoured"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_credential_that_keeps_failing_times_out_with_the_last_answer() {
+        let (r, _) = prove_with(Deadline::after(Duration::from_millis(400)), |_| {
+            Some(refused())
+        })
+        .await;
+        match r {
+            Readiness::TimedOut { last_error, .. } => {
+                assert!(last_error.contains("AADSTS7000215"), "{last_error}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn the_undo_gets_a_grace_period_past_a_spent_deadline() {
         let spent = Deadline::after(Duration::ZERO);
