@@ -174,7 +174,11 @@ fn revoke_prefix_of_many_leases() {
     assert_eq!(issued, count);
     assert_eq!(emu.vault_apps().len(), count);
 
-    emu.settings(json!({"latency_ms": 20}));
+    let latency: u64 = std::env::var("FASTPATH_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    emu.settings(json!({ "latency_ms": latency }));
     emu.clear_requests();
     let start = std::time::Instant::now();
     let out = bao.cli(&["lease", "revoke", "-prefix", "-sync", "azure/creds/many"]);
@@ -185,7 +189,7 @@ fn revoke_prefix_of_many_leases() {
         log.iter().map(|c| ms(c, "finished_ms")).max().unwrap_or(0),
     );
     println!(
-        "FIGURE revoke -prefix -sync of {count} leases at 20 ms per call: {:.1} s by the CLI \
+        "FIGURE revoke -prefix -sync of {count} leases at {latency} ms per call: {:.1} s by the CLI \
          (exit {}), {:.1} s from the first to the last Azure call, {} Azure calls, {} applications left",
         elapsed.as_secs_f64(),
         out.code,
@@ -193,6 +197,23 @@ fn revoke_prefix_of_many_leases() {
         log.len(),
         emu.vault_apps().len()
     );
+    if std::env::var_os("FASTPATH_DUMP").is_some() {
+        let text = bao.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        for l in &lines[lines.len().saturating_sub(60)..] {
+            println!("LOG {l}");
+        }
+        for c in &log {
+            println!(
+                "{} {} {} {} {}",
+                ms(c, "started_ms"),
+                ms(c, "finished_ms"),
+                c["method"],
+                c["status"],
+                c["path"]
+            );
+        }
+    }
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(emu.vault_apps().is_empty());
 }

@@ -100,6 +100,11 @@ pub async fn serve(
                 continue;
             }
         };
+        // Responses go out at once: with Nagle's algorithm a response split over two
+        // segments waits for the client's delayed ACK (about 40 ms on Linux).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(service = service.as_str(), error = %e, "cannot set TCP_NODELAY");
+        }
         let tls = tls.clone();
         let router = router.clone();
         let shared = shared.clone();
