@@ -68,8 +68,18 @@ fn through_openbao_an_issuance_takes_three_rounds_and_a_revocation_one() {
     let first = bao.read("azure/creds/wide").ok().json();
     emu.settings(json!({"latency_ms": 100, "password_write_ms": 0}));
     emu.clear_requests();
+    let start = std::time::Instant::now();
     let creds = bao.read("azure/creds/wide").ok().json();
+    let elapsed = start.elapsed();
     let log = emu.requests();
+    // A figure for the record, never asserted.
+    println!(
+        "FIGURE creds read with 4 roles and 2 groups at 100 ms per Azure call: {} ms by the CLI, \
+         {} ms from the first to the last Azure call",
+        elapsed.as_millis(),
+        log.iter().map(|c| ms(c, "finished_ms")).max().unwrap_or(0)
+            - log.iter().map(|c| ms(c, "started_ms")).min().unwrap_or(0)
+    );
     let client_id = creds["data"]["client_id"].as_str().expect("client_id");
     assert!(
         log.iter()
