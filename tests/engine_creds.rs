@@ -177,12 +177,13 @@ fn dynamic_service_principal_lifecycle() {
         .iter()
         .all(|ra| ra["properties"]["principalType"] == "ServicePrincipal"));
     assert!(group_members(&state, "vault-test-group-1").contains(&sps[0]));
-    let sp = state["servicePrincipals"]
+    // The password is on the application (added beside the service principal).
+    let sp = state["applications"]
         .as_array()
-        .expect("sps")
+        .expect("apps")
         .iter()
-        .find(|p| p["id"] == sps[0].as_str())
-        .expect("sp")
+        .find(|a| a["appId"] == client_id.as_str())
+        .expect("app")
         .clone();
     let end = sp["passwordCredentials"][0]["endDateTime"]
         .as_str()
@@ -414,13 +415,12 @@ fn explicit_max_ttl_caps_the_lease_and_the_azure_password() {
     let creds = bao.read("azure/creds/capped").ok().json();
     let client_id = creds["data"]["client_id"].as_str().expect("id").to_string();
     let state = emu.state();
-    let sps = sp_ids_of(&state, &client_id);
-    let sp = state["servicePrincipals"]
+    let sp = state["applications"]
         .as_array()
-        .expect("sps")
+        .expect("apps")
         .iter()
-        .find(|p| p["id"] == sps[0].as_str())
-        .expect("sp")
+        .find(|a| a["appId"] == client_id.as_str())
+        .expect("app")
         .clone();
     let end = chrono::DateTime::parse_from_rfc3339(
         sp["passwordCredentials"][0]["endDateTime"]

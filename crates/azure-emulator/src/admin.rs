@@ -96,6 +96,17 @@ fn apply(s: &mut Settings, key: &str, v: &Value) -> Result<(), String> {
         "latency_ms" => s.latency_ms = as_u64(v, key)?,
         "propagation_delay_ms" => s.propagation_delay_ms = as_u64(v, key)?,
         "credential_delay_ms" => s.credential_delay_ms = as_u64(v, key)?,
+        "token_replicas" => {
+            let n = to_usize(as_u64(v, key)?)?;
+            if !(1..=super::MAX_TOKEN_REPLICAS).contains(&n) {
+                return Err(format!(
+                    "'token_replicas' must be between 1 and {}",
+                    super::MAX_TOKEN_REPLICAS
+                ));
+            }
+            s.token_replicas = n;
+        }
+        "replica_window_ms" => s.replica_window_ms = as_u64(v, key)?,
         "token_lifetime_secs" => {
             let n = as_u64(v, key)?;
             if n == 0 {

@@ -131,6 +131,12 @@ pub struct RequestRecord {
     pub started_ms: u64,
     pub finished_ms: u64,
     pub service: &'static str,
+    /// Token requests: the replica that answered (see `replicas`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<usize>,
+    /// Token requests: the client id asked for (never the credential).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 #[cfg(test)]

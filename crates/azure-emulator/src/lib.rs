@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod keys;
 pub mod paging;
 pub mod policy;
+pub mod replicas;
 pub mod roles;
 pub mod seed;
 pub mod server;
@@ -51,6 +52,8 @@ pub struct Config {
     pub latency_ms: u64,
     pub propagation_delay_ms: u64,
     pub credential_delay_ms: u64,
+    pub token_replicas: usize,
+    pub replica_window_ms: u64,
     pub arc_token_dir: PathBuf,
     pub seed: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
@@ -63,6 +66,8 @@ impl Default for Config {
             latency_ms: 0,
             propagation_delay_ms: 0,
             credential_delay_ms: 0,
+            token_replicas: 1,
+            replica_window_ms: 0,
             arc_token_dir: PathBuf::from("/var/opt/azcmagent/tokens"),
             seed: None,
             cert_file: None,
@@ -70,8 +75,12 @@ impl Default for Config {
     }
 }
 
+/// The most token-service replicas the model takes.
+pub const MAX_TOKEN_REPLICAS: usize = 64;
+
 pub const USAGE: &str = "usage: azure-emulator [--listen ADDR:PORT] [--latency-ms N] \
-[--propagation-delay-ms N] [--credential-delay-ms N] [--arc-token-dir DIR] [--seed FILE] \
+[--propagation-delay-ms N] [--credential-delay-ms N] [--token-replicas N] \
+[--replica-window-ms N] [--arc-token-dir DIR] [--seed FILE] \
 [--cert-file PATH]";
 
 impl Config {
@@ -112,6 +121,18 @@ impl Config {
                 "--latency-ms" => c.latency_ms = number(value()?)?,
                 "--propagation-delay-ms" => c.propagation_delay_ms = number(value()?)?,
                 "--credential-delay-ms" => c.credential_delay_ms = number(value()?)?,
+                "--token-replicas" => {
+                    let n = number(value()?)?;
+                    c.token_replicas = usize::try_from(n)
+                        .ok()
+                        .filter(|n| (1..=MAX_TOKEN_REPLICAS).contains(n))
+                        .ok_or_else(|| {
+                            EmulatorError::Args(format!(
+                                "--token-replicas: must be between 1 and {MAX_TOKEN_REPLICAS}"
+                            ))
+                        })?;
+                }
+                "--replica-window-ms" => c.replica_window_ms = number(value()?)?,
                 "--arc-token-dir" => c.arc_token_dir = PathBuf::from(value()?),
                 "--seed" => c.seed = Some(PathBuf::from(value()?)),
                 "--cert-file" => c.cert_file = Some(PathBuf::from(value()?)),
@@ -134,8 +155,15 @@ pub struct Settings {
     /// How long a new object stays invisible to ARM principal lookups, group member adds and
     /// `POST /servicePrincipals`.
     pub propagation_delay_ms: u64,
-    /// How long a new application or password is refused by the token endpoint.
+    /// How long a new application, service principal, password or key is refused by the
+    /// token endpoint (on every replica).
     pub credential_delay_ms: u64,
+    /// Replicas of the directory behind the token endpoint; each token request lands on one
+    /// at random (see [`replicas`]).
+    pub token_replicas: usize,
+    /// Each new object reaches each replica at its own time within this window after the
+    /// credential delay.
+    pub replica_window_ms: u64,
     /// Lifetime of the tokens issued from now on.
     pub token_lifetime_secs: u64,
     /// A realm the Arc challenge returns verbatim instead of a fresh key file.
@@ -183,6 +211,8 @@ impl Settings {
             latency_ms: c.latency_ms,
             propagation_delay_ms: c.propagation_delay_ms,
             credential_delay_ms: c.credential_delay_ms,
+            token_replicas: c.token_replicas.max(1),
+            replica_window_ms: c.replica_window_ms,
             token_lifetime_secs: 3599,
             arc_realm_override: None,
             graph_page_size: 100,
@@ -254,6 +284,8 @@ pub struct Shared {
     pub inflight: Mutex<HashMap<String, usize>>,
     /// Write token buckets of Graph and ARM.
     buckets: Mutex<HashMap<&'static str, throttle::Bucket>>,
+    /// The token service's replica model.
+    pub replicas: replicas::Replicas,
 }
 
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -437,6 +469,7 @@ impl Emulator {
             arc_keys: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            replicas: replicas::Replicas::new(),
         });
 
         let acceptor = TlsAcceptor::from(tls.server_config.clone());
@@ -577,8 +610,13 @@ mod tests {
             "/tmp/x",
             "--cert-file",
             "/tmp/ca.pem",
+            "--token-replicas",
+            "4",
+            "--replica-window-ms=250",
         ])
         .unwrap();
+        assert_eq!((c.token_replicas, c.replica_window_ms), (4, 250));
+        assert!(args(&["--token-replicas", "0"]).is_err());
         assert_eq!(
             (c.latency_ms, c.propagation_delay_ms, c.credential_delay_ms),
             (5, 7, 9)

@@ -100,6 +100,11 @@ pub async fn serve(
                 continue;
             }
         };
+        // Responses go out at once: with Nagle's algorithm a response split over two
+        // segments waits for the client's delayed ACK (about 40 ms on Linux).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(service = service.as_str(), error = %e, "cannot set TCP_NODELAY");
+        }
         let tls = tls.clone();
         let router = router.clone();
         let shared = shared.clone();
@@ -163,6 +168,8 @@ async fn handle(
                 started_ms,
                 finished_ms: shared.now_ms(),
                 service: service.as_str(),
+                replica: None,
+                client_id: None,
             });
             tracing::info!(service = service.as_str(), %method, %path, status = 0, "request dropped by fault");
             return Err(DroppedByFault);
@@ -210,6 +217,7 @@ async fn handle(
     }
     let status = resp.status().as_u16();
     let finished_ms = shared.now_ms();
+    let call = resp.extensions_mut().remove::<super::replicas::TokenCall>();
     shared.record(RequestRecord {
         method: method.clone(),
         path: path_and_query,
@@ -217,6 +225,8 @@ async fn handle(
         started_ms,
         finished_ms,
         service: service.as_str(),
+        replica: call.as_ref().map(|c| c.replica),
+        client_id: call.and_then(|c| c.client_id),
     });
     tracing::info!(
         service = service.as_str(),

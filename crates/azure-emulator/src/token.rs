@@ -18,7 +18,8 @@ use super::auth;
 use super::errors::AadError;
 use super::jwt::constant_time_eq;
 use super::keys::{parse_jwt, Jwt};
-use super::state::{settled, KeyCredential, Password};
+use super::replicas::{Replicas, TokenCall};
+use super::state::{KeyCredential, Password};
 use super::Shared;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -76,7 +77,7 @@ async fn token_v2(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    issue(&shared, &tenant, &headers, &body, Flavor::V2).unwrap_or_else(IntoResponse::into_response)
+    on_a_replica(&shared, &tenant, &headers, &body, Flavor::V2)
 }
 
 async fn token_v1(
@@ -85,7 +86,28 @@ async fn token_v1(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    issue(&shared, &tenant, &headers, &body, Flavor::V1).unwrap_or_else(IntoResponse::into_response)
+    on_a_replica(&shared, &tenant, &headers, &body, Flavor::V1)
+}
+
+/// Answers a token request from a replica picked at random, and tells the request log
+/// which one and for which client id.
+fn on_a_replica(
+    shared: &Shared,
+    tenant: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    flavor: Flavor,
+) -> Response {
+    let replica = Replicas::pick(&shared.settings());
+    let mut resp = issue(shared, tenant, headers, body, flavor, replica)
+        .unwrap_or_else(IntoResponse::into_response);
+    let client_id = parse_form(headers, body)
+        .remove("client_id")
+        .or_else(|| basic_credentials(headers).map(|(id, _)| id))
+        .filter(|id| !id.is_empty());
+    resp.extensions_mut()
+        .insert(TokenCall { replica, client_id });
+    resp
 }
 
 fn tenant_known(shared: &Shared, tenant: &str) -> bool {
@@ -179,6 +201,7 @@ fn issue(
     headers: &HeaderMap,
     body: &[u8],
     flavor: Flavor,
+    replica: usize,
 ) -> Result<Response, AadError> {
     if !tenant_known(shared, tenant) {
         return Err(unknown_tenant(tenant));
@@ -237,13 +260,17 @@ fn issue(
     };
 
     let settings = shared.settings();
+    // What this replica has seen of each new object.
+    let seen = |id: &str, created_at| shared.replicas.visible(&settings, id, created_at, replica);
     let d = shared.dir();
     let tenant_id = d.tenant_id.clone();
     let app = d
         .app_by_client_id(&client_id)
-        .filter(|a| settled(a.created_at, settings.credential_delay()))
+        .filter(|a| seen(&a.id, a.created_at))
         .ok_or_else(|| unknown_client(&client_id, &tenant_id))?;
-    let sp = d.sp_by_client_id(&client_id);
+    let sp = d
+        .sp_by_client_id(&client_id)
+        .filter(|s| seen(&s.id, s.created_at));
 
     if let Some(assertion) = form.get("client_assertion") {
         if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
@@ -261,7 +288,7 @@ fn issue(
                 .keys
                 .iter()
                 .chain(sp.iter().flat_map(|s| s.keys.iter()))
-                .filter(|k| settled(k.added_at, settings.credential_delay()))
+                .filter(|k| seen(&k.key_id, k.added_at))
                 .collect();
             let names = [tenant, d.tenant_id.as_str(), d.domain.as_str()];
             check_certificate_assertion(shared, &names, &client_id, &parsed, &keys)?;
@@ -293,7 +320,7 @@ fn issue(
                 ),
             ));
         }
-        if !settled(found.added_at, settings.credential_delay()) {
+        if !seen(&found.key_id, found.added_at) {
             return Err(bad_secret(&client_id));
         }
     } else {

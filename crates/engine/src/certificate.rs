@@ -215,15 +215,10 @@ pub struct PolicyOutcome {
     pub warning: Option<String>,
 }
 
-fn policy_name(p: &CredentialPolicy, kind: CredentialType, dynamic: bool) -> String {
+fn policy_name(p: &CredentialPolicy) -> String {
     let id = p.policy_id.as_deref().unwrap_or("unknown");
-    let objects = if kind == CredentialType::Password && dynamic {
-        "service principals"
-    } else {
-        "applications"
-    };
     if p.is_tenant_default {
-        format!("the tenant's default app management policy ('{id}', restrictions of {objects})")
+        format!("the tenant's default app management policy ('{id}', restrictions of applications)")
     } else {
         format!("app management policy '{id}' (assigned to the application)")
     }
@@ -241,18 +236,12 @@ pub async fn apply_policy(
     end: DateTime<Utc>,
     deadline: Deadline,
 ) -> Result<PolicyOutcome, LogicalError> {
-    // A dynamic password goes on the new service principal: its restrictions apply.
-    let read = if kind == CredentialType::Password && app_object_id.is_none() {
-        client
-            .graph()
-            .new_service_principal_credential_policy(deadline)
-            .await
-    } else {
-        client
-            .graph()
-            .credential_policy(app_object_id, now, deadline)
-            .await
-    };
+    // A dynamic password goes on the new application (beside its service principal, to
+    // save a round trip): the application restrictions apply, as to every other credential.
+    let read = client
+        .graph()
+        .credential_policy(app_object_id, now, deadline)
+        .await;
     let policy = match read {
         Ok(p) => p,
         Err(e) if e.is_forbidden() || e.status() == Some(403) || e.status() == Some(404) => {
@@ -271,7 +260,7 @@ pub async fn apply_policy(
     if kind == CredentialType::Password && policy.password_addition_blocked {
         return Err(LogicalError::bad_request(format!(
             "{} blocks new password credentials; set credential_type=certificate on this role to issue certificates instead",
-            policy_name(&policy, kind, app_object_id.is_none())
+            policy_name(&policy)
         )));
     }
     let max = match kind {
@@ -287,7 +276,7 @@ pub async fn apply_policy(
         max_ttl_cap: max.to_std().ok(),
         warning: Some(format!(
             "{} limits {} lifetimes to {}: the credential ends at {}, sooner than the lease would allow",
-            policy_name(&policy, kind, app_object_id.is_none()),
+            policy_name(&policy),
             match kind {
                 CredentialType::Password => "password",
                 CredentialType::Certificate => "certificate",

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::backend::AzureBackend;
 use super::provision;
 use super::store::{self, go_time};
-use azure_clients::{Deadline, DeleteOutcome};
+use azure_clients::{AzureClient, AzureError, Deadline, DeleteOutcome};
 use vault_plugin_sdk::framework::{method, FieldData, HandlerFn, HandlerResult, SecretType};
 use vault_plugin_sdk::logical::{LogicalError, Map, Request, Response, Secret};
 
@@ -203,54 +203,27 @@ impl AzureBackend {
             .await
             .map_err(|e| LogicalError::internal(format!("error during revoke: {e}")))?;
         let deadline = Deadline::after(REVOKE_DEADLINE);
-
-        let (ra_errors, group_errors) = tokio::join!(
-            provision::delete_role_assignments(&client, &ra_ids, deadline),
-            provision::remove_memberships(&client, &sp_object_id, &group_ids, deadline)
-        );
-        let mut resp = Response::default();
-        for e in ra_errors {
-            resp.add_warning(format!("error unassigning role: {e}"));
+        let failures = revoke_principal(
+            &client,
+            &app_object_id,
+            &sp_object_id,
+            &ra_ids,
+            &group_ids,
+            permanently,
+            deadline,
+        )
+        .await;
+        if failures.is_empty() {
+            tracing::info!(app_object_id = %app_object_id, "revoked a service principal");
+            super::inventory::forget(req.storage.as_ref(), &app_object_id).await;
+            return Ok(None);
         }
-        for e in group_errors {
-            resp.add_warning(format!("error removing group membership: {e}"));
-        }
-        if !sp_object_id.is_empty() {
-            let sp = client
-                .graph()
-                .delete_service_principal(&sp_object_id, deadline)
-                .await;
-            let purged = match sp {
-                Ok(_) if permanently => client
-                    .graph()
-                    .permanently_delete(&sp_object_id, Duration::from_secs(10), deadline)
-                    .await
-                    .map(|_| ()),
-                Ok(_) => Ok(()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = purged {
-                resp.add_warning(format!("error removing service principal: {e}"));
-            }
-        }
-        match provision::delete_app(&client, &app_object_id, permanently, deadline).await {
-            Ok(DeleteOutcome::Deleted) => {
-                tracing::info!(app_object_id = %app_object_id, "revoked a service principal");
-            }
-            Ok(DeleteOutcome::AlreadyGone) => {
-                tracing::info!(app_object_id = %app_object_id, "application already gone; lease counts as revoked");
-            }
-            Err(e) => {
-                // The host may drop the lease anyway (a forced revoke): the reconciler
-                // finishes the job.
-                super::inventory::mark_revoke_requested(req.storage.as_ref(), &app_object_id).await;
-                return Err(LogicalError::internal(format!(
-                    "error deleting application: {e}"
-                )));
-            }
-        }
-        super::inventory::forget(req.storage.as_ref(), &app_object_id).await;
-        Ok(Some(resp).filter(|r| !r.warnings.is_empty()))
+        // The host may drop the lease anyway (a forced revoke): the reconciler finishes the
+        // job.
+        super::inventory::mark_revoke_requested(req.storage.as_ref(), &app_object_id).await;
+        // Whatever could go went; the host retries the revocation for the rest (what is gone
+        // by then counts as done).
+        Err(LogicalError::internal(failures.join("; ")))
     }
 
     async fn revoke_static(self: Arc<Self>, req: Request, _: FieldData) -> HandlerResult {
@@ -287,4 +260,79 @@ impl AzureBackend {
             ))),
         }
     }
+}
+
+/// How long a purge from deleted items retries a 404 right after this revocation deleted the
+/// object (the deleted-items list may lag behind the delete).
+const PURGE_SETTLE: Duration = Duration::from_secs(10);
+
+/// Removes everything a `service_principal` lease stands for, in one round: every role
+/// assignment, every group membership and the application (its service principal and
+/// password go with it) are deleted together. Objects already gone count as done. With
+/// `permanently`, a second round purges the application and the service principal from
+/// deleted items together (a purge needs the soft delete before it). Returns one message per
+/// failure, after every call went out.
+pub async fn revoke_principal(
+    client: &AzureClient,
+    app_object_id: &str,
+    sp_object_id: &str,
+    ra_ids: &[String],
+    group_ids: &[String],
+    permanently: bool,
+    deadline: Deadline,
+) -> Vec<String> {
+    let (ra_errors, group_errors, app) = tokio::join!(
+        provision::delete_role_assignments(client, ra_ids, deadline),
+        provision::remove_memberships(client, sp_object_id, group_ids, deadline),
+        client.graph().delete_application(app_object_id, deadline)
+    );
+    let mut failures: Vec<String> = ra_errors
+        .into_iter()
+        .map(|e| format!("error unassigning role: {e}"))
+        .chain(
+            group_errors
+                .into_iter()
+                .map(|e| format!("error removing group membership: {e}")),
+        )
+        .collect();
+    let deleted_now = match app {
+        Ok(DeleteOutcome::Deleted) => true,
+        Ok(DeleteOutcome::AlreadyGone) => {
+            tracing::info!(app_object_id = %app_object_id, "application already gone; it counts as deleted");
+            false
+        }
+        Err(e) => {
+            failures.push(format!("error deleting application: {e}"));
+            return failures;
+        }
+    };
+    if permanently {
+        // Right after this delete the items may not be listed yet: a 404 is retried a while.
+        // An application gone before (an earlier attempt) was purged or is listed already.
+        let settle = if deleted_now {
+            PURGE_SETTLE
+        } else {
+            Duration::ZERO
+        };
+        let purge = |id: &str| {
+            let id = id.to_string();
+            async move {
+                if id.is_empty() {
+                    return Ok::<_, AzureError>(DeleteOutcome::AlreadyGone);
+                }
+                client
+                    .graph()
+                    .permanently_delete(&id, settle, deadline)
+                    .await
+            }
+        };
+        let (app, sp) = tokio::join!(purge(app_object_id), purge(sp_object_id));
+        if let Err(e) = app {
+            failures.push(format!("error permanently deleting application: {e}"));
+        }
+        if let Err(e) = sp {
+            failures.push(format!("error permanently deleting service principal: {e}"));
+        }
+    }
+    failures
 }

@@ -2,10 +2,14 @@
 //!
 //! Every object is covered by a write-ahead-log entry written *before* it is created (the
 //! application by its unique display name, role assignments by their pre-chosen names), so a
-//! crash at any point leaves something the rollback can find. After the service principal
-//! exists, its password, every role assignment and every group membership go out together:
-//! about three Azure round trips whatever the number of roles and groups. A failure undoes
-//! what was made before the error is returned.
+//! crash at any point leaves something the rollback can find.
+//!
+//! The critical path of an issuance is three Azure round trips whatever the number of roles
+//! and groups: (1) the application (a certificate rides in the create call); (2) its service
+//! principal and the password on the application, together; (3) every role assignment, every
+//! group membership and the readiness proof (one round of parallel token requests), together.
+//! The credential is handed out only when all of them succeeded and the proof holds
+//! (docs/readiness-proof.md). A failure undoes what was made before the error is returned.
 
 use std::time::Duration;
 
@@ -46,9 +50,18 @@ const UNDO_GRACE: Duration = Duration::from_secs(12);
 const UNDO_FIRST_DELAY: Duration = Duration::from_millis(200);
 const UNDO_MAX_DELAY: Duration = Duration::from_secs(5);
 
-/// How many consecutive token requests must succeed before a new secret counts as usable
-/// (Entra ID replicates a new secret to its token servers one by one).
-const READY_SUCCESSES: u32 = 3;
+/// Token requests sent together in one round of the readiness proof: each lands on a
+/// replica of Entra ID's directory of its own (a new credential reaches them one by one).
+pub const PROOF_WIDTH: usize = 6;
+
+/// Consecutive fully successful rounds the proof needs once it has seen a failure (the
+/// credential is then known to be spreading); one round suffices when nothing ever failed.
+pub const PROOF_ROUNDS_AFTER_FAILURE: u32 = 2;
+
+/// The first wait after a failed round of the proof (when the service named none); doubles
+/// up to [`PROOF_MAX_DELAY`]. Successful rounds follow each other without a wait.
+const PROOF_FIRST_DELAY: Duration = Duration::from_millis(50);
+const PROOF_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// What to create.
 pub struct PrincipalSpec<'a> {
@@ -62,8 +75,12 @@ pub struct PrincipalSpec<'a> {
 
 /// The credential a new principal gets.
 pub enum CredentialPlan {
-    /// A password on the service principal (the Go engine's behaviour).
+    /// A password on the service principal (the Go engine's layout), added once the service
+    /// principal exists: one round later than [`CredentialPlan::ApplicationPassword`].
     Password,
+    /// A password on the application, added beside the service principal (round two): the
+    /// credential of a dynamic issuance ([`create_principal`]).
+    ApplicationPassword,
     /// A certificate registered on the application in the create call itself; `proof` is
     /// its key, used to prove the certificate obtains a token.
     Certificate {
@@ -195,7 +212,29 @@ pub async fn create_principal(
     spec: PrincipalSpec<'_>,
     deadline: Deadline,
 ) -> Result<Principal, ProvisionError> {
-    create_principal_with(client, storage, spec, CredentialPlan::Password, deadline).await
+    create_principal_with(
+        client,
+        storage,
+        spec,
+        CredentialPlan::ApplicationPassword,
+        deadline,
+    )
+    .await
+}
+
+/// Fetches the engine's own Graph and ARM tokens into the client's cache if they are missing
+/// or due for refresh, so the calls of an issuance find them there. Failures are left to the
+/// calls that need the token (they report them with context).
+pub async fn warm_tokens(client: &AzureClient, deadline: Deadline) {
+    let cloud = &client.settings().cloud;
+    let (graph, arm) = (cloud.graph_scope(), cloud.arm_scope());
+    let tokens = client.token_source();
+    let (g, a) = tokio::join!(tokens.token(&graph, deadline), tokens.token(&arm, deadline));
+    for (scope, r) in [(graph.as_str(), g), (arm.as_str(), a)] {
+        if let Err(e) = r {
+            tracing::debug!(scope, error = %e, "cannot warm the token cache");
+        }
+    }
 }
 
 /// [`create_principal`] with the credential `plan` chooses.
@@ -218,6 +257,8 @@ pub async fn create_principal_with(
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
     let display_name = spec.app.display_name.clone();
+    // Every WAL entry is written before the first Azure call: the concurrent steps below
+    // never create an object that is not covered yet.
     let app_wal = wal::put(
         storage,
         WAL_APP_CREATE,
@@ -228,15 +269,19 @@ pub async fn create_principal_with(
     let ra_wal = if spec.roles.is_empty() {
         None
     } else {
-        Some(
-            wal::put(
-                storage,
-                WAL_ROLE_ASSIGN,
-                json!({"SpID": "", "AssignmentIDs": ra_names, "AzureRoles": spec.roles, "Expiration": expiration()}),
-            )
-            .await
-            .map_err(wal_err)?,
+        match wal::put(
+            storage,
+            WAL_ROLE_ASSIGN,
+            json!({"SpID": "", "AssignmentIDs": ra_names, "AzureRoles": spec.roles, "Expiration": expiration()}),
         )
+        .await
+        {
+            Ok(id) => Some(id),
+            Err(e) => {
+                forget_wal(storage, &app_wal).await;
+                return Err(wal_err(e));
+            }
+        }
     };
     let wal_ids: Vec<String> = std::iter::once(app_wal.clone())
         .chain(ra_wal.clone())
@@ -246,11 +291,19 @@ pub async fn create_principal_with(
         CredentialPlan::Certificate { key, .. } => vec![key.clone()],
         _ => Vec::new(),
     };
-    let app = match client
-        .graph()
-        .create_application_with_keys(&spec.app, &keys, deadline)
-        .await
-    {
+    // The ARM token is fetched (if it is not cached) while the application is created, so
+    // the role assignments of round three do not wait for it.
+    let (created, ()) = tokio::join!(
+        client
+            .graph()
+            .create_application_with_keys(&spec.app, &keys, deadline),
+        async {
+            if !spec.roles.is_empty() {
+                warm_tokens(client, deadline).await;
+            }
+        }
+    );
+    let app = match created {
         Ok(app) => app,
         Err(e) => {
             // The request may have created the application before it failed.
@@ -291,8 +344,12 @@ pub async fn create_principal_with(
                 .map(|(r, n)| role_assignment_id(&r.scope, n))
                 .collect();
             let undo = undo_deadline(deadline);
-            let undone_ras = undo_role_assignments(client, &ra_ids, undo).await;
-            let undone_app = persist(undo, || delete_fresh_app(client, &app.id, undo)).await;
+            // One round: the assignments and the application (its service principal,
+            // password and memberships go with it) are deleted together.
+            let (undone_ras, undone_app) = tokio::join!(
+                undo_role_assignments(client, &ra_ids, undo),
+                persist(undo, || delete_fresh_app(client, &app.id, undo))
+            );
             finish_wal(
                 storage,
                 &wal_ids,
@@ -304,7 +361,22 @@ pub async fn create_principal_with(
     }
 }
 
-/// Service principal, then password + role assignments + group memberships together.
+/// How far the service principal's side of an issuance got (the credential's side waits for
+/// it before its proof, and stops when it failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PrincipalStage {
+    Pending,
+    /// With the service principal's object id.
+    Created(String),
+    Failed,
+}
+
+/// Rounds two and three. Two sides run together: the service principal, then its role
+/// assignments and group memberships; and the credential (a password added to the
+/// application at once, or to the service principal once it exists), then its readiness
+/// proof as soon as the service principal exists.
+/// Creation calls are never cancelled half-way (an object must not appear after its undo);
+/// only the proof stops early when the other side failed.
 async fn provision_rest(
     client: &AzureClient,
     app: &azure_clients::Application,
@@ -314,98 +386,125 @@ async fn provision_rest(
     deadline: Deadline,
 ) -> Result<Principal, ProvisionError> {
     let app_id = app.app_id.as_str();
-    let sp = client
-        .graph()
-        .create_service_principal(app_id, deadline)
-        .await
-        .map_err(ProvisionError::ServicePrincipal)?;
-    let password = async {
-        match plan {
-            CredentialPlan::Password => {}
-            CredentialPlan::Nothing => {
-                return Ok((
-                    String::new(),
-                    spec.password_end,
-                    SecretString::default(),
-                    Readiness::NotChecked,
-                ));
-            }
-            CredentialPlan::Certificate { key, proof } => {
-                let key_id = app
-                    .key_credentials
-                    .iter()
-                    .find(|k| k.display_name == key.display_name)
-                    .or(app.key_credentials.first())
-                    .map(|k| k.key_id.clone())
-                    .unwrap_or_default();
-                let readiness = match spec.ready_timeout {
-                    Some(t) => {
-                        super::certificate::wait_until_certificate_usable(
-                            client,
-                            app_id,
-                            proof,
-                            deadline.capped(t),
-                        )
-                        .await
-                    }
-                    None => Readiness::NotChecked,
-                };
-                return Ok((
-                    key_id,
-                    spec.password_end,
-                    SecretString::default(),
-                    readiness,
-                ));
-            }
-        }
-        let pw = client
-            .graph()
-            .add_service_principal_password(
-                &sp.id,
-                &NewPassword {
-                    display_name: Some(PASSWORD_DISPLAY_NAME.to_string()),
-                    start: Some(Utc::now()),
-                    end: Some(spec.password_end),
-                },
-                deadline,
-            )
-            .await
-            .map_err(ProvisionError::Password)?;
-        let secret = pw.secret_text.clone().ok_or_else(|| {
-            ProvisionError::Password(AzureError::config("Graph returned no secret text"))
-        })?;
-        let readiness = match spec.ready_timeout {
-            Some(t) => wait_until_usable(client, app_id, &secret, deadline.capped(t)).await,
-            None => Readiness::NotChecked,
-        };
-        let end = pw.end_date_time.unwrap_or(spec.password_end);
-        Ok::<_, ProvisionError>((pw.key_id, end, secret, readiness))
-    };
+    let (stage_tx, stage_rx) = tokio::sync::watch::channel(PrincipalStage::Pending);
+    let (credential_failed_tx, credential_failed_rx) = tokio::sync::watch::channel(false);
+
     let description = spec
         .app
         .tags
         .iter()
         .find(|t| t.starts_with(inventory::MOUNT_TAG_PREFIX))
         .map(|tag| inventory::role_assignment_description(tag, &app.id));
-    let (password, assignments, memberships) = tokio::join!(
-        password,
-        assign_roles_described(
-            client,
-            &sp.id,
-            spec.roles,
-            ra_names,
-            description.as_deref(),
-            deadline
-        ),
-        add_memberships(client, &sp.id, spec.groups, deadline)
-    );
-    let role_assignment_ids = assignments?;
-    let group_ids = memberships?;
-    let (key_id, key_end, secret, readiness) = password?;
+
+    let principal_side = async {
+        let sp = match client
+            .graph()
+            .create_service_principal(app_id, deadline)
+            .await
+        {
+            Ok(sp) => sp,
+            Err(e) => {
+                stage_tx.send_replace(PrincipalStage::Failed);
+                return Err(ProvisionError::ServicePrincipal(e));
+            }
+        };
+        stage_tx.send_replace(PrincipalStage::Created(sp.id.clone()));
+        if *credential_failed_rx.borrow() {
+            // The issuance is lost: create nothing more.
+            return Ok((sp.id, Vec::new(), Vec::new()));
+        }
+        let (assignments, memberships) = tokio::join!(
+            assign_roles_described(
+                client,
+                &sp.id,
+                spec.roles,
+                ra_names,
+                description.as_deref(),
+                deadline
+            ),
+            add_memberships(client, &sp.id, spec.groups, deadline)
+        );
+        match (assignments, memberships) {
+            (Ok(ras), Ok(groups)) => Ok((sp.id, ras, groups)),
+            (Err(e), _) | (_, Err(e)) => {
+                stage_tx.send_replace(PrincipalStage::Failed);
+                Err(e)
+            }
+        }
+    };
+
+    let credential_side = async {
+        // The service principal's object id once it exists (`None`: it failed). A token
+        // request needs it, and so does a password on it.
+        let sp_created = || async {
+            let mut stage = stage_rx.clone();
+            let reached = match stage.wait_for(|s| *s != PrincipalStage::Pending).await {
+                Ok(s) => match &*s {
+                    PrincipalStage::Created(id) => Some(id.clone()),
+                    _ => None,
+                },
+                Err(_) => None,
+            };
+            reached
+        };
+        let made = if matches!(plan, CredentialPlan::Password) {
+            match sp_created().await {
+                Some(sp_id) => add_sp_password(client, &sp_id, spec, deadline).await,
+                None => {
+                    return Ok((
+                        String::new(),
+                        spec.password_end,
+                        SecretString::default(),
+                        Readiness::NotChecked,
+                    ))
+                }
+            }
+        } else {
+            add_credential(client, app, spec, plan, deadline).await
+        };
+        let (key_id, key_end, secret) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                credential_failed_tx.send_replace(true);
+                return Err(e);
+            }
+        };
+        if sp_created().await.is_none() || spec.ready_timeout.is_none() {
+            return Ok((key_id, key_end, secret, Readiness::NotChecked));
+        }
+        let proof = async {
+            match (plan, spec.ready_timeout) {
+                (CredentialPlan::Password | CredentialPlan::ApplicationPassword, Some(t)) => {
+                    wait_until_usable(client, app_id, &secret, deadline.capped(t)).await
+                }
+                (CredentialPlan::Certificate { proof, .. }, Some(t)) => {
+                    super::certificate::wait_until_certificate_usable(
+                        client,
+                        app_id,
+                        proof,
+                        deadline.capped(t),
+                    )
+                    .await
+                }
+                _ => Readiness::NotChecked,
+            }
+        };
+        let mut failed = stage_rx.clone();
+        let readiness = tokio::select! {
+            r = proof => r,
+            // The other side failed: the proof is moot.
+            _ = failed.wait_for(|s| *s == PrincipalStage::Failed) => Readiness::NotChecked,
+        };
+        Ok::<_, ProvisionError>((key_id, key_end, secret, readiness))
+    };
+
+    let (principal, credential) = tokio::join!(principal_side, credential_side);
+    let (sp_object_id, role_assignment_ids, group_ids) = principal?;
+    let (key_id, key_end, secret, readiness) = credential?;
     Ok(Principal {
         app_object_id: String::new(),
         app_id: String::new(),
-        sp_object_id: sp.id,
+        sp_object_id,
         secret,
         key_id,
         key_end,
@@ -413,6 +512,105 @@ async fn provision_rest(
         group_ids,
         readiness,
     })
+}
+
+/// The credential of a new principal: a password added to the application (round two,
+/// beside the service principal), or the certificate the create call registered.
+async fn add_credential(
+    client: &AzureClient,
+    app: &azure_clients::Application,
+    spec: &PrincipalSpec<'_>,
+    plan: &CredentialPlan,
+    deadline: Deadline,
+) -> Result<(String, DateTime<Utc>, SecretString), ProvisionError> {
+    match plan {
+        CredentialPlan::Nothing => Ok((String::new(), spec.password_end, SecretString::default())),
+        CredentialPlan::Certificate { key, .. } => {
+            let key_id = app
+                .key_credentials
+                .iter()
+                .find(|k| k.display_name == key.display_name)
+                .or(app.key_credentials.first())
+                .map(|k| k.key_id.clone())
+                .unwrap_or_default();
+            Ok((key_id, spec.password_end, SecretString::default()))
+        }
+        // Added by `provision_rest` once the service principal exists.
+        CredentialPlan::Password => Ok((String::new(), spec.password_end, SecretString::default())),
+        CredentialPlan::ApplicationPassword => {
+            let pw = add_fresh_app_password(client, &app.id, &new_password(spec), deadline)
+                .await
+                .map_err(ProvisionError::Password)?;
+            password_parts(pw, spec)
+        }
+    }
+}
+
+fn new_password(spec: &PrincipalSpec<'_>) -> NewPassword {
+    NewPassword {
+        display_name: Some(PASSWORD_DISPLAY_NAME.to_string()),
+        start: Some(Utc::now()),
+        end: Some(spec.password_end),
+    }
+}
+
+fn password_parts(
+    pw: azure_clients::PasswordCredential,
+    spec: &PrincipalSpec<'_>,
+) -> Result<(String, DateTime<Utc>, SecretString), ProvisionError> {
+    let secret = pw.secret_text.clone().ok_or_else(|| {
+        ProvisionError::Password(AzureError::config("Graph returned no secret text"))
+    })?;
+    Ok((
+        pw.key_id,
+        pw.end_date_time.unwrap_or(spec.password_end),
+        secret,
+    ))
+}
+
+/// A password on the new service principal ([`CredentialPlan::Password`]).
+async fn add_sp_password(
+    client: &AzureClient,
+    sp_id: &str,
+    spec: &PrincipalSpec<'_>,
+    deadline: Deadline,
+) -> Result<(String, DateTime<Utc>, SecretString), ProvisionError> {
+    let pw = client
+        .graph()
+        .add_service_principal_password(sp_id, &new_password(spec), deadline)
+        .await
+        .map_err(ProvisionError::Password)?;
+    password_parts(pw, spec)
+}
+
+/// `addPassword` on an application created moments ago: Entra ID may still answer 404 for
+/// it (no read-your-writes), which is retried for up to [`FRESH_OBJECT_SETTLE`]. A 404 means
+/// nothing was added, so the retry cannot add a second password.
+async fn add_fresh_app_password(
+    client: &AzureClient,
+    app_object_id: &str,
+    password: &NewPassword,
+    deadline: Deadline,
+) -> Result<azure_clients::PasswordCredential, AzureError> {
+    let settle = deadline.capped(FRESH_OBJECT_SETTLE);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match client
+            .graph()
+            .add_application_password(app_object_id, password, deadline)
+            .await
+        {
+            Err(e) if e.status() == Some(404) && settle.remaining() > delay => {
+                tracing::debug!(
+                    app_object_id,
+                    "new application not found yet; retrying addPassword"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Creates every role assignment at once; returns their full ids in role order.
@@ -562,7 +760,8 @@ pub async fn delete_apps_named(
     Ok(())
 }
 
-/// Proves `secret` obtains a token several times in a row, within `deadline`.
+/// Proves `secret` obtains tokens from several replicas at once, within `deadline` (see
+/// [`prove_usable`]).
 pub async fn wait_until_usable(
     client: &AzureClient,
     app_id: &str,
@@ -575,45 +774,54 @@ pub async fn wait_until_usable(
     .await
 }
 
-/// Runs `attempt` (one token request with a new credential) until it has succeeded
-/// [`READY_SUCCESSES`] times in a row, backing off after each failure, within `deadline`.
+/// The readiness proof of a new credential (docs/readiness-proof.md). `attempt` is one token
+/// request with it. Rounds of [`PROOF_WIDTH`] requests go out together, so they sample
+/// different replicas of the directory at the same moment; the credential is usable when
+/// one round succeeds in full and nothing failed before, or, once a failure was seen (it is
+/// still spreading), when [`PROOF_ROUNDS_AFTER_FAILURE`] consecutive rounds succeed in full.
+/// Successful rounds follow each other at once; after a failed one the proof waits what
+/// the service asked (`Retry-After`) or a short growing back-off. Gives up at `deadline`.
 pub async fn prove_usable<F, Fut>(deadline: Deadline, mut attempt: F) -> Readiness
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), AzureError>>,
 {
     let start = std::time::Instant::now();
-    let mut successes = 0;
-    let mut delay = Duration::from_millis(100);
-    let mut last_error = String::new();
+    let mut needed = 1;
+    let mut streak = 0;
+    let mut delay = PROOF_FIRST_DELAY;
     loop {
-        match attempt().await {
-            Ok(()) => {
-                successes += 1;
-                if successes >= READY_SUCCESSES {
+        let round = join_all((0..PROOF_WIDTH).map(|_| attempt())).await;
+        let errors: Vec<AzureError> = round.into_iter().filter_map(Result::err).collect();
+        let (wait, last_error) = match errors.first() {
+            None => {
+                streak += 1;
+                if streak >= needed {
                     return Readiness::Ready {
                         waited: start.elapsed(),
                     };
                 }
-                delay = Duration::from_millis(100);
+                continue;
             }
-            Err(e) => {
-                successes = 0;
-                last_error = e.message();
+            Some(first) => {
+                streak = 0;
+                needed = PROOF_ROUNDS_AFTER_FAILURE;
+                let asked = errors
+                    .iter()
+                    .filter_map(|e| e.service_error().and_then(|s| s.retry_after))
+                    .max();
+                let wait = asked.unwrap_or(delay);
+                delay = (delay * 2).min(PROOF_MAX_DELAY);
+                (wait, first.message())
             }
-        }
-        if deadline.remaining() <= delay {
+        };
+        if deadline.remaining() <= wait {
             return Readiness::TimedOut {
                 waited: start.elapsed(),
-                last_error: if last_error.is_empty() {
-                    "too few consecutive successes".into()
-                } else {
-                    last_error
-                },
+                last_error,
             };
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -797,6 +1005,86 @@ mod tests {
             "disk full",
         )));
         assert!(e.to_string().starts_with("error writing WAL: "), "{e}");
+    }
+
+    /// Runs the proof against a scripted token service: `fails(n)` says whether attempt
+    /// `n` (0-based, in the order the attempts were made) fails. Returns the readiness and
+    /// the number of attempts.
+    async fn prove_with(
+        deadline: Deadline,
+        fails: impl Fn(u32) -> Option<AzureError>,
+    ) -> (Readiness, u32) {
+        let calls = AtomicU32::new(0);
+        let readiness = prove_usable(deadline, || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let outcome = fails(n);
+            async move { outcome.map_or(Ok(()), Err) }
+        })
+        .await;
+        (readiness, calls.load(Ordering::SeqCst))
+    }
+
+    fn refused() -> AzureError {
+        AzureError::Service(Box::new(ServiceError {
+            operation: "get token".into(),
+            service: Service::Token,
+            status: 401,
+            code: Some("invalid_client".into()),
+            detail_codes: Vec::new(),
+            message: "AADSTS7000215: Invalid client secret provided.".into(),
+            request_id: None,
+            retry_after: None,
+        }))
+    }
+
+    #[tokio::test]
+    async fn one_full_round_proves_a_credential_that_never_failed() {
+        let (r, calls) = prove_with(Deadline::after(Duration::from_secs(10)), |_| None).await;
+        assert!(matches!(r, Readiness::Ready { .. }), "{r:?}");
+        assert_eq!(calls, PROOF_WIDTH as u32, "one round, all together");
+    }
+
+    #[tokio::test]
+    async fn after_a_failure_two_full_rounds_in_a_row_are_needed() {
+        let w = PROOF_WIDTH as u32;
+        // Round 1: one replica refuses. Round 2: all succeed. Round 3: one refuses again
+        // (a lucky round 2 is not enough). Rounds 4 and 5: all succeed.
+        let (r, calls) = prove_with(Deadline::after(Duration::from_secs(10)), |n| {
+            (n == 3 || n == 2 * w + 1).then(refused)
+        })
+        .await;
+        assert!(matches!(r, Readiness::Ready { .. }), "{r:?}");
+        assert_eq!(calls, 5 * w);
+    }
+
+    #[tokio::test]
+    async fn a_failed_round_waits_what_the_service_asked() {
+        let start = std::time::Instant::now();
+        let w = PROOF_WIDTH as u32;
+        let (r, calls) = prove_with(Deadline::after(Duration::from_secs(10)), |n| {
+            (n < w).then(|| service_error(429, Some(Duration::from_millis(300))))
+        })
+        .await;
+        assert!(matches!(r, Readiness::Ready { .. }), "{r:?}");
+        assert_eq!(calls, 3 * w);
+        assert!(
+            start.elapsed() >= Duration::from_millis(300),
+            "Retry-After was honoured"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_credential_that_keeps_failing_times_out_with_the_last_answer() {
+        let (r, _) = prove_with(Deadline::after(Duration::from_millis(400)), |_| {
+            Some(refused())
+        })
+        .await;
+        match r {
+            Readiness::TimedOut { last_error, .. } => {
+                assert!(last_error.contains("AADSTS7000215"), "{last_error}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

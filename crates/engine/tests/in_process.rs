@@ -671,3 +671,466 @@ async fn pools_fill_only_where_writes_belong_and_hand_out_within_the_roles_limit
         "outlives its lease"
     );
 }
+
+// ------------------------------------------------------------------ the issuance fast path
+//
+// These tests read the critical path from the emulator's request log: with a fixed latency
+// per call, calls that go out together overlap, and a call that waits for another starts
+// after it finished. `rounds` counts the longest chain of such waits: the Azure round trips
+// on the critical path. No wall-clock figure is asserted.
+
+use azure_emulator::faults::{FaultRule, RequestRecord};
+
+const GROUP: &str = r#"[{"group_name": "vault-test-group-1"}]"#;
+const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
+const OWNER: &str = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635";
+const USER_ACCESS_ADMIN: &str = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9";
+
+impl Fixture {
+    fn shared(&self) -> Arc<azure_emulator::Shared> {
+        self.emu.as_ref().expect("emulator").shared()
+    }
+
+    fn log(&self) -> Vec<RequestRecord> {
+        self.shared().requests()
+    }
+
+    /// A role with six Azure roles (four at the subscription, two on a resource group) and
+    /// two groups.
+    async fn wide_role(&self, name: &str, extra: Value) {
+        let sub = self.subscription_scope();
+        let rg = format!("{sub}/resourceGroups/vault-rg");
+        let def =
+            |id: &str| format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/{id}");
+        let roles = json!([
+            {"role_id": def(READER), "scope": sub},
+            {"role_id": def(CONTRIBUTOR), "scope": sub},
+            {"role_id": def(OWNER), "scope": sub},
+            {"role_id": def(USER_ACCESS_ADMIN), "scope": sub},
+            {"role_id": def(READER), "scope": rg},
+            {"role_id": def(CONTRIBUTOR), "scope": rg},
+        ]);
+        let groups =
+            json!([{"group_name": "vault-test-group-1"}, {"group_name": "vault-test-group-2"}]);
+        let mut body =
+            json!({"azure_roles": roles.to_string(), "azure_groups": groups.to_string()});
+        if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+            b.extend(e);
+        }
+        self.call(Operation::Create, &format!("roles/{name}"), body)
+            .await
+            .expect("write role");
+    }
+
+    async fn issue(&self, role: &str) -> Response {
+        self.call(Operation::Read, &format!("creds/{role}"), json!({}))
+            .await
+            .expect("issue")
+            .expect("a response")
+    }
+
+    async fn revoke(
+        &self,
+        role: &str,
+        issued: &Response,
+    ) -> Result<Option<Response>, LogicalError> {
+        let mut req = self.request(Operation::Revoke, &format!("creds/{role}"), json!({}));
+        req.secret = issued.secret.clone();
+        self.backend.handle_request(req).await
+    }
+
+    fn set_latency(&self, ms: u64) {
+        self.shared().update_settings(|s| s.latency_ms = ms);
+    }
+}
+
+/// The longest chain of calls each of which started after the previous one finished.
+fn rounds(calls: &[&RequestRecord]) -> usize {
+    let mut sorted: Vec<&RequestRecord> = calls.to_vec();
+    sorted.sort_by_key(|c| c.started_ms);
+    let mut depth = vec![0usize; sorted.len()];
+    for i in 0..sorted.len() {
+        let before = (0..i)
+            .filter(|&j| sorted[j].finished_ms <= sorted[i].started_ms)
+            .map(|j| depth[j])
+            .max()
+            .unwrap_or(0);
+        depth[i] = before + 1;
+    }
+    depth.into_iter().max().unwrap_or(0)
+}
+
+/// Whether every call of `a` started before any call of `b` finished and vice versa: they
+/// went out together.
+fn together(a: &[&RequestRecord], b: &[&RequestRecord]) -> bool {
+    let all: Vec<&&RequestRecord> = a.iter().chain(b).collect();
+    let last_start = all.iter().map(|c| c.started_ms).max().unwrap_or(0);
+    let first_end = all.iter().map(|c| c.finished_ms).min().unwrap_or(0);
+    last_start < first_end
+}
+
+fn data_str(resp: &Response, key: &str) -> String {
+    resp.data.as_ref().expect("data")[key]
+        .as_str()
+        .expect("a string")
+        .to_string()
+}
+
+fn internal_str(resp: &Response, key: &str) -> String {
+    resp.secret.as_ref().expect("a lease").internal_data[key]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuance_makes_three_rounds_whatever_the_number_of_roles() {
+    let f = Fixture::start().await;
+    f.wide_role("wide", json!({})).await;
+    // The first issuance fills the engine's token cache; the next finds it warm.
+    let first = f.issue("wide").await;
+    // A latency that separates the rounds well; password writes as fast as any other call.
+    f.set_latency(100);
+    f.shared().update_settings(|s| s.password_write_ms = 0);
+    f.shared().clear_requests();
+    let issued = f.issue("wide").await;
+    let log = f.log();
+    let client_id = data_str(&issued, "client_id");
+    let root = f.env["AZURE_CLIENT_ID"].clone();
+
+    assert!(
+        log.iter()
+            .all(|c| c.client_id.as_deref() != Some(root.as_str())),
+        "no token request for the engine itself: {log:?}"
+    );
+    let proof: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|c| c.client_id.as_deref() == Some(client_id.as_str()))
+        .collect();
+    assert_eq!(
+        proof.len(),
+        vault_plugin_secrets_azure::provision::PROOF_WIDTH,
+        "one round of token requests proved the credential: {log:?}"
+    );
+    let is =
+        |c: &&RequestRecord, method: &str, part: &str| c.method == method && c.path.contains(part);
+    let app: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|c| is(c, "POST", "/v1.0/applications") && !c.path.contains("addPassword"))
+        .collect();
+    let sp: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|c| is(c, "POST", "/v1.0/servicePrincipals"))
+        .collect();
+    let password: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|c| is(c, "POST", "/addPassword"))
+        .collect();
+    let assignments: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|c| is(c, "PUT", "roleAssignments"))
+        .collect();
+    let members: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|c| is(c, "POST", "/members/$ref"))
+        .collect();
+    assert_eq!(
+        (
+            app.len(),
+            sp.len(),
+            password.len(),
+            assignments.len(),
+            members.len()
+        ),
+        (1, 1, 1, 6, 2),
+        "{log:?}"
+    );
+    assert!(
+        together(&sp, &password),
+        "the password goes on the application beside the service principal: {log:?}"
+    );
+    assert!(
+        together(&assignments, &members) && together(&assignments, &proof),
+        "assignments, memberships and the proof together: {log:?}"
+    );
+    let writes_and_proof: Vec<&RequestRecord> = app
+        .iter()
+        .chain(&sp)
+        .chain(&password)
+        .chain(&assignments)
+        .chain(&members)
+        .chain(&proof)
+        .copied()
+        .collect();
+    assert_eq!(rounds(&writes_and_proof), 3, "{log:?}");
+    // Everything from the read to the answer, the tenant policy read included.
+    let all: Vec<&RequestRecord> = log.iter().collect();
+    assert!(rounds(&all) <= 4, "{log:?}");
+    assert!(issued.warnings.is_empty(), "{:?}", issued.warnings);
+
+    // The password is on the application (the lease deletes it with the application).
+    let app_object_id = internal_str(&issued, "app_object_id");
+    let passwords = f
+        .azure
+        .graph()
+        .list_application_passwords(&app_object_id, deadline())
+        .await
+        .expect("list");
+    assert_eq!(passwords.len(), 1);
+
+    for resp in [&first, &issued] {
+        f.revoke("wide", resp).await.expect("revoke");
+    }
+    assert_eq!(f.wal_count().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_is_one_round_and_finishes_what_it_can() {
+    let f = Fixture::start().await;
+    f.wide_role("wide", json!({})).await;
+    let issued = f.issue("wide").await;
+    f.set_latency(40);
+    f.shared().clear_requests();
+    assert_eq!(f.revoke("wide", &issued).await, Ok(None));
+    let log = f.log();
+    let deletes: Vec<&RequestRecord> = log.iter().filter(|c| c.method == "DELETE").collect();
+    assert_eq!(
+        deletes.len(),
+        6 + 2 + 1,
+        "assignments, memberships, application: {log:?}"
+    );
+    assert_eq!(
+        rounds(&log.iter().collect::<Vec<_>>()),
+        1,
+        "one round: {log:?}"
+    );
+    let app_object_id = internal_str(&issued, "app_object_id");
+    let gone = f
+        .azure
+        .graph()
+        .get_application(&app_object_id, deadline())
+        .await;
+    assert!(gone.is_err_and(|e| e.is_not_found()));
+    let dump = f.shared().dir().dump();
+    assert!(
+        dump["roleAssignments"]
+            .as_array()
+            .expect("assignments")
+            .iter()
+            .all(|ra| ra["properties"]["principalId"]
+                != json!(internal_str(&issued, "sp_object_id"))),
+        "every assignment went"
+    );
+
+    // Already gone counts as done.
+    f.shared().clear_requests();
+    assert_eq!(f.revoke("wide", &issued).await, Ok(None));
+    assert!(
+        f.log()
+            .iter()
+            .all(|c| c.status == 404 || c.status == 204 || c.status == 200 || c.status == 400),
+        "{:?}",
+        f.log()
+    );
+
+    // One failing deletion fails the revocation, after the others went; the retry finishes.
+    let second = f.issue("wide").await;
+    let ra_ids: Vec<String> = second.secret.as_ref().expect("lease").internal_data
+        ["role_assignment_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("id").to_string())
+        .collect();
+    let failing = ra_ids[2].rsplit('/').next().expect("name").to_string();
+    f.shared().faults().add(FaultRule {
+        method: Some("DELETE".into()),
+        path_contains: Some(failing.clone()),
+        service: None,
+        status: Some(500),
+        retry_after_secs: None,
+        times: None,
+        drop: false,
+        delay_ms: None,
+    });
+    f.shared().clear_requests();
+    let err = f
+        .revoke("wide", &second)
+        .await
+        .expect_err("the revocation fails");
+    assert!(err.to_string().contains("error unassigning role"), "{err}");
+    let app2 = internal_str(&second, "app_object_id");
+    let log = f.log();
+    assert!(
+        log.iter()
+            .any(|c| c.method == "DELETE" && c.path.contains(&app2) && c.status == 204),
+        "the application went anyway: {log:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|c| c.method == "DELETE"
+                && c.path.contains("roleAssignments")
+                && c.status == 200)
+            .count(),
+        5,
+        "the other assignments went anyway: {log:?}"
+    );
+    f.shared().faults().clear();
+    assert_eq!(
+        f.revoke("wide", &second).await,
+        Ok(None),
+        "the host's retry finishes it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_deletion_purges_in_a_second_round() {
+    let f = Fixture::start().await;
+    f.wide_role("purged", json!({"permanently_delete": true}))
+        .await;
+    let issued = f.issue("purged").await;
+    f.set_latency(40);
+    f.shared().clear_requests();
+    assert_eq!(f.revoke("purged", &issued).await, Ok(None));
+    let log = f.log();
+    let all: Vec<&RequestRecord> = log.iter().collect();
+    assert_eq!(rounds(&all), 2, "{log:?}");
+    let purges: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|c| c.path.contains("deletedItems"))
+        .collect();
+    assert_eq!(
+        purges.len(),
+        2,
+        "application and service principal: {log:?}"
+    );
+    let dump = f.shared().dir().dump();
+    let app = internal_str(&issued, "app_object_id");
+    let sp = internal_str(&issued, "sp_object_id");
+    let deleted = dump["deletedItems"].to_string();
+    assert!(
+        !deleted.contains(&app) && !deleted.contains(&sp),
+        "purged: {deleted}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proof_never_hands_out_a_credential_some_replicas_refuse() {
+    let f = Fixture::start().await;
+    f.call(
+        Operation::Create,
+        "roles/bare",
+        json!({"credential_ready_timeout": "30s", "azure_groups": GROUP}),
+    )
+    .await
+    .expect("write role");
+    // Two replicas; a new object reaches each at its own time within 1.5 s. A proof that
+    // hands out after a few lucky requests is caught by the requests that follow.
+    f.shared().update_settings(|s| {
+        s.token_replicas = 2;
+        s.replica_window_ms = 1500;
+        s.latency_ms = 5;
+    });
+    for _ in 0..4 {
+        let issued = f.issue("bare").await;
+        assert!(issued.warnings.is_empty(), "{:?}", issued.warnings);
+        let client_id = data_str(&issued, "client_id");
+        let secret = azure_clients::SecretString::from(data_str(&issued, "client_secret"));
+        for n in 0..10 {
+            let r = f
+                .azure
+                .verify_client_secret(&client_id, &secret, deadline())
+                .await;
+            assert!(
+                r.is_ok(),
+                "token request {n} after the hand-out failed: {r:?}"
+            );
+        }
+        f.revoke("bare", &issued).await.expect("revoke");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proof_goes_through_throttling_and_server_errors() {
+    let f = Fixture::start().await;
+    f.call(
+        Operation::Create,
+        "roles/bare",
+        json!({ "azure_groups": GROUP }),
+    )
+    .await
+    .expect("write role");
+    let warm = f.issue("bare").await;
+    f.revoke("bare", &warm).await.expect("revoke");
+    let rule = |status: u16, retry_after_secs: Option<u64>| FaultRule {
+        method: Some("POST".into()),
+        path_contains: Some("/oauth2/".into()),
+        service: Some("token".into()),
+        status: Some(status),
+        retry_after_secs,
+        times: Some(3),
+        drop: false,
+        delay_ms: None,
+    };
+    f.shared().faults().add(rule(429, Some(1)));
+    f.shared().faults().add(rule(503, None));
+    f.shared().clear_requests();
+    let issued = f.issue("bare").await;
+    assert!(issued.warnings.is_empty(), "{:?}", issued.warnings);
+    let log = f.log();
+    assert!(
+        log.iter().any(|c| c.status == 429) && log.iter().any(|c| c.status == 503),
+        "{log:?}"
+    );
+    let client_id = data_str(&issued, "client_id");
+    let secret = azure_clients::SecretString::from(data_str(&issued, "client_secret"));
+    f.azure
+        .verify_client_secret(&client_id, &secret, deadline())
+        .await
+        .expect("the credential works");
+    f.revoke("bare", &issued).await.expect("revoke");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuance_cut_off_during_the_proof_leaves_nothing_behind() {
+    let f = Fixture::start().await;
+    f.wide_role("wide", json!({"credential_ready_timeout": "60s"}))
+        .await;
+    // The credential stays invisible for a minute: the issuance is inside its proof when the
+    // process "dies" (the request future is dropped, as a killed plugin would stop).
+    let before = f.shared().dir().dump()["roleAssignments"]
+        .as_array()
+        .map(Vec::len);
+    f.shared()
+        .update_settings(|s| s.credential_delay_ms = 60_000);
+    f.shared().clear_requests();
+    let cut = tokio::time::timeout(Duration::from_secs(2), f.issue("wide")).await;
+    assert!(cut.is_err(), "still proving");
+    let log = f.log();
+    assert!(
+        log.iter().any(|c| c.service == "token"),
+        "the proof had begun: {log:?}"
+    );
+    assert!(f.wal_count().await > 0, "the WAL covers what was made");
+    f.shared().update_settings(|s| s.credential_delay_ms = 0);
+    f.tick(true).await.expect("rollback");
+    assert_eq!(f.wal_count().await, 0);
+    let dump = f.shared().dir().dump();
+    let leftovers: Vec<&Value> = dump["applications"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter(|a| {
+            a["displayName"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("vault-"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let after = dump["roleAssignments"].as_array().map(Vec::len);
+    assert_eq!(
+        after, before,
+        "no assignment left: {}",
+        dump["roleAssignments"]
+    );
+}
