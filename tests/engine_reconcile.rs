@@ -302,13 +302,17 @@ fn orphans_are_reported_then_removed_while_live_credentials_keep_working() {
     let narrow = issue(&bao, &emu, "azure");
     raw_delete(&format!("sys/expire/id/{}", narrow.lease_id));
 
-    // A revoke that could not remove the role assignment (plugin#118): the application goes,
-    // the assignment stays with a principal that no longer exists.
+    // A revoke that could not remove the role assignment (plugin#118): the application goes
+    // in the same round, the revoke fails, the operator forces it, and the assignment stays
+    // with a principal that no longer exists.
     let leaky = issue(&bao, &emu, "azure");
     let leaky_ras = assignments_of(&emu, &leaky.sp);
     assert_eq!(leaky_ras.len(), 1);
     emu.add_fault(json!({"method": "DELETE", "path_contains": "roleAssignments", "status": 403}));
-    bao.cli(&["lease", "revoke", "-sync", &leaky.lease_id]).ok();
+    let refused = bao.cli(&["lease", "revoke", "-sync", &leaky.lease_id]);
+    assert_ne!(refused.code, 0, "a revoke that leaves an assignment behind fails");
+    bao.cli(&["lease", "revoke", "-force", "-prefix", &leaky.lease_id])
+        .ok();
     emu.clear_faults();
     assert!(!app_exists(&emu, &leaky.app));
     assert_eq!(assignments_of(&emu, &leaky.sp), leaky_ras);
