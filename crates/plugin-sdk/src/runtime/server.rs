@@ -295,10 +295,17 @@ async fn run_to_completion(
     let backend = instance.backend.clone();
     let storage = instance.storage.clone();
     let call = in_flight.enter();
-    let task = tokio::spawn(async move {
+    let mut handler = Box::pin(async move {
         let _call = call;
         contain_panic("request", backend.handle_request(req)).await
     });
+    // Most requests (reads answered from the cache, the host's resolve-path calls) finish
+    // without waiting for anything: they run here, on the call's own task. Only a handler
+    // that has to wait gets a task of its own, which a cancelled call cannot stop.
+    if let std::task::Poll::Ready(outcome) = futures::poll!(&mut handler) {
+        return Ok(outcome);
+    }
+    let task = tokio::spawn(handler);
     let mut guard = CancelGuard {
         task: Some(task),
         instance,
