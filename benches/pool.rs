@@ -94,6 +94,8 @@ fn main() {
     let before = emu.vault_apps().len();
     let pooled_role =
         rt.block_on(api.post("azure/roles/pooled", &role_body(&emu, Some(POOL_SIZE))));
+    // An engine without the field ignores it with a warning: the role read tells.
+    let stored = rt.block_on(api.get("azure/roles/pooled"));
     let pooled = if !pooled_role.ok() {
         json!({
             "ran": false,
@@ -101,6 +103,19 @@ fn main() {
                 "the engine rejected pool_size (HTTP {}): {}",
                 pooled_role.status,
                 pooled_role.body["errors"]
+            ),
+        })
+    } else if stored.body["data"]["pool_size"] != json!(POOL_SIZE) {
+        json!({
+            "ran": false,
+            "reason": format!(
+                "the engine does not know pool_size (the role write answered HTTP {}{}; the \
+                 role reads back without it)",
+                pooled_role.status,
+                match &pooled_role.body["warnings"] {
+                    Value::Null => String::new(),
+                    w => format!(" with warnings {w}"),
+                }
             ),
         })
     } else {

@@ -70,10 +70,17 @@ fn nice_step(span: f64, target: f64) -> f64 {
     nice * mag
 }
 
-fn fmt_tick(v: f64) -> String {
-    if v.abs() >= 100.0 || v.fract() == 0.0 {
+/// A tick label with as many decimals as the step between ticks needs.
+fn fmt_tick(v: f64, step: f64) -> String {
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// A bar's value: three significant digits.
+fn fmt_value(v: f64) -> String {
+    if v.abs() >= 100.0 {
         format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
+    } else if v.abs() >= 10.0 {
         format!("{v:.1}")
     } else {
         format!("{v:.2}")
@@ -120,7 +127,7 @@ impl LineChart {
                 LEFT + plot_w,
                 LEFT - 6.0,
                 py + 4.0,
-                fmt_tick(y)
+                fmt_tick(y, y_step)
             );
             y += y_step;
         }
@@ -134,7 +141,7 @@ impl LineChart {
                 TOP + plot_h,
                 TOP + plot_h + 5.0,
                 TOP + plot_h + 18.0,
-                fmt_tick(x)
+                fmt_tick(x, x_step)
             );
             x += x_step;
         }
@@ -215,7 +222,7 @@ impl BarChart {
                  <text x=\"{px:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
                 TOP + plot_h,
                 TOP + plot_h + 18.0,
-                fmt_tick(v)
+                fmt_tick(v, step)
             );
             v += step;
         }
@@ -234,7 +241,7 @@ impl BarChart {
                 escape(label),
                 sx(*value) + 4.0,
                 y + h / 2.0 + 4.0,
-                fmt_tick(*value)
+                fmt_value(*value)
             );
         }
         let _ = writeln!(
