@@ -344,7 +344,7 @@ async fn accept_loop(
 /// Its flushes wait until the tasks that are already runnable have run: the HTTP/2
 /// connection flushes as soon as it has written anything (the acknowledgement of the host's
 /// ping, say), while the call's own task is about to add the response headers, message and
-/// trailers. Held back for one turn of the scheduler, all of them leave in one write, and the
+/// trailers. Held back for two turns of the scheduler, all of them leave in one write, and the
 /// host reads one chunk instead of several.
 struct TlsConn {
     inner: Box<tokio_rustls::server::TlsStream<Box<dyn AsyncStream>>>,
