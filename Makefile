@@ -20,10 +20,15 @@ demo: tools build
 test: tools
 	scripts/test.sh
 
-# Figures written to bench-results/.
+# Figures written to bench-results/*.json, then docs/benchmarks.md and its plots
+# (docs/benchmarks/*.svg) drawn from them. About 10 minutes on 2 cores.
 bench: tools build
 	$(CARGO) bench --bench runtime
 	$(CARGO) bench --bench issuance
+	$(CARGO) bench --bench pool
+	$(CARGO) bench --bench revoke
+	$(CARGO) bench --bench memory
+	$(CARGO) bench --bench report
 
 # The fault suite (README "Fault suite"): a few minutes; figures in bench-results/chaos.json.
 chaos: tools

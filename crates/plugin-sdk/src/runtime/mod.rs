@@ -331,7 +331,7 @@ async fn accept_loop(
             match acceptor.accept(stream).await {
                 Ok(tls) => {
                     connected.store(true, Ordering::SeqCst);
-                    let _ = out.send(Ok(TlsConn(Box::new(tls)))).await;
+                    let _ = out.send(Ok(TlsConn::new(tls))).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "TLS handshake with the host failed"),
             }
@@ -340,7 +340,94 @@ async fn accept_loop(
 }
 
 /// An authenticated TLS connection from the host.
-struct TlsConn(Box<tokio_rustls::server::TlsStream<Box<dyn AsyncStream>>>);
+///
+/// Its flushes wait until the tasks that are already runnable have run: the HTTP/2
+/// connection flushes as soon as it has written anything (the acknowledgement of the host's
+/// ping, say), while the call's own task is about to add the response headers, message and
+/// trailers. Held back for two turns of the scheduler, all of them leave in one write, and the
+/// host reads one chunk instead of several.
+struct TlsConn {
+    inner: Box<tokio_rustls::server::TlsStream<Box<dyn AsyncStream>>>,
+    flush: FlushGate,
+}
+
+impl TlsConn {
+    fn new(inner: tokio_rustls::server::TlsStream<Box<dyn AsyncStream>>) -> Self {
+        Self {
+            inner: Box::new(inner),
+            flush: FlushGate::default(),
+        }
+    }
+}
+
+/// How many turns of the scheduler a flush is held back (see [`TlsConn`]).
+const FLUSH_TURNS: usize = 2;
+
+/// Goes to the back of the scheduler's queue once: the tasks runnable now run first.
+async fn yield_turn() {
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
+/// The state of a held-back flush (see [`TlsConn`]).
+#[derive(Default)]
+struct FlushGate {
+    /// Set while a flush is held back; `open` turns true once the scheduler got round to it.
+    turn: Option<Arc<FlushTurn>>,
+}
+
+#[derive(Default)]
+struct FlushTurn {
+    open: AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl FlushGate {
+    /// Ready when the flush may go ahead: the first call queues a task behind the runnable
+    /// ones and is pending until that task has run.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let turn = match &self.turn {
+            Some(turn) => turn.clone(),
+            None => {
+                let turn = Arc::new(FlushTurn::default());
+                turn.waker.register(cx.waker());
+                let queued = turn.clone();
+                tokio::spawn(async move {
+                    // Two turns: the call's task may first need the connection to grant it
+                    // room on the stream before it can add its message and trailers.
+                    for _ in 0..FLUSH_TURNS {
+                        yield_turn().await;
+                    }
+                    queued.open.store(true, Ordering::Release);
+                    queued.waker.wake();
+                });
+                self.turn = Some(turn);
+                return Poll::Pending;
+            }
+        };
+        if turn.open.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        turn.waker.register(cx.waker());
+        if turn.open.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// The flush went out (or failed): the next one waits its turn again.
+    fn close(&mut self) {
+        self.turn = None;
+    }
+}
 
 impl Connected for TlsConn {
     type ConnectInfo = ();
@@ -353,7 +440,7 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0).poll_read(cx, buf)
+        Pin::new(&mut *self.inner).poll_read(cx, buf)
     }
 }
 
@@ -363,15 +450,18 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write(cx, buf)
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0).poll_flush(cx)
+        std::task::ready!(self.flush.poll_open(cx));
+        let flushed = std::task::ready!(Pin::new(&mut *self.inner).poll_flush(cx));
+        self.flush.close();
+        Poll::Ready(flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.0).poll_shutdown(cx)
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -379,10 +469,34 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut *self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_flush_waits_for_the_tasks_already_runnable() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut gate = FlushGate::default();
+        // A task made runnable before the flush is asked for (the call adding its response).
+        let response = order.clone();
+        tokio::spawn(async move { response.lock().unwrap().push("response") });
+        futures::future::poll_fn(|cx| gate.poll_open(cx)).await;
+        order.lock().unwrap().push("flush");
+        assert_eq!(*order.lock().unwrap(), ["response", "flush"]);
+
+        // Once open, it stays open until the flush went out; then the next one waits again.
+        assert!(futures::poll!(futures::future::poll_fn(|cx| gate.poll_open(cx))).is_ready());
+        gate.close();
+        assert!(futures::poll!(futures::future::poll_fn(|cx| gate.poll_open(cx))).is_pending());
+        futures::future::poll_fn(|cx| gate.poll_open(cx)).await;
     }
 }

@@ -295,10 +295,17 @@ async fn run_to_completion(
     let backend = instance.backend.clone();
     let storage = instance.storage.clone();
     let call = in_flight.enter();
-    let task = tokio::spawn(async move {
+    let mut handler = Box::pin(async move {
         let _call = call;
         contain_panic("request", backend.handle_request(req)).await
     });
+    // Most requests (reads answered from the cache, the host's resolve-path calls) finish
+    // without waiting for anything: they run here, on the call's own task. Only a handler
+    // that has to wait gets a task of its own, which a cancelled call cannot stop.
+    if let std::task::Poll::Ready(outcome) = futures::poll!(&mut handler) {
+        return Ok(outcome);
+    }
+    let task = tokio::spawn(handler);
     let mut guard = CancelGuard {
         task: Some(task),
         instance,
@@ -513,6 +520,55 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), in_flight.idle())
             .await
             .expect("no call left under way");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_waiting_handler_finishes_after_its_call_is_cancelled() {
+        let go_on = Arc::new(tokio::sync::Notify::new());
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let waiting = go_on.clone();
+        let backend = BackendBuilder::new("test")
+            .path(Path::new("slow").operation(
+                Operation::Read,
+                OperationHandler::new(
+                    handler(move |req, _| {
+                        let waiting = waiting.clone();
+                        async move {
+                            waiting.notified().await;
+                            let done = crate::logical::StorageEntry::json(
+                                "done",
+                                &serde_json::json!(true),
+                            )?;
+                            req.storage.put(done).await?;
+                            Ok(None)
+                        }
+                    }),
+                    "waits",
+                    "slow",
+                ),
+            ))
+            .build(&crate::logical::BackendConfig {
+                storage: storage.clone(),
+                ..crate::testing::backend_config(
+                    Arc::new(crate::testing::TestSystemView::default()),
+                )
+            })
+            .unwrap();
+        let instance = Arc::new(Instance {
+            backend: Arc::new(backend),
+            storage: storage.clone(),
+        });
+        let in_flight = Arc::new(InFlight::default());
+        let read = logical::Request::new(Operation::Read, "slow", storage.clone());
+        let mut call = Box::pin(run_to_completion(instance, read, &in_flight));
+        assert!(futures::poll!(&mut call).is_pending(), "the handler waits");
+        // The host cancels the call; the handler, now a task of its own, runs on.
+        drop(call);
+        go_on.notify_one();
+        tokio::time::timeout(std::time::Duration::from_secs(5), in_flight.idle())
+            .await
+            .expect("the handler finished");
+        assert!(storage.get("done").await.unwrap().is_some());
     }
 
     #[tokio::test]
