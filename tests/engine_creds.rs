@@ -39,39 +39,6 @@ fn write_dynamic_role(bao: &Bao, emu: &Emulator, name: &str, extra: &[&str]) {
     bao.write(&format!("azure/roles/{name}"), &args).ok();
 }
 
-/// HTTP status of a client-credentials token request with this secret.
-fn token_status(emu: &Emulator, client_id: &str, secret: &str) -> u16 {
-    let url = format!(
-        "{}{}/oauth2/v2.0/token",
-        emu.var("AZURE_AUTHORITY_HOST"),
-        emu.var("AZURE_TENANT_ID")
-    );
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--cacert",
-            &emu.var("SSL_CERT_FILE"),
-            &url,
-        ])
-        .args(["--data-urlencode", "grant_type=client_credentials"])
-        .args(["--data-urlencode", &format!("client_id={client_id}")])
-        .args(["--data-urlencode", &format!("client_secret={secret}")])
-        .args([
-            "--data-urlencode",
-            &format!("scope={}/.default", emu.var("AZURE_GRAPH_ENDPOINT")),
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 fn sp_ids_of(state: &Value, app_id: &str) -> Vec<String> {
     state["servicePrincipals"]
         .as_array()
@@ -153,7 +120,7 @@ fn dynamic_service_principal_lifecycle() {
     assert!(creds["data"]["credential_ready_wait_ms"].is_u64());
 
     // Usable when returned.
-    assert_eq!(token_status(&emu, &client_id, &secret), 200);
+    assert_eq!(emu.token_status(&client_id, &secret), 200);
 
     // Everything exists in Azure: vault- application, SP, two role assignments (with
     // principalType), the group membership; the password ends at the max TTL, not in 10 years.
@@ -230,7 +197,7 @@ fn dynamic_service_principal_lifecycle() {
         .iter()
         .any(|d| d["appId"] == client_id.as_str()));
     assert_eq!(
-        token_status(&emu, &client_id, &secret),
+        emu.token_status(&client_id, &secret),
         400,
         "deleted application refuses tokens"
     );
@@ -289,7 +256,7 @@ fn a_fresh_credential_is_returned_only_once_it_works() {
         creds["data"]["client_id"].as_str().expect("id"),
         creds["data"]["client_secret"].as_str().expect("secret"),
     );
-    assert_eq!(token_status(&emu, id, secret), 200);
+    assert_eq!(emu.token_status(id, secret), 200);
 
     // Turned off: returned at once, and Azure does not accept it yet.
     write_dynamic_role(&bao, &emu, "nowait", &["credential_ready_timeout=0"]);
@@ -298,7 +265,7 @@ fn a_fresh_credential_is_returned_only_once_it_works() {
         creds["data"]["client_id"].as_str().expect("id"),
         creds["data"]["client_secret"].as_str().expect("secret"),
     );
-    assert_ne!(token_status(&emu, id, secret), 200);
+    assert_ne!(emu.token_status(id, secret), 200);
 
     // A bound that runs out: returned with a warning.
     write_dynamic_role(&bao, &emu, "short", &["credential_ready_timeout=1s"]);
@@ -476,8 +443,7 @@ fn passwords_on_an_existing_application() {
     assert_eq!(first["data"]["client_id"], app_id.as_str());
     for c in [&first, &second] {
         assert_eq!(
-            token_status(
-                &emu,
+            emu.token_status(
                 &app_id,
                 c["data"]["client_secret"].as_str().expect("secret")
             ),
@@ -513,11 +479,7 @@ fn passwords_on_an_existing_application() {
     .ok();
     assert_eq!(passwords(&emu).len(), 1);
     assert_eq!(
-        token_status(
-            &emu,
-            &app_id,
-            first["data"]["client_secret"].as_str().expect("s")
-        ),
+        emu.token_status(&app_id, first["data"]["client_secret"].as_str().expect("s")),
         401
     );
     // The application itself stays; revoking after it is gone still succeeds.
@@ -592,7 +554,7 @@ fn passwords_on_a_persisted_application() {
         let creds = bao.read("azure/creds/kept").ok().json();
         assert_eq!(creds["data"]["client_id"], app_id.as_str());
         let secret = creds["data"]["client_secret"].as_str().expect("secret");
-        assert_eq!(token_status(&emu, &app_id, secret), 200);
+        assert_eq!(emu.token_status(&app_id, secret), 200);
         leases.push(creds["lease_id"].as_str().expect("lease").to_string());
     }
     assert_eq!(

@@ -37,30 +37,6 @@ fn write_role(bao: &Bao, emu: &Emulator, name: &str, extra: &[&str]) {
     bao.write(&format!("azure/roles/{name}"), &args).ok();
 }
 
-fn token_status(emu: &Emulator, client_id: &str, secret: &str) -> u16 {
-    let url = format!(
-        "{}{}/oauth2/v2.0/token",
-        emu.var("AZURE_AUTHORITY_HOST"),
-        emu.var("AZURE_TENANT_ID")
-    );
-    let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["--cacert", &emu.var("SSL_CERT_FILE"), &url])
-        .args(["--data-urlencode", "grant_type=client_credentials"])
-        .args(["--data-urlencode", &format!("client_id={client_id}")])
-        .args(["--data-urlencode", &format!("client_secret={secret}")])
-        .args([
-            "--data-urlencode",
-            &format!("scope={}/.default", emu.var("AZURE_GRAPH_ENDPOINT")),
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 /// Service principals of engine-made applications (`vault-<uuid>`), and role assignments
 /// and group memberships of principals the emulator did not seed.
 fn leftovers(emu: &Emulator) -> (usize, usize, usize) {
@@ -242,8 +218,7 @@ fn pooled_reads_are_distinct_usable_and_need_no_azure_call() {
     );
     for r in &reads {
         assert_eq!(
-            token_status(
-                &emu,
+            emu.token_status(
                 r["data"]["client_id"].as_str().unwrap(),
                 r["data"]["client_secret"].as_str().unwrap()
             ),
@@ -443,7 +418,7 @@ fn passwords_on_an_existing_application_are_pooled_and_drained() {
     emu.clear_faults();
     assert_eq!(c["data"]["client_id"], app_id.as_str());
     assert_eq!(
-        token_status(&emu, &app_id, c["data"]["client_secret"].as_str().unwrap()),
+        emu.token_status(&app_id, c["data"]["client_secret"].as_str().unwrap()),
         200
     );
     // Deleting the role removes the pooled passwords; the handed-out one stays with its lease.
@@ -454,7 +429,7 @@ fn passwords_on_an_existing_application_are_pooled_and_drained() {
         || common::app_passwords(&emu, &object_id).len() == 1,
     );
     assert_eq!(
-        token_status(&emu, &app_id, c["data"]["client_secret"].as_str().unwrap()),
+        emu.token_status(&app_id, c["data"]["client_secret"].as_str().unwrap()),
         200,
         "the handed-out password still works"
     );

@@ -82,30 +82,9 @@ fn assignments_of(emu: &Emulator, sp: &str) -> Vec<String> {
         .collect()
 }
 
-/// HTTP status of a client-credentials token request with this secret.
-fn token_status(emu: &Emulator, client_id: &str, secret: &str) -> u16 {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["--cacert", &emu.var("SSL_CERT_FILE")])
-        .arg(common::certs::token_url(emu))
-        .args(["--data-urlencode", "grant_type=client_credentials"])
-        .args(["--data-urlencode", &format!("client_id={client_id}")])
-        .args(["--data-urlencode", &format!("client_secret={secret}")])
-        .args([
-            "--data-urlencode",
-            &format!("scope={}/.default", emu.var("AZURE_GRAPH_ENDPOINT")),
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 fn assert_works(emu: &Emulator, c: &Cred) {
     assert_eq!(
-        token_status(emu, &c.client_id, &c.secret),
+        emu.token_status(&c.client_id, &c.secret),
         200,
         "the live credential of {} stopped working",
         c.app
@@ -310,7 +289,10 @@ fn orphans_are_reported_then_removed_while_live_credentials_keep_working() {
     assert_eq!(leaky_ras.len(), 1);
     emu.add_fault(json!({"method": "DELETE", "path_contains": "roleAssignments", "status": 403}));
     let refused = bao.cli(&["lease", "revoke", "-sync", &leaky.lease_id]);
-    assert_ne!(refused.code, 0, "a revoke that leaves an assignment behind fails");
+    assert_ne!(
+        refused.code, 0,
+        "a revoke that leaves an assignment behind fails"
+    );
     bao.cli(&["lease", "revoke", "-force", "-prefix", &leaky.lease_id])
         .ok();
     emu.clear_faults();

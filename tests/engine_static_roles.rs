@@ -13,31 +13,6 @@ use chrono::{DateTime, Utc};
 use common::{app_passwords, bao_with_emulator, static_password_ids, Bao, CliOutput, Emulator};
 use serde_json::{json, Value};
 
-/// HTTP status of a client-credentials token request with this secret.
-fn token_status(emu: &Emulator, client_id: &str, secret: &str) -> u16 {
-    let url = format!(
-        "{}{}/oauth2/v2.0/token",
-        emu.var("AZURE_AUTHORITY_HOST"),
-        emu.var("AZURE_TENANT_ID")
-    );
-    let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-        .args(["--cacert", &emu.var("SSL_CERT_FILE"), &url])
-        .args(["--data-urlencode", "grant_type=client_credentials"])
-        .args(["--data-urlencode", &format!("client_id={client_id}")])
-        .args(["--data-urlencode", &format!("client_secret={secret}")])
-        .args([
-            "--data-urlencode",
-            &format!("scope={}/.default", emu.var("AZURE_GRAPH_ENDPOINT")),
-        ])
-        .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 fn end_of(emu: &Emulator, object_id: &str, key: &str) -> DateTime<Utc> {
     let p = app_passwords(emu, object_id)
         .into_iter()
@@ -242,7 +217,7 @@ fn static_role_paths_fields_and_errors() {
     );
     assert!(c["expiration"].as_str().is_some());
     let secret = c["client_secret"].as_str().expect("secret").to_string();
-    assert_eq!(token_status(&emu, &app_id, &secret), 200);
+    assert_eq!(emu.token_status(&app_id, &secret), 200);
     // A second read returns the same secret.
     assert_eq!(creds(&bao, "azure", "r")["client_secret"], secret.as_str());
     assert!(!bao.read("azure/static-roles/r").stdout.contains(&secret));
@@ -345,7 +320,7 @@ fn static_role_paths_fields_and_errors() {
     let left: Vec<Value> = app_passwords(&emu, &app);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["keyId"], foreign_key.as_str());
-    assert_eq!(token_status(&emu, &app_id, &foreign_secret), 200);
+    assert_eq!(emu.token_status(&app_id, &foreign_secret), 200);
     assert!(bao.read("azure/static-roles/r").stdout.trim().is_empty());
     // Through the API the delete says what it removed.
     bao.write("azure/static-roles/r2", &[&app_arg]).ok();
@@ -465,7 +440,7 @@ fn import_proves_the_secret_first() {
     // Deleting leaves the imported password alone.
     bao.cli(&["delete", "azure/static-roles/i"]).ok();
     assert_eq!(app_passwords(&emu, &app).len(), 1);
-    assert_eq!(token_status(&emu, &app_id, &secret), 200);
+    assert_eq!(emu.token_status(&app_id, &secret), 200);
 
     // Imported without a secret: reads are refused until a rotation.
     bao.write(
@@ -494,7 +469,7 @@ fn import_proves_the_secret_first() {
         vec![c["secret_id"].as_str().unwrap().to_string()]
     );
     assert_eq!(app_passwords(&emu, &app).len(), 1);
-    assert_eq!(token_status(&emu, &app_id, &secret), 401);
+    assert_eq!(emu.token_status(&app_id, &secret), 401);
 }
 
 #[test]
@@ -519,16 +494,16 @@ fn seamless_rotation_overlaps_then_only_the_new_secret_works() {
     let new_secret = new["client_secret"].as_str().unwrap().to_string();
     assert_ne!(old_secret, new_secret);
     // Inside the grace window both work.
-    assert_eq!(token_status(&emu, &app_id, &old_secret), 200);
-    assert_eq!(token_status(&emu, &app_id, &new_secret), 200);
+    assert_eq!(emu.token_status(&app_id, &old_secret), 200);
+    assert_eq!(emu.token_status(&app_id, &new_secret), 200);
     assert_eq!(static_password_ids(&emu, &app).len(), 2);
     // After it, only the new one.
     await_until(
         "the replaced secret stops working",
         Duration::from_secs(90),
-        || token_status(&emu, &app_id, &old_secret) == 401,
+        || emu.token_status(&app_id, &old_secret) == 401,
     );
-    assert_eq!(token_status(&emu, &app_id, &new_secret), 200);
+    assert_eq!(emu.token_status(&app_id, &new_secret), 200);
     assert_eq!(
         static_password_ids(&emu, &app),
         vec![new["secret_id"].as_str().unwrap().to_string()]
@@ -549,7 +524,7 @@ fn seamless_rotation_overlaps_then_only_the_new_secret_works() {
         .unwrap()
         .to_string();
     rotate(&bao, "azure", "p").ok();
-    assert_eq!(token_status(&emu, &app2_id, &old), 401);
+    assert_eq!(emu.token_status(&app2_id, &old), 401);
     assert_eq!(static_password_ids(&emu, &app2).len(), 1);
 }
 
@@ -581,7 +556,7 @@ fn replaced_secrets_can_be_left_to_expire() {
     std::thread::sleep(Duration::from_secs(12));
     bao.read("azure/static-roles/keep").ok();
     assert_eq!(static_password_ids(&emu, &app).len(), 3);
-    assert_eq!(token_status(&emu, &app_id, &first_secret), 200);
+    assert_eq!(emu.token_status(&app_id, &first_secret), 200);
     // Each ends at its own rotation period plus grace: an hour and ten seconds out.
     let end = end_of(&emu, &app, &first_key);
     let want = start + chrono::Duration::seconds(3600 + 60);
@@ -594,9 +569,9 @@ fn replaced_secrets_can_be_left_to_expire() {
     let past_first = (end - Utc::now()).num_seconds() + 2;
     emu.settings(json!({"password_clock_offset_secs": past_first}));
     let current_end = end_of(&emu, &app, current["secret_id"].as_str().unwrap());
-    assert_eq!(token_status(&emu, &app_id, &first_secret), 401);
+    assert_eq!(emu.token_status(&app_id, &first_secret), 401);
     if current_end > end + chrono::Duration::seconds(3) {
-        assert_eq!(token_status(&emu, &app_id, &current_secret), 200);
+        assert_eq!(emu.token_status(&app_id, &current_secret), 200);
     }
     emu.settings(json!({"password_clock_offset_secs": 0}));
 }
@@ -636,7 +611,7 @@ fn background_rotation_with_a_short_period() {
     }
     let c = creds(&bao, "azure", "bg");
     assert_eq!(
-        token_status(&emu, &app_id, c["client_secret"].as_str().unwrap()),
+        emu.token_status(&app_id, c["client_secret"].as_str().unwrap()),
         200
     );
     await_until(
@@ -731,11 +706,11 @@ fn rapid_rotations_leave_exactly_the_expected_passwords() {
     assert!(all.iter().any(|p| p["keyId"] == foreign_key.as_str()));
     for c in [&a, &b, &g] {
         assert_eq!(
-            token_status(&emu, &app_id, c["client_secret"].as_str().unwrap()),
+            emu.token_status(&app_id, c["client_secret"].as_str().unwrap()),
             200
         );
     }
-    assert_eq!(token_status(&emu, &app_id, &foreign_secret), 200);
+    assert_eq!(emu.token_status(&app_id, &foreign_secret), 200);
 }
 
 #[test]
@@ -799,7 +774,7 @@ fn plugin_killed_mid_rotation_leaves_nothing_behind() {
         },
     );
     assert_eq!(
-        token_status(&emu, &app_id, after["client_secret"].as_str().unwrap()),
+        emu.token_status(&app_id, after["client_secret"].as_str().unwrap()),
         200
     );
     // And rotation works again.

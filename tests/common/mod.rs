@@ -497,6 +497,27 @@ impl Emulator {
     }
 
     /// A Graph token of the seeded root identity.
+    /// HTTP status of a client-credentials token request for Graph with this secret.
+    pub fn token_status(&self, client_id: &str, secret: &str) -> u16 {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["--cacert", &self.var("SSL_CERT_FILE")])
+            .arg(certs::token_url(self))
+            .args(["--data-urlencode", "grant_type=client_credentials"])
+            .args(["--data-urlencode", &format!("client_id={client_id}")])
+            .args(["--data-urlencode", &format!("client_secret={secret}")])
+            .args([
+                "--data-urlencode",
+                &format!("scope={}/.default", self.var("AZURE_GRAPH_ENDPOINT")),
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
     pub fn root_graph_token(&self) -> String {
         let url = format!(
             "{}{}/oauth2/v2.0/token",

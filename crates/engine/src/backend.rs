@@ -18,9 +18,9 @@ use azure_clients::{
     self, AssertionProvider, AzureClient, AzureClientOptions, AzureConfig, AzureError,
     AzureSettings, Deadline, NewPassword, PasswordCredential, SecretString,
 };
-use vault_plugin_sdk::framework::{Backend, BackendBuilder, BuildError};
+use vault_plugin_sdk::framework::{Backend, BackendBuilder, BuildError, PeriodicFn};
 use vault_plugin_sdk::logical::{
-    storage_writable, BackendConfig, LogicalError, SpecialPaths, Storage, SystemView,
+    storage_writable, BackendConfig, LogicalError, Request, SpecialPaths, Storage, SystemView,
     READ_ONLY_ERROR,
 };
 
@@ -235,6 +235,24 @@ impl AzureBackend {
         self.root_swap_pending.store(pending, Ordering::SeqCst);
     }
 
+    /// The periodic function (the host's rollback tick): root and static-role rotations,
+    /// then the warm pools, usage against Azure's limits and the reconciler. Each part
+    /// decides for itself whether this node may do background work.
+    fn background_work(self: &Arc<Self>) -> PeriodicFn {
+        let rotations = static_rotation::periodic(self);
+        let b = self.clone();
+        Arc::new(move |req: Request| {
+            let (b, rotations) = (b.clone(), rotations.clone());
+            Box::pin(async move {
+                let result = rotations(req.clone()).await;
+                super::pool::periodic(&b, &req).await;
+                b.refresh_usage(&req).await;
+                b.reconcile_tick(req.storage.as_ref()).await;
+                result
+            })
+        })
+    }
+
     /// The framework backend for this mount.
     pub fn build(self: &Arc<Self>, config: &BackendConfig) -> Result<Backend, BuildError> {
         let invalidate = self.clone();
@@ -271,14 +289,7 @@ impl AzureBackend {
             .secret(lease::service_principal(self))
             .secret(lease::static_service_principal(self))
             .wal_rollback(rollback::handler(self), rollback::MIN_AGE)
-            // Background work, innermost first: static rotations, pools, usage, reconciler.
-            .periodic(super::reconcile::periodic(
-                self,
-                super::path_self_test::periodic(
-                    self,
-                    super::pool::periodic(self, static_rotation::periodic(self)),
-                ),
-            ))
+            .periodic(self.background_work())
             .on_cleanup(Arc::new(move || {
                 let b = clean.clone();
                 Box::pin(async move { super::pool::cleanup(&b).await })

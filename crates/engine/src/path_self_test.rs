@@ -19,7 +19,7 @@ use super::certificate::CredentialType;
 use super::store::{self, Role};
 use super::usage::{self, Usage};
 use azure_clients::{permissions_allow, Deadline, Permission};
-use vault_plugin_sdk::framework::{FieldData, HandlerResult, Path, PeriodicFn};
+use vault_plugin_sdk::framework::{FieldData, HandlerResult, Path};
 use vault_plugin_sdk::logical::{storage_writable, LogicalError, Request, Response};
 
 const SELF_TEST_DEADLINE: Duration = Duration::from_secs(60);
@@ -583,7 +583,7 @@ impl AzureBackend {
     }
 
     /// Measures usage again when it is due (every 15 minutes, on the active node only).
-    async fn refresh_usage(&self, req: &Request) {
+    pub(crate) async fn refresh_usage(&self, req: &Request) {
         let due = {
             let cache = self.usage.lock().unwrap_or_else(|p| p.into_inner());
             cache.last_attempt.elapsed() >= self.usage_refresh_every()
@@ -632,19 +632,6 @@ impl Default for UsageCache {
             last_attempt: std::time::Instant::now(),
         }
     }
-}
-
-/// `inner`, then the usage refresh when it is due.
-pub fn periodic(b: &Arc<AzureBackend>, inner: PeriodicFn) -> PeriodicFn {
-    let b = b.clone();
-    Arc::new(move |req: Request| {
-        let (b, inner) = (b.clone(), inner.clone());
-        Box::pin(async move {
-            let result = inner(req.clone()).await;
-            b.refresh_usage(&req).await;
-            result
-        })
-    })
 }
 
 #[cfg(test)]

@@ -33,8 +33,8 @@ use super::provision::{self, persist, wal_str, WAL_APP_CREATE, WAL_ROLE_ASSIGN};
 use super::static_store;
 use super::store::{self, Config, Role};
 use azure_clients::{Application, AzureClient, AzureError, Deadline, RoleAssignment};
-use vault_plugin_sdk::framework::{wal, PeriodicFn};
-use vault_plugin_sdk::logical::{storage_writable, LogicalError, Request, Storage};
+use vault_plugin_sdk::framework::wal;
+use vault_plugin_sdk::logical::{storage_writable, LogicalError, Storage};
 
 /// Objects younger than this are never deleted: an issuance may be making them, and the
 /// storage snapshot the pass reads predates the Azure listing.
@@ -52,19 +52,6 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(70);
 /// The periodic pass's interval in `config`.
 pub fn interval(config: &Config) -> Duration {
     config.reconcile_interval.unwrap_or(DEFAULT_INTERVAL)
-}
-
-/// `inner` (the engine's other periodic work), then the reconciler's periodic pass.
-pub fn periodic(b: &Arc<AzureBackend>, inner: PeriodicFn) -> PeriodicFn {
-    let b = b.clone();
-    Arc::new(move |req: Request| {
-        let (b, inner) = (b.clone(), inner.clone());
-        Box::pin(async move {
-            let result = inner(req.clone()).await;
-            b.reconcile_tick(req.storage.as_ref()).await;
-            result
-        })
-    })
 }
 
 /// Per-mount state of the periodic pass.

@@ -34,7 +34,7 @@ use super::lease::SERVICE_PRINCIPAL;
 use super::provision::{self, Readiness, PASSWORD_DISPLAY_NAME};
 use super::store::{self, go_time, Config, Role};
 use azure_clients::{AzureClient, AzureError, Deadline};
-use vault_plugin_sdk::framework::{secret_response, PeriodicFn};
+use vault_plugin_sdk::framework::secret_response;
 use vault_plugin_sdk::logical::{
     LogicalError, Map, Request, Response, Storage, StorageEntry, StorageError,
 };
@@ -399,26 +399,19 @@ pub async fn counts(storage: &dyn Storage, name: &str) -> Result<Counts, Logical
     Ok(c)
 }
 
-/// The engine's periodic function with the pools' work added: on a mount being removed
-/// (the host's final rollback), every pool is drained; otherwise every pool is maintained
-/// and refilled in the background, on nodes that may write.
-pub fn periodic(b: &Arc<AzureBackend>, inner: PeriodicFn) -> PeriodicFn {
-    let b = b.clone();
-    Arc::new(move |req: Request| {
-        let (b, inner) = (b.clone(), inner.clone());
-        Box::pin(async move {
-            let result = inner(req.clone()).await;
-            if b.background_allowed().await {
-                let storage = req.storage.clone();
-                if b.system_view.tainted().await.unwrap_or(false) {
-                    close_and_drain(&b, storage.as_ref()).await;
-                } else {
-                    tick(&b, storage).await;
-                }
-            }
-            result
-        })
-    })
+/// The pools' share of the periodic function: on a mount being removed (the host's final
+/// rollback), every pool is drained; otherwise every pool is maintained and refilled in the
+/// background. Only on nodes that may write.
+pub async fn periodic(b: &Arc<AzureBackend>, req: &Request) {
+    if !b.background_allowed().await {
+        return;
+    }
+    let storage = req.storage.clone();
+    if b.system_view.tainted().await.unwrap_or(false) {
+        close_and_drain(b, storage.as_ref()).await;
+    } else {
+        tick(b, storage).await;
+    }
 }
 
 /// Starts maintenance and refill of every role that is pooled or has pool entries.
