@@ -81,9 +81,12 @@ fn internal_str(secret: &Secret, key: &str) -> Option<String> {
 }
 
 fn internal_strings(secret: &Secret, key: &str) -> Vec<String> {
-    secret
-        .internal_data
-        .get(key)
+    strings_at(&secret.internal_data, key)
+}
+
+/// The strings of the array at `key` of lease internal data (none when absent).
+pub(crate) fn strings_at(data: &Map, key: &str) -> Vec<String> {
+    data.get(key)
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()

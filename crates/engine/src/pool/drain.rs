@@ -42,18 +42,7 @@ pub(super) async fn delete_objects(
     fresh: bool,
     deadline: Deadline,
 ) -> Result<bool, AzureError> {
-    let strs = |k: &str| -> Vec<String> {
-        entry
-            .internal
-            .get(k)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let strs = |k: &str| crate::lease::strings_at(&entry.internal, k);
     let str_of = |k: &str| {
         entry
             .internal
