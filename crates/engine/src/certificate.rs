@@ -986,6 +986,117 @@ mod tests {
         assert_eq!(CredentialType::of(&role), CredentialType::Certificate);
     }
 
+    fn policy(restrict: impl FnOnce(&mut CredentialPolicy)) -> PolicyAnswer {
+        let mut p = CredentialPolicy {
+            policy_id: Some("00000000-0000-0000-0000-000000000000".into()),
+            is_tenant_default: true,
+            ..CredentialPolicy::default()
+        };
+        restrict(&mut p);
+        PolicyAnswer::Policy(p)
+    }
+
+    #[test]
+    fn the_policy_cache_keeps_fresh_answers_of_the_current_configuration() {
+        let cache = PolicyCache::default();
+        assert_eq!(cache.fresh().1, None, "nothing known at first");
+        let generation = cache.generation();
+        cache.store(generation, PolicyAnswer::Unreadable);
+        assert_eq!(cache.fresh(), (generation, Some(PolicyAnswer::Unreadable)));
+        let later = std::time::Instant::now() + POLICY_FRESH_FOR;
+        assert_eq!(cache.fresh_at(later).1, None, "stale after the window");
+
+        // A failed read forgets the answer.
+        cache.forget(generation);
+        assert_eq!(cache.fresh().1, None);
+
+        // A configuration change forgets it too, and an answer read before it is not kept.
+        cache.store(generation, PolicyAnswer::Unreadable);
+        cache.reset();
+        assert_eq!(cache.fresh().1, None);
+        cache.store(generation, PolicyAnswer::Unreadable);
+        assert_eq!(cache.fresh().1, None, "a read from before the change");
+        cache.forget(generation);
+        cache.store(cache.generation(), policy(|_| {}));
+        assert!(cache.fresh().1.is_some());
+    }
+
+    #[test]
+    fn judging_a_policy() {
+        let now = Utc::now();
+        let end = now + chrono::Duration::days(30);
+        let kinds = [CredentialType::Password, CredentialType::Certificate];
+        for kind in kinds {
+            let none = judge_policy(&PolicyAnswer::Unreadable, kind, now, end).unwrap();
+            assert!(none.end.is_none() && none.warning.is_none());
+            let disabled = PolicyAnswer::Policy(CredentialPolicy::default());
+            assert!(judge_policy(&disabled, kind, now, end).unwrap().end.is_none());
+        }
+        let blocked = policy(|p| p.password_addition_blocked = true);
+        let e = judge_policy(&blocked, CredentialType::Password, now, end).unwrap_err();
+        assert!(matches!(e, LogicalError::BadRequest(_)), "{e:?}");
+        assert!(judge_policy(&blocked, CredentialType::Certificate, now, end).is_ok());
+        let capped = policy(|p| p.key_max_lifetime = Some(chrono::Duration::days(7)));
+        let o = judge_policy(&capped, CredentialType::Certificate, now, end).unwrap();
+        assert_eq!(o.end, Some(now + chrono::Duration::days(7)));
+        assert_eq!(o.max_ttl_cap, Some(Duration::from_secs(7 * 86_400)));
+        assert!(o.warning.unwrap().contains("7 days"));
+        let o = judge_policy(&capped, CredentialType::Password, now, end).unwrap();
+        assert!(o.end.is_none(), "a key cap leaves passwords alone");
+    }
+
+    #[test]
+    fn a_prediction_is_stopped_only_when_the_new_policy_forbids_what_was_made() {
+        let now = Utc::now();
+        let planned = now + chrono::Duration::days(30);
+        let week = now + chrono::Duration::days(7);
+        let verdict = |kind, used, fresh: Result<PolicyOutcome, LogicalError>| {
+            PolicyCheck::new(kind, now, planned, used, 0).verdict(&fresh)
+        };
+        let capped_at = |end| {
+            Ok(PolicyOutcome {
+                end: Some(end),
+                ..PolicyOutcome::default()
+            })
+        };
+        // Passwords are made after the verdict: they take the new end date, and only a
+        // refusal (blocked, or the policy could not be read) stops them.
+        assert_eq!(
+            verdict(CredentialType::Password, planned, capped_at(week)),
+            GateVerdict::Proceed {
+                password_end: Some(week)
+            }
+        );
+        assert_eq!(
+            verdict(CredentialType::Password, week, Ok(PolicyOutcome::default())),
+            GateVerdict::Proceed {
+                password_end: Some(planned)
+            }
+        );
+        assert_eq!(
+            verdict(
+                CredentialType::Password,
+                planned,
+                Err(LogicalError::bad_request("blocked"))
+            ),
+            GateVerdict::Stop
+        );
+        // A certificate was made in round one: a later end date than the new cap stops it;
+        // an earlier one (the policy was loosened) is kept.
+        assert_eq!(
+            verdict(CredentialType::Certificate, planned, capped_at(week)),
+            GateVerdict::Stop
+        );
+        assert_eq!(
+            verdict(CredentialType::Certificate, week, Ok(PolicyOutcome::default())),
+            GateVerdict::Proceed { password_end: None }
+        );
+        assert_eq!(
+            verdict(CredentialType::Certificate, week, capped_at(week)),
+            GateVerdict::Proceed { password_end: None }
+        );
+    }
+
     #[test]
     fn generates_a_certificate_with_its_key() {
         let now = Utc::now();
