@@ -111,7 +111,9 @@ impl AzureBackend {
     pub(crate) async fn cached_client(&self) -> (Option<(Arc<AzureClient>, Duration)>, u64) {
         let cached = self.client.lock().await;
         (
-            cached.as_ref().map(|c| (c.client.clone(), c.built.elapsed())),
+            cached
+                .as_ref()
+                .map(|c| (c.client.clone(), c.built.elapsed())),
             self.client_generation.load(Ordering::SeqCst),
         )
     }

@@ -431,10 +431,7 @@ impl PolicyCheck {
 
     /// What the read beside round one found and decided (`None`: it never ran).
     pub(crate) fn take(&self) -> Option<(Result<PolicyOutcome, LogicalError>, GateVerdict)> {
-        self.result
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.result.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// The verdict on a prediction, given what the policy says now. A password is made in
@@ -529,7 +526,9 @@ impl AzureBackend {
             return apply_policy(client, app, kind, now, end, deadline).await;
         }
         let generation = self.policy_cache.generation();
-        let answer = self.read_default_policy(client, generation, now, deadline).await?;
+        let answer = self
+            .read_default_policy(client, generation, now, deadline)
+            .await?;
         judge_policy(&answer, kind, now, end)
     }
 
@@ -1030,7 +1029,10 @@ mod tests {
             let none = judge_policy(&PolicyAnswer::Unreadable, kind, now, end).unwrap();
             assert!(none.end.is_none() && none.warning.is_none());
             let disabled = PolicyAnswer::Policy(CredentialPolicy::default());
-            assert!(judge_policy(&disabled, kind, now, end).unwrap().end.is_none());
+            assert!(judge_policy(&disabled, kind, now, end)
+                .unwrap()
+                .end
+                .is_none());
         }
         let blocked = policy(|p| p.password_addition_blocked = true);
         let e = judge_policy(&blocked, CredentialType::Password, now, end).unwrap_err();
@@ -1088,7 +1090,11 @@ mod tests {
             GateVerdict::Stop
         );
         assert_eq!(
-            verdict(CredentialType::Certificate, week, Ok(PolicyOutcome::default())),
+            verdict(
+                CredentialType::Certificate,
+                week,
+                Ok(PolicyOutcome::default())
+            ),
             GateVerdict::Proceed { password_end: None }
         );
         assert_eq!(

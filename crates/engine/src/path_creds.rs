@@ -147,57 +147,55 @@ impl AzureBackend {
         // The tenant's app management policy: read before any Azure object is made, or, for
         // a dynamic role whose mount knows a fresh answer, planned with that answer and read
         // again beside the first Azure call (docs/certificates.md).
-        let (mut resp, readiness, policy) = match self
-            .plan_policy(&client, &role, now, end, deadline)
-            .await?
-        {
-            PolicyPlan::Known(outcome) => {
-                let used = outcome.end.unwrap_or(end);
-                let (resp, readiness) = self
-                    .issue(&req, &client, &name, &role, used, None, deadline)
-                    .await?;
-                (resp, readiness, outcome)
-            }
-            PolicyPlan::Predicted {
-                outcome: predicted,
-                generation,
-            } => {
-                let used = predicted.end.unwrap_or(end);
-                let kind = CredentialType::of(&role);
-                let check = PolicyCheck::new(kind, now, end, used, generation);
-                let gate = self.policy_gate(&client, &check, deadline);
-                let issued = self
-                    .issue(&req, &client, &name, &role, used, Some(gate), deadline)
-                    .await;
-                match (issued, check.take()) {
-                    // A password was made after the check, under the policy it read.
-                    (Ok((resp, readiness)), Some((Ok(fresh), _)))
-                        if kind == CredentialType::Password =>
-                    {
-                        (resp, readiness, fresh)
-                    }
-                    (Ok((resp, readiness)), _) => (resp, readiness, predicted),
-                    // The policy changed in a way that matters: round one was undone;
-                    // answer as a read before it would have.
-                    (Err(_), Some((fresh, GateVerdict::Stop))) => {
-                        let outcome = fresh?;
-                        let (resp, readiness) = self
-                            .issue(
-                                &req,
-                                &client,
-                                &name,
-                                &role,
-                                outcome.end.unwrap_or(end),
-                                None,
-                                deadline,
-                            )
-                            .await?;
-                        (resp, readiness, outcome)
-                    }
-                    (Err(e), _) => return Err(e),
+        let (mut resp, readiness, policy) =
+            match self.plan_policy(&client, &role, now, end, deadline).await? {
+                PolicyPlan::Known(outcome) => {
+                    let used = outcome.end.unwrap_or(end);
+                    let (resp, readiness) = self
+                        .issue(&req, &client, &name, &role, used, None, deadline)
+                        .await?;
+                    (resp, readiness, outcome)
                 }
-            }
-        };
+                PolicyPlan::Predicted {
+                    outcome: predicted,
+                    generation,
+                } => {
+                    let used = predicted.end.unwrap_or(end);
+                    let kind = CredentialType::of(&role);
+                    let check = PolicyCheck::new(kind, now, end, used, generation);
+                    let gate = self.policy_gate(&client, &check, deadline);
+                    let issued = self
+                        .issue(&req, &client, &name, &role, used, Some(gate), deadline)
+                        .await;
+                    match (issued, check.take()) {
+                        // A password was made after the check, under the policy it read.
+                        (Ok((resp, readiness)), Some((Ok(fresh), _)))
+                            if kind == CredentialType::Password =>
+                        {
+                            (resp, readiness, fresh)
+                        }
+                        (Ok((resp, readiness)), _) => (resp, readiness, predicted),
+                        // The policy changed in a way that matters: round one was undone;
+                        // answer as a read before it would have.
+                        (Err(_), Some((fresh, GateVerdict::Stop))) => {
+                            let outcome = fresh?;
+                            let (resp, readiness) = self
+                                .issue(
+                                    &req,
+                                    &client,
+                                    &name,
+                                    &role,
+                                    outcome.end.unwrap_or(end),
+                                    None,
+                                    deadline,
+                                )
+                                .await?;
+                            (resp, readiness, outcome)
+                        }
+                        (Err(e), _) => return Err(e),
+                    }
+                }
+            };
         let (ttl, max_ttl) = match policy.max_ttl_cap {
             Some(cap) => (
                 if ttl.is_zero() { ttl } else { ttl.min(cap) },

@@ -20,15 +20,15 @@ use serde_json::json;
 use super::backend::{AzureBackend, CLIENT_MAX_AGE};
 use super::inventory;
 use super::store::{self, AzureGroup, AzureRole};
-use std::time::SystemTime;
-use vault_plugin_sdk::framework::PeriodicFn;
-use vault_plugin_sdk::logical::{storage_writable, Request};
 use azure_clients::{
     AzureClient, AzureError, ClientCertificate, Deadline, DeleteOutcome, NewApplication,
     NewKeyCredential, NewPassword, SecretString,
 };
 use std::sync::Arc;
+use std::time::SystemTime;
 use vault_plugin_sdk::framework::wal;
+use vault_plugin_sdk::framework::PeriodicFn;
+use vault_plugin_sdk::logical::{storage_writable, Request};
 use vault_plugin_sdk::logical::{LogicalError, Storage, StorageError};
 
 pub const WAL_APP_CREATE: &str = "appCreate";
@@ -76,9 +76,7 @@ pub type Gate<'a> = futures::future::BoxFuture<'a, GateVerdict>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GateVerdict {
     /// Go on; a password made in round two ends at `password_end` (`None`: as planned).
-    Proceed {
-        password_end: Option<DateTime<Utc>>,
-    },
+    Proceed { password_end: Option<DateTime<Utc>> },
     /// Undo round one and return [`ProvisionError::Stopped`].
     Stop,
 }

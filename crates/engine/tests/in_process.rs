@@ -1151,8 +1151,8 @@ impl Fixture {
         let shared = self.shared();
         let mut dir = shared.dir();
         dir.default_policy["isEnabled"] = json!(restrictions.is_some());
-        dir.default_policy["applicationRestrictions"] =
-            restrictions.unwrap_or_else(|| json!({"passwordCredentials": [], "keyCredentials": []}));
+        dir.default_policy["applicationRestrictions"] = restrictions
+            .unwrap_or_else(|| json!({"passwordCredentials": [], "keyCredentials": []}));
     }
 
     /// Display names of the engine's applications left in the directory.
@@ -1249,7 +1249,10 @@ async fn a_policy_change_between_issuances_is_honoured_on_the_very_next_one() {
     let log = f.log();
     assert!(calls(&log, "POST", "addPassword").is_empty(), "{log:?}");
     assert!(calls(&log, "PUT", "roleAssignments").is_empty(), "{log:?}");
-    assert!(calls(&log, "POST", "servicePrincipals").is_empty(), "{log:?}");
+    assert!(
+        calls(&log, "POST", "servicePrincipals").is_empty(),
+        "{log:?}"
+    );
     assert!(f.vault_apps().is_empty(), "{:?}", f.vault_apps());
     assert_eq!(f.wal_count().await, 0);
 
@@ -1261,7 +1264,8 @@ async fn a_policy_change_between_issuances_is_honoured_on_the_very_next_one() {
         .is_err());
     let log = f.log();
     assert!(
-        log.iter().all(|c| c.method == "GET" || c.service == "token"),
+        log.iter()
+            .all(|c| c.method == "GET" || c.service == "token"),
         "{log:?}"
     );
     // Unblocked again: issuance works at once.
@@ -1310,7 +1314,11 @@ async fn a_certificate_made_under_a_stale_policy_is_undone_and_made_again() {
                 .is_some_and(|n| n.starts_with("vault-"))
         })
         .collect();
-    assert_eq!(apps.len(), 1, "only the issued application is left: {apps:?}");
+    assert_eq!(
+        apps.len(),
+        1,
+        "only the issued application is left: {apps:?}"
+    );
     assert_eq!(apps[0]["id"], json!(app_object_id));
     let end = apps[0]["keyCredentials"][0]["endDateTime"]
         .as_str()
