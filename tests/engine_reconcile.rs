@@ -310,10 +310,7 @@ fn orphans_are_reported_then_removed_while_live_credentials_keep_working() {
     assert_eq!(leaky_ras.len(), 1);
     emu.add_fault(json!({"method": "DELETE", "path_contains": "roleAssignments", "status": 403}));
     let refused = bao.cli(&["lease", "revoke", "-sync", &leaky.lease_id]);
-    assert_ne!(
-        refused.code, 0,
-        "a revoke that leaves an assignment behind fails"
-    );
+    assert_ne!(refused.code, 0, "a revoke that leaves an assignment behind fails");
     bao.cli(&["lease", "revoke", "-force", "-prefix", &leaky.lease_id])
         .ok();
     emu.clear_faults();
