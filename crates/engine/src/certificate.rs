@@ -603,6 +603,7 @@ impl AzureBackend {
     /// Issues a certificate credential: a new application (and service principal) with
     /// the certificate registered in the create call, or a new key credential on the
     /// role's existing or persisted application.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn issue_certificate(
         &self,
         req: &Request,
