@@ -8,6 +8,9 @@
 //! and groups: (1) the application (a certificate rides in the create call); (2) its service
 //! principal and the password on the application, together; (3) every role assignment, every
 //! group membership and the readiness proof (one round of parallel token requests), together.
+//! The tenant's policy is read beside round one when the mount knows a fresh answer (a
+//! [`Gate`]; see `certificate::PolicyCheck`), and the periodic function keeps the engine's
+//! client and tokens warm ([`periodic`]), so neither adds a round.
 //! The credential is handed out only when all of them succeeded and the proof holds
 //! (docs/readiness-proof.md). A failure undoes what was made before the error is returned.
 
