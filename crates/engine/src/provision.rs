@@ -303,8 +303,8 @@ pub fn periodic(b: &Arc<AzureBackend>, inner: PeriodicFn) -> PeriodicFn {
 }
 
 impl AzureBackend {
-    /// Keeps the engine's client and its Graph and ARM tokens ready, so that no issuance
-    /// waits for a token: tokens missing or due are fetched; a client that would age out
+    /// Keeps the engine's client and its Graph and ARM tokens ready on a mount with roles,
+    /// so that no issuance waits for a token: tokens missing or due are fetched; a client that would age out
     /// (`CLIENT_MAX_AGE`), or whose tokens would come due, before the next tick is replaced
     /// now by a new one whose tokens are already in its cache (requests keep using the old
     /// one meanwhile).
@@ -313,6 +313,10 @@ impl AzureBackend {
             Ok(Some(c)) => c,
             _ => return,
         };
+        // Only a mount with roles issues on request; static roles rotate in the background.
+        if !matches!(storage.list(store::ROLES_PREFIX).await, Ok(roles) if !roles.is_empty()) {
+            return;
+        }
         let deadline = Deadline::after(WARM_DEADLINE);
         let (cached, generation) = self.cached_client().await;
         if let Some((client, age)) = cached {
