@@ -309,6 +309,9 @@ impl AzureBackend {
     /// now by a new one whose tokens are already in its cache (requests keep using the old
     /// one meanwhile).
     pub(crate) async fn keep_warm(&self, storage: &dyn Storage) {
+        // The generation is taken before the configuration is read: a config write in
+        // between keeps the client built from the old one out of the cache.
+        let (cached, generation) = self.cached_client().await;
         let config = match store::get_config(storage).await {
             Ok(Some(c)) => c,
             _ => return,
@@ -318,7 +321,6 @@ impl AzureBackend {
             return;
         }
         let deadline = Deadline::after(WARM_DEADLINE);
-        let (cached, generation) = self.cached_client().await;
         if let Some((client, age)) = cached {
             if age + WARM_AHEAD < CLIENT_MAX_AGE {
                 let lasts = |until: SystemTime| {
