@@ -593,7 +593,7 @@ impl AzureBackend {
                 .and_then(|a| judge_policy(&a, check.kind, check.now, check.planned_end));
             let verdict = check.verdict(&fresh);
             if verdict == GateVerdict::Stop {
-                tracing::info!("the tenant's app management policy changed since the last issuance; undoing the application and answering under the new policy");
+                tracing::info!("the tenant's app management policy no longer allows the planned credential, or could not be read; undoing the application and answering under the policy as read now");
             }
             *check.result.lock().unwrap_or_else(|p| p.into_inner()) = Some((fresh, verdict));
             verdict
