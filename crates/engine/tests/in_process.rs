@@ -1360,6 +1360,16 @@ async fn after_a_token_expiry_the_periodic_tick_spares_the_issuance_a_token_requ
     };
     // Wait out the tokens' second (no request can tell when they lapse).
     tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // A performance standby issues nothing (its reads of creds are forwarded): it leaves the
+    // tokens alone.
+    f.system_view
+        .set_replication_state(ReplicationState::PERFORMANCE_STANDBY);
+    f.shared().clear_requests();
+    f.tick(false).await.expect("tick on a standby");
+    assert_eq!(root_token_requests(&f.log()), 0, "{:?}", f.log());
+    f.system_view.set_replication_state(
+        ReplicationState::PERFORMANCE_DISABLED | ReplicationState::DR_DISABLED,
+    );
     f.shared().clear_requests();
     f.tick(false).await.expect("tick");
     assert!(
