@@ -97,7 +97,19 @@ fn through_openbao_an_issuance_takes_three_rounds_and_a_revocation_one() {
         3,
         "application; service principal and password; assignments, memberships and proof: {log:#?}"
     );
-    assert!(rounds(&log.iter().collect::<Vec<_>>()) <= 4, "{log:#?}");
+    // The tenant's policy, known from the first issuance, is read again beside the
+    // application: three rounds from the first Azure call to the last.
+    let policy_reads = log
+        .iter()
+        .filter(|c| {
+            c["method"] == "GET"
+                && c["path"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("defaultAppManagementPolicy"))
+        })
+        .count();
+    assert_eq!(policy_reads, 1, "{log:#?}");
+    assert_eq!(rounds(&log.iter().collect::<Vec<_>>()), 3, "{log:#?}");
 
     // One round per revocation: assignments, memberships and the application together.
     emu.clear_requests();
@@ -226,4 +238,112 @@ fn revoke_prefix_of_many_leases() {
     }
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(emu.vault_apps().is_empty());
+}
+
+/// Sets the tenant's default app management policy through Graph, as an administrator would.
+fn set_default_policy(emu: &Emulator, restrictions: Value) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-f",
+            "--cacert",
+            &emu.var("SSL_CERT_FILE"),
+            "-X",
+            "PATCH",
+        ])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {}", emu.root_graph_token()),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &json!({"isEnabled": true, "applicationRestrictions": restrictions}).to_string(),
+        ])
+        .arg(format!(
+            "{}/v1.0/policies/defaultAppManagementPolicy",
+            emu.var("AZURE_GRAPH_ENDPOINT")
+        ))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn through_openbao_a_policy_change_is_honoured_on_the_very_next_issuance() {
+    let emu = Emulator::start(&[]);
+    let bao = bao_with_emulator(&emu);
+    write_role(&bao, &emu, "wide", &[]);
+    // The first issuance reads the policy (none in force) before anything is made.
+    let first = bao.read("azure/creds/wide").ok().json();
+    bao.cli(&[
+        "lease",
+        "revoke",
+        "-sync",
+        first["lease_id"].as_str().expect("lease"),
+    ])
+    .ok();
+
+    // A one-day cap on passwords, set between two issuances: the next one still takes three
+    // rounds, and its password and lease end within the day.
+    set_default_policy(
+        &emu,
+        json!({"passwordCredentials": [{"restrictionType": "passwordLifetime", "maxLifetime": "P1D"}],
+            "keyCredentials": []}),
+    );
+    emu.settings(json!({"latency_ms": 100, "password_write_ms": 0}));
+    emu.clear_requests();
+    let capped = bao.read("azure/creds/wide").ok().json();
+    let log = emu.requests();
+    emu.settings(json!({"latency_ms": 0}));
+    assert_eq!(rounds(&log.iter().collect::<Vec<_>>()), 3, "{log:#?}");
+    let lease = capped["lease_duration"].as_i64().expect("lease_duration");
+    assert!(lease <= 86_400, "lease {lease}");
+    let warnings = capped["warnings"].to_string();
+    assert!(warnings.contains("1 days"), "{warnings}");
+    let client_id = capped["data"]["client_id"].as_str().expect("client_id");
+    let app = emu
+        .vault_apps()
+        .into_iter()
+        .find(|a| a["appId"] == client_id)
+        .expect("the application");
+    let end = app["passwordCredentials"][0]["endDateTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .expect("a password end date");
+    assert!(
+        end <= chrono::Utc::now() + chrono::Duration::days(1),
+        "{end}"
+    );
+    bao.cli(&[
+        "lease",
+        "revoke",
+        "-sync",
+        capped["lease_id"].as_str().expect("lease"),
+    ])
+    .ok();
+
+    // Passwords blocked: the very next issuance is refused with the policy named, no
+    // password is attempted, and nothing is left in Azure.
+    set_default_policy(
+        &emu,
+        json!({"passwordCredentials": [{"restrictionType": "passwordAddition", "maxLifetime": null}],
+            "keyCredentials": []}),
+    );
+    emu.clear_requests();
+    let refused = bao.read("azure/creds/wide");
+    assert_ne!(refused.code, 0);
+    assert!(refused.stderr.contains("Code: 400"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("blocks new password credentials"),
+        "{}",
+        refused.stderr
+    );
+    let log = emu.requests();
+    assert!(
+        log.iter().all(|c| !c["path"]
+            .as_str()
+            .is_some_and(|p| p.contains("addPassword") || p.contains("roleAssignments/"))),
+        "{log:#?}"
+    );
+    assert!(emu.vault_apps().is_empty(), "{:#?}", emu.vault_apps());
 }

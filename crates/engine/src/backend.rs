@@ -30,7 +30,7 @@ and passwords on existing applications, with role assignments and group membersh
 them when their lease ends.";
 
 /// A client is rebuilt (new credential, new tokens) after this long, as the Go engine does.
-const CLIENT_MAX_AGE: Duration = Duration::from_secs(30 * 60);
+pub(crate) const CLIENT_MAX_AGE: Duration = Duration::from_secs(30 * 60);
 
 struct CachedClient {
     client: Arc<AzureClient>,
@@ -59,6 +59,10 @@ pub struct AzureBackend {
     pub(crate) usage: std::sync::Mutex<super::path_self_test::UsageCache>,
     /// The warm credential pools (`pool_size`).
     pub(crate) pool: super::pool::PoolState,
+    /// The last answer about the tenant's default app management policy.
+    pub(crate) policy_cache: super::certificate::PolicyCache,
+    /// Moves on whenever the configuration changes (a client built before is not cached).
+    client_generation: std::sync::atomic::AtomicU64,
 }
 
 impl AzureBackend {
@@ -81,6 +85,8 @@ impl AzureBackend {
             reconcile_state: super::reconcile::State::default(),
             usage: std::sync::Mutex::default(),
             pool: super::pool::PoolState::default(),
+            policy_cache: super::certificate::PolicyCache::default(),
+            client_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -91,8 +97,37 @@ impl AzureBackend {
 
     /// Drops the cached client: the next call builds one from the stored configuration.
     pub async fn reset_client(&self) {
-        *self.client.lock().await = None;
+        {
+            let mut cached = self.client.lock().await;
+            self.client_generation.fetch_add(1, Ordering::SeqCst);
+            *cached = None;
+        }
+        self.policy_cache.reset();
         self.identity.clear().await;
+    }
+
+    /// The cached client with its age, and the configuration generation (see
+    /// [`AzureBackend::replace_client`]).
+    pub(crate) async fn cached_client(&self) -> (Option<(Arc<AzureClient>, Duration)>, u64) {
+        let cached = self.client.lock().await;
+        (
+            cached
+                .as_ref()
+                .map(|c| (c.client.clone(), c.built.elapsed())),
+            self.client_generation.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Makes `client`, built from the configuration of `generation`, the cached one, unless
+    /// the configuration changed since.
+    pub(crate) async fn replace_client(&self, client: Arc<AzureClient>, generation: u64) {
+        let mut cached = self.client.lock().await;
+        if self.client_generation.load(Ordering::SeqCst) == generation {
+            *cached = Some(CachedClient {
+                client,
+                built: Instant::now(),
+            });
+        }
     }
 
     /// Refuses (400) an application that is the engine's own identity: checked whenever a
@@ -236,7 +271,7 @@ impl AzureBackend {
     }
 
     /// The periodic function (the host's rollback tick): root and static-role rotations,
-    /// then the warm pools, usage against Azure's limits and the reconciler. Each part
+    /// then the engine's client and tokens kept warm, the warm pools, usage against Azure's limits and the reconciler. Each part
     /// decides for itself whether this node may do background work.
     fn background_work(self: &Arc<Self>) -> PeriodicFn {
         let rotations = static_rotation::periodic(self);
@@ -245,6 +280,7 @@ impl AzureBackend {
             let (b, rotations) = (b.clone(), rotations.clone());
             Box::pin(async move {
                 let result = rotations(req.clone()).await;
+                b.keep_warm_where_writable(req.storage.as_ref()).await;
                 super::pool::periodic(&b, &req).await;
                 b.refresh_usage(&req).await;
                 b.reconcile_tick(req.storage.as_ref()).await;

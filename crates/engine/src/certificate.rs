@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 
 use super::backend::AzureBackend;
 use super::lease::{self, SERVICE_PRINCIPAL, STATIC_SERVICE_PRINCIPAL};
-use super::provision::{self, CredentialPlan, PrincipalSpec, ProvisionError, Readiness};
+use super::provision::{
+    self, CredentialPlan, Gate, GateVerdict, PrincipalSpec, ProvisionError, Readiness,
+};
 use super::store::{self, Role};
 use azure_clients::{
     AzureClient, AzureError, ClientCertificate, CredentialPolicy, Deadline, DeleteOutcome,
@@ -224,43 +226,57 @@ fn policy_name(p: &CredentialPolicy) -> String {
     }
 }
 
-/// Reads the policy in force for `app_object_id` (`None`: a new application) and applies it
-/// to a credential of `kind` that would end at `end`. Passwords blocked → 400 before any
-/// Azure object is made; a maximum lifetime → `end` capped, with a warning. A principal
-/// without permission to read policies (403) gets no check (Graph still enforces).
-pub async fn apply_policy(
+/// What reading the app management policy in force answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyAnswer {
+    /// The policy in force (`policy_id` `None`: no policy is in force).
+    Policy(CredentialPolicy),
+    /// The engine may not read policies (403/404): no early check; Graph still enforces.
+    Unreadable,
+}
+
+/// Reads the policy in force for `app_object_id` (`None`: a new application), as it applies
+/// to a credential made at `now`.
+pub async fn read_policy(
     client: &AzureClient,
     app_object_id: Option<&str>,
+    now: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<PolicyAnswer, LogicalError> {
+    // A dynamic password goes on the new application (beside its service principal, to
+    // save a round trip): the application restrictions apply, as to every other credential.
+    match client
+        .graph()
+        .credential_policy(app_object_id, now, deadline)
+        .await
+    {
+        Ok(p) => Ok(PolicyAnswer::Policy(p)),
+        Err(e) if e.is_forbidden() || e.status() == Some(403) || e.status() == Some(404) => {
+            tracing::debug!(error = %e, "cannot read the tenant's app management policies (needs Policy.Read.All); not applied before the write");
+            Ok(PolicyAnswer::Unreadable)
+        }
+        Err(e) => Err(LogicalError::internal(format!(
+            "error reading the tenant's app management policy: {e}"
+        ))),
+    }
+}
+
+/// Applies a policy answer to a credential of `kind` made at `now` that would end at `end`.
+/// Passwords blocked → 400; a maximum lifetime → `end` capped, with a warning.
+pub fn judge_policy(
+    answer: &PolicyAnswer,
     kind: CredentialType,
     now: DateTime<Utc>,
     end: DateTime<Utc>,
-    deadline: Deadline,
 ) -> Result<PolicyOutcome, LogicalError> {
-    // A dynamic password goes on the new application (beside its service principal, to
-    // save a round trip): the application restrictions apply, as to every other credential.
-    let read = client
-        .graph()
-        .credential_policy(app_object_id, now, deadline)
-        .await;
-    let policy = match read {
-        Ok(p) => p,
-        Err(e) if e.is_forbidden() || e.status() == Some(403) || e.status() == Some(404) => {
-            tracing::debug!(error = %e, "cannot read the tenant's app management policies (needs Policy.Read.All); not applied before the write");
-            return Ok(PolicyOutcome::default());
-        }
-        Err(e) => {
-            return Err(LogicalError::internal(format!(
-                "error reading the tenant's app management policy: {e}"
-            )))
-        }
+    let policy = match answer {
+        PolicyAnswer::Policy(p) if p.policy_id.is_some() => p,
+        _ => return Ok(PolicyOutcome::default()),
     };
-    if policy.policy_id.is_none() {
-        return Ok(PolicyOutcome::default());
-    }
     if kind == CredentialType::Password && policy.password_addition_blocked {
         return Err(LogicalError::bad_request(format!(
             "{} blocks new password credentials; set credential_type=certificate on this role to issue certificates instead",
-            policy_name(&policy)
+            policy_name(policy)
         )));
     }
     let max = match kind {
@@ -276,15 +292,167 @@ pub async fn apply_policy(
         max_ttl_cap: max.to_std().ok(),
         warning: Some(format!(
             "{} limits {} lifetimes to {}: the credential ends at {}, sooner than the lease would allow",
-            policy_name(&policy),
-            match kind {
-                CredentialType::Password => "password",
-                CredentialType::Certificate => "certificate",
-            },
+            policy_name(policy),
+            kind.as_str(),
             human_duration(max),
             capped.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         )),
     })
+}
+
+/// Reads the policy in force for `app_object_id` (`None`: a new application) and applies it
+/// to a credential of `kind` that would end at `end` ([`judge_policy`]). A principal without
+/// permission to read policies (403) gets no check (Graph still enforces).
+pub async fn apply_policy(
+    client: &AzureClient,
+    app_object_id: Option<&str>,
+    kind: CredentialType,
+    now: DateTime<Utc>,
+    end: DateTime<Utc>,
+    deadline: Deadline,
+) -> Result<PolicyOutcome, LogicalError> {
+    let answer = read_policy(client, app_object_id, now, deadline).await?;
+    judge_policy(&answer, kind, now, end)
+}
+
+/// How long the last answer about the tenant's default policy plans a dynamic issuance.
+/// Every issuance planned with it reads the policy again beside its first Azure call and
+/// undoes what that call made when the new answer contradicts the plan, so the window bounds
+/// how often a plan can be wrong, never what a handed-out credential may violate.
+pub const POLICY_FRESH_FOR: Duration = Duration::from_secs(300);
+
+/// The last answer about the tenant's default app management policy (the one new
+/// applications get), per mount and process.
+#[derive(Default)]
+pub struct PolicyCache {
+    state: std::sync::Mutex<PolicyCacheState>,
+}
+
+#[derive(Default)]
+struct PolicyCacheState {
+    /// Moves on when the configuration changes: answers read before are not stored.
+    generation: u64,
+    last: Option<(std::time::Instant, PolicyAnswer)>,
+}
+
+impl PolicyCache {
+    fn state(&self) -> std::sync::MutexGuard<'_, PolicyCacheState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The generation a read starting now stores its answer under.
+    pub fn generation(&self) -> u64 {
+        self.state().generation
+    }
+
+    /// The answer to plan with, if one younger than [`POLICY_FRESH_FOR`] is known, and the
+    /// generation to store the next answer under.
+    pub fn fresh(&self) -> (u64, Option<PolicyAnswer>) {
+        self.fresh_at(std::time::Instant::now())
+    }
+
+    fn fresh_at(&self, now: std::time::Instant) -> (u64, Option<PolicyAnswer>) {
+        let state = self.state();
+        let answer = state
+            .last
+            .as_ref()
+            .filter(|(at, _)| now.saturating_duration_since(*at) < POLICY_FRESH_FOR)
+            .map(|(_, a)| a.clone());
+        (state.generation, answer)
+    }
+
+    /// Keeps `answer`, read under `generation`, unless the configuration changed since.
+    pub fn store(&self, generation: u64, answer: PolicyAnswer) {
+        let mut state = self.state();
+        if state.generation == generation {
+            state.last = Some((std::time::Instant::now(), answer));
+        }
+    }
+
+    /// Forgets the answer after a failed read: the next issuance reads first.
+    pub fn forget(&self, generation: u64) {
+        let mut state = self.state();
+        if state.generation == generation {
+            state.last = None;
+        }
+    }
+
+    /// Forgets the answer and any read in flight (the configuration changed).
+    pub fn reset(&self) {
+        let mut state = self.state();
+        state.generation += 1;
+        state.last = None;
+    }
+}
+
+/// How an issuance learns the tenant's policy.
+pub(crate) enum PolicyPlan {
+    /// Read before any Azure object is made (or the role needs no policy of the tenant
+    /// default).
+    Known(PolicyOutcome),
+    /// Predicted from a fresh cached answer; a read beside round one verifies it
+    /// ([`AzureBackend::policy_gate`]).
+    Predicted {
+        outcome: PolicyOutcome,
+        generation: u64,
+    },
+}
+
+/// The verification of a predicted policy, shared between the gate that runs beside round
+/// one and the issuance that reads its result afterwards.
+pub(crate) struct PolicyCheck {
+    kind: CredentialType,
+    now: DateTime<Utc>,
+    /// The end date the role asks for, before any policy.
+    planned_end: DateTime<Utc>,
+    /// The end date round one used (the prediction's).
+    used_end: DateTime<Utc>,
+    generation: u64,
+    result: std::sync::Mutex<Option<(Result<PolicyOutcome, LogicalError>, GateVerdict)>>,
+}
+
+impl PolicyCheck {
+    pub(crate) fn new(
+        kind: CredentialType,
+        now: DateTime<Utc>,
+        planned_end: DateTime<Utc>,
+        used_end: DateTime<Utc>,
+        generation: u64,
+    ) -> PolicyCheck {
+        PolicyCheck {
+            kind,
+            now,
+            planned_end,
+            used_end,
+            generation,
+            result: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// What the read beside round one found and decided (`None`: it never ran).
+    pub(crate) fn take(&self) -> Option<(Result<PolicyOutcome, LogicalError>, GateVerdict)> {
+        self.result.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The verdict on a prediction, given what the policy says now. A password is made in
+    /// round two, after the verdict: it takes the new end date whatever it is, and only a
+    /// block stops the issuance. A certificate rode in round one: an end date later than
+    /// the new policy allows stops it (a shorter one than needed is kept).
+    fn verdict(&self, fresh: &Result<PolicyOutcome, LogicalError>) -> GateVerdict {
+        match (fresh, self.kind) {
+            (Err(_), _) => GateVerdict::Stop,
+            (Ok(o), CredentialType::Password) => GateVerdict::Proceed {
+                password_end: Some(o.end.unwrap_or(self.planned_end)),
+            },
+            (Ok(o), CredentialType::Certificate) => {
+                if o.end.unwrap_or(self.planned_end) < self.used_end {
+                    GateVerdict::Stop
+                } else {
+                    GateVerdict::Proceed { password_end: None }
+                }
+            }
+        }
+    }
 }
 
 fn human_duration(d: chrono::Duration) -> String {
@@ -327,7 +495,7 @@ pub fn provision_failure(e: ProvisionError) -> LogicalError {
         | ProvisionError::Password(a)
         | ProvisionError::RoleAssignment(a)
         | ProvisionError::GroupMembership(a) => Some(a),
-        ProvisionError::Wal(_) => None,
+        ProvisionError::Wal(_) | ProvisionError::Stopped => None,
     };
     azure
         .and_then(policy_error)
@@ -341,7 +509,9 @@ fn expiration() -> String {
 // ---------------------------------------------------------------- issuing
 
 impl AzureBackend {
-    /// Applies the tenant's policy for a new credential of `role` ending at `end`.
+    /// Reads and applies the tenant's policy for a new credential of `role` ending at `end`,
+    /// before anything is made. The answer for a new application is kept for
+    /// [`AzureBackend::plan_policy`].
     pub(crate) async fn credential_policy_for(
         &self,
         client: &AzureClient,
@@ -350,13 +520,90 @@ impl AzureBackend {
         end: DateTime<Utc>,
         deadline: Deadline,
     ) -> Result<PolicyOutcome, LogicalError> {
-        let app = Some(role.application_object_id.as_str()).filter(|s| !s.is_empty());
-        apply_policy(client, app, CredentialType::of(role), now, end, deadline).await
+        let kind = CredentialType::of(role);
+        if !role.application_object_id.is_empty() {
+            let app = Some(role.application_object_id.as_str());
+            return apply_policy(client, app, kind, now, end, deadline).await;
+        }
+        let generation = self.policy_cache.generation();
+        let answer = self
+            .read_default_policy(client, generation, now, deadline)
+            .await?;
+        judge_policy(&answer, kind, now, end)
+    }
+
+    /// Reads the policy a new application gets and keeps the answer under `generation` (a
+    /// failed read forgets the kept one).
+    async fn read_default_policy(
+        &self,
+        client: &AzureClient,
+        generation: u64,
+        now: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> Result<PolicyAnswer, LogicalError> {
+        let answer = read_policy(client, None, now, deadline).await;
+        match &answer {
+            Ok(a) => self.policy_cache.store(generation, a.clone()),
+            Err(_) => self.policy_cache.forget(generation),
+        }
+        answer
+    }
+
+    /// How a new credential of `role` ending at `end` learns the tenant's policy: a dynamic
+    /// role with a fresh cached answer that allows the credential plans with it (verified
+    /// beside round one, see [`AzureBackend::policy_gate`]); otherwise the policy is read
+    /// first. A cached refusal is never trusted: the policy is read again.
+    pub(crate) async fn plan_policy(
+        &self,
+        client: &AzureClient,
+        role: &Role,
+        now: DateTime<Utc>,
+        end: DateTime<Utc>,
+        deadline: Deadline,
+    ) -> Result<PolicyPlan, LogicalError> {
+        if role.application_object_id.is_empty() {
+            let (generation, cached) = self.policy_cache.fresh();
+            if let Some(Ok(outcome)) =
+                cached.map(|a| judge_policy(&a, CredentialType::of(role), now, end))
+            {
+                return Ok(PolicyPlan::Predicted {
+                    outcome,
+                    generation,
+                });
+            }
+        }
+        self.credential_policy_for(client, role, now, end, deadline)
+            .await
+            .map(PolicyPlan::Known)
+    }
+
+    /// The check that runs beside round one of an issuance planned with a cached answer:
+    /// reads the policy again, keeps the answer, and decides whether the issuance goes on
+    /// ([`PolicyCheck::verdict`]); `check` holds what it found.
+    pub(crate) fn policy_gate<'a>(
+        &'a self,
+        client: &'a AzureClient,
+        check: &'a PolicyCheck,
+        deadline: Deadline,
+    ) -> Gate<'a> {
+        Box::pin(async move {
+            let fresh = self
+                .read_default_policy(client, check.generation, check.now, deadline)
+                .await
+                .and_then(|a| judge_policy(&a, check.kind, check.now, check.planned_end));
+            let verdict = check.verdict(&fresh);
+            if verdict == GateVerdict::Stop {
+                tracing::info!("the tenant's app management policy no longer allows the planned credential, or could not be read; undoing the application and answering under the policy as read now");
+            }
+            *check.result.lock().unwrap_or_else(|p| p.into_inner()) = Some((fresh, verdict));
+            verdict
+        })
     }
 
     /// Issues a certificate credential: a new application (and service principal) with
     /// the certificate registered in the create call, or a new key credential on the
     /// role's existing or persisted application.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn issue_certificate(
         &self,
         req: &Request,
@@ -364,6 +611,7 @@ impl AzureBackend {
         name: &str,
         role: &Role,
         end: DateTime<Utc>,
+        gate: Option<Gate<'_>>,
         deadline: Deadline,
     ) -> Result<(Response, Readiness), LogicalError> {
         let now = Utc::now();
@@ -375,7 +623,7 @@ impl AzureBackend {
             let roles = role.azure_roles.clone().unwrap_or_default();
             let groups = role.azure_groups.clone().unwrap_or_default();
             let app = role.new_application();
-            let principal = provision::create_principal_with(
+            let principal = provision::create_principal_gated(
                 client,
                 req.storage.as_ref(),
                 PrincipalSpec {
@@ -389,6 +637,7 @@ impl AzureBackend {
                     key: generated.key_credential(&display_name),
                     proof: generated.credential.clone(),
                 },
+                gate,
                 deadline,
             )
             .await
@@ -416,6 +665,14 @@ impl AzureBackend {
                 principal.readiness,
             )
         } else {
+            // A check beside round one has no round one to ride with here: it goes first.
+            if let Some(gate) = gate {
+                if gate.await == GateVerdict::Stop {
+                    return Err(LogicalError::bad_request(
+                        "the tenant's app management policy does not allow this credential",
+                    ));
+                }
+            }
             let app_object_id = role.application_object_id.clone();
             let storage = req.storage.as_ref();
             let wal_id = wal::put(
@@ -727,6 +984,124 @@ mod tests {
         assert_eq!(CredentialType::of(&role), CredentialType::Password);
         role.credential_type = CredentialType::Certificate.stored();
         assert_eq!(CredentialType::of(&role), CredentialType::Certificate);
+    }
+
+    fn policy(restrict: impl FnOnce(&mut CredentialPolicy)) -> PolicyAnswer {
+        let mut p = CredentialPolicy {
+            policy_id: Some("00000000-0000-0000-0000-000000000000".into()),
+            is_tenant_default: true,
+            ..CredentialPolicy::default()
+        };
+        restrict(&mut p);
+        PolicyAnswer::Policy(p)
+    }
+
+    #[test]
+    fn the_policy_cache_keeps_fresh_answers_of_the_current_configuration() {
+        let cache = PolicyCache::default();
+        assert_eq!(cache.fresh().1, None, "nothing known at first");
+        let generation = cache.generation();
+        cache.store(generation, PolicyAnswer::Unreadable);
+        assert_eq!(cache.fresh(), (generation, Some(PolicyAnswer::Unreadable)));
+        let later = std::time::Instant::now() + POLICY_FRESH_FOR;
+        assert_eq!(cache.fresh_at(later).1, None, "stale after the window");
+
+        // A failed read forgets the answer.
+        cache.forget(generation);
+        assert_eq!(cache.fresh().1, None);
+
+        // A configuration change forgets it too, and an answer read before it is not kept.
+        cache.store(generation, PolicyAnswer::Unreadable);
+        cache.reset();
+        assert_eq!(cache.fresh().1, None);
+        cache.store(generation, PolicyAnswer::Unreadable);
+        assert_eq!(cache.fresh().1, None, "a read from before the change");
+        cache.forget(generation);
+        cache.store(cache.generation(), policy(|_| {}));
+        assert!(cache.fresh().1.is_some());
+    }
+
+    #[test]
+    fn judging_a_policy() {
+        let now = Utc::now();
+        let end = now + chrono::Duration::days(30);
+        let kinds = [CredentialType::Password, CredentialType::Certificate];
+        for kind in kinds {
+            let none = judge_policy(&PolicyAnswer::Unreadable, kind, now, end).unwrap();
+            assert!(none.end.is_none() && none.warning.is_none());
+            let disabled = PolicyAnswer::Policy(CredentialPolicy::default());
+            assert!(judge_policy(&disabled, kind, now, end)
+                .unwrap()
+                .end
+                .is_none());
+        }
+        let blocked = policy(|p| p.password_addition_blocked = true);
+        let e = judge_policy(&blocked, CredentialType::Password, now, end).unwrap_err();
+        assert!(matches!(e, LogicalError::BadRequest(_)), "{e:?}");
+        assert!(judge_policy(&blocked, CredentialType::Certificate, now, end).is_ok());
+        let capped = policy(|p| p.key_max_lifetime = Some(chrono::Duration::days(7)));
+        let o = judge_policy(&capped, CredentialType::Certificate, now, end).unwrap();
+        assert_eq!(o.end, Some(now + chrono::Duration::days(7)));
+        assert_eq!(o.max_ttl_cap, Some(Duration::from_secs(7 * 86_400)));
+        assert!(o.warning.unwrap().contains("7 days"));
+        let o = judge_policy(&capped, CredentialType::Password, now, end).unwrap();
+        assert!(o.end.is_none(), "a key cap leaves passwords alone");
+    }
+
+    #[test]
+    fn a_prediction_is_stopped_only_when_the_new_policy_forbids_what_was_made() {
+        let now = Utc::now();
+        let planned = now + chrono::Duration::days(30);
+        let week = now + chrono::Duration::days(7);
+        let verdict = |kind, used, fresh: Result<PolicyOutcome, LogicalError>| {
+            PolicyCheck::new(kind, now, planned, used, 0).verdict(&fresh)
+        };
+        let capped_at = |end| {
+            Ok(PolicyOutcome {
+                end: Some(end),
+                ..PolicyOutcome::default()
+            })
+        };
+        // Passwords are made after the verdict: they take the new end date, and only a
+        // refusal (blocked, or the policy could not be read) stops them.
+        assert_eq!(
+            verdict(CredentialType::Password, planned, capped_at(week)),
+            GateVerdict::Proceed {
+                password_end: Some(week)
+            }
+        );
+        assert_eq!(
+            verdict(CredentialType::Password, week, Ok(PolicyOutcome::default())),
+            GateVerdict::Proceed {
+                password_end: Some(planned)
+            }
+        );
+        assert_eq!(
+            verdict(
+                CredentialType::Password,
+                planned,
+                Err(LogicalError::bad_request("blocked"))
+            ),
+            GateVerdict::Stop
+        );
+        // A certificate was made in round one: a later end date than the new cap stops it;
+        // an earlier one (the policy was loosened) is kept.
+        assert_eq!(
+            verdict(CredentialType::Certificate, planned, capped_at(week)),
+            GateVerdict::Stop
+        );
+        assert_eq!(
+            verdict(
+                CredentialType::Certificate,
+                week,
+                Ok(PolicyOutcome::default())
+            ),
+            GateVerdict::Proceed { password_end: None }
+        );
+        assert_eq!(
+            verdict(CredentialType::Certificate, week, capped_at(week)),
+            GateVerdict::Proceed { password_end: None }
+        );
     }
 
     #[test]

@@ -8,9 +8,11 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::backend::AzureBackend;
-use super::certificate::CredentialType;
+use super::certificate::{CredentialType, PolicyCheck, PolicyPlan};
 use super::lease::{self, SERVICE_PRINCIPAL, STATIC_SERVICE_PRINCIPAL};
-use super::provision::{self, PrincipalSpec, Readiness, PASSWORD_DISPLAY_NAME};
+use super::provision::{
+    self, CredentialPlan, Gate, GateVerdict, PrincipalSpec, Readiness, PASSWORD_DISPLAY_NAME,
+};
 use super::store::{self, Role};
 use super::validate;
 use azure_clients::{Deadline, NewApplication, NewPassword, DISPLAY_NAME_PREFIX};
@@ -142,11 +144,58 @@ impl AzureBackend {
         let now = Utc::now();
         let end = self.password_end(&role, now).await?;
         let (ttl, max_ttl) = lease_ttls(&role);
-        // The tenant's app management policy, before any Azure object is made.
-        let policy = self
-            .credential_policy_for(&client, &role, now, end, deadline)
-            .await?;
-        let end = policy.end.unwrap_or(end);
+        // The tenant's app management policy: read before any Azure object is made, or, for
+        // a dynamic role whose mount knows a fresh answer, planned with that answer and read
+        // again beside the first Azure call (docs/certificates.md).
+        let (mut resp, readiness, policy) =
+            match self.plan_policy(&client, &role, now, end, deadline).await? {
+                PolicyPlan::Known(outcome) => {
+                    let used = outcome.end.unwrap_or(end);
+                    let (resp, readiness) = self
+                        .issue(&req, &client, &name, &role, used, None, deadline)
+                        .await?;
+                    (resp, readiness, outcome)
+                }
+                PolicyPlan::Predicted {
+                    outcome: predicted,
+                    generation,
+                } => {
+                    let used = predicted.end.unwrap_or(end);
+                    let kind = CredentialType::of(&role);
+                    let check = PolicyCheck::new(kind, now, end, used, generation);
+                    let gate = self.policy_gate(&client, &check, deadline);
+                    let issued = self
+                        .issue(&req, &client, &name, &role, used, Some(gate), deadline)
+                        .await;
+                    match (issued, check.take()) {
+                        // A password was made after the check, under the policy it read.
+                        (Ok((resp, readiness)), Some((Ok(fresh), _)))
+                            if kind == CredentialType::Password =>
+                        {
+                            (resp, readiness, fresh)
+                        }
+                        (Ok((resp, readiness)), _) => (resp, readiness, predicted),
+                        // The policy changed in a way that matters: round one was undone;
+                        // answer as a read before it would have.
+                        (Err(_), Some((fresh, GateVerdict::Stop))) => {
+                            let outcome = fresh?;
+                            let (resp, readiness) = self
+                                .issue(
+                                    &req,
+                                    &client,
+                                    &name,
+                                    &role,
+                                    outcome.end.unwrap_or(end),
+                                    None,
+                                    deadline,
+                                )
+                                .await?;
+                            (resp, readiness, outcome)
+                        }
+                        (Err(e), _) => return Err(e),
+                    }
+                }
+            };
         let (ttl, max_ttl) = match policy.max_ttl_cap {
             Some(cap) => (
                 if ttl.is_zero() { ttl } else { ttl.min(cap) },
@@ -157,35 +206,6 @@ impl AzureBackend {
                 },
             ),
             None => (ttl, max_ttl),
-        };
-
-        let (mut resp, readiness) = if CredentialType::of(&role) == CredentialType::Certificate {
-            self.issue_certificate(&req, &client, &name, &role, end, deadline)
-                .await?
-        } else if role.application_object_id.is_empty() {
-            let app = role.new_application();
-            self.issue_service_principal(
-                req.storage.as_ref(),
-                &client,
-                &name,
-                &role,
-                app,
-                end,
-                deadline,
-            )
-            .await?
-        } else {
-            let display_name = format!("{PASSWORD_DISPLAY_NAME}-{}", uuid::Uuid::new_v4());
-            self.issue_password(
-                req.storage.as_ref(),
-                &client,
-                &name,
-                &role,
-                display_name,
-                end,
-                deadline,
-            )
-            .await?
         };
         if let Some(secret) = resp.secret.as_mut() {
             secret.lease.ttl = ttl;
@@ -210,6 +230,59 @@ impl AzureBackend {
         Ok(Some(resp))
     }
 
+    /// The credential of `role` ending at `end` (before the tenant's policy has a say on
+    /// a password made after `gate`): a certificate, a new service principal, or a password
+    /// on the role's application.
+    #[allow(clippy::too_many_arguments)]
+    async fn issue(
+        &self,
+        req: &Request,
+        client: &azure_clients::AzureClient,
+        name: &str,
+        role: &Role,
+        end: DateTime<Utc>,
+        gate: Option<Gate<'_>>,
+        deadline: Deadline,
+    ) -> Result<(Response, Readiness), LogicalError> {
+        if CredentialType::of(role) == CredentialType::Certificate {
+            self.issue_certificate(req, client, name, role, end, gate, deadline)
+                .await
+        } else if role.application_object_id.is_empty() {
+            let app = role.new_application();
+            self.issue_service_principal_gated(
+                req.storage.as_ref(),
+                client,
+                name,
+                role,
+                app,
+                end,
+                gate,
+                deadline,
+            )
+            .await
+        } else {
+            // No round one to ride with: a check goes first.
+            if let Some(gate) = gate {
+                if gate.await == GateVerdict::Stop {
+                    return Err(LogicalError::bad_request(
+                        "the tenant's app management policy does not allow this credential",
+                    ));
+                }
+            }
+            let display_name = format!("{PASSWORD_DISPLAY_NAME}-{}", uuid::Uuid::new_v4());
+            self.issue_password(
+                req.storage.as_ref(),
+                client,
+                name,
+                role,
+                display_name,
+                end,
+                deadline,
+            )
+            .await
+        }
+    }
+
     /// A new application `app` with its service principal, password, role assignments
     /// and group memberships, as the response `creds` returns.
     #[allow(clippy::too_many_arguments)]
@@ -223,9 +296,27 @@ impl AzureBackend {
         end: DateTime<Utc>,
         deadline: Deadline,
     ) -> Result<(Response, Readiness), LogicalError> {
+        self.issue_service_principal_gated(storage, client, name, role, app, end, None, deadline)
+            .await
+    }
+
+    /// [`AzureBackend::issue_service_principal`] with `gate` beside round one (see
+    /// [`provision::create_principal_gated`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn issue_service_principal_gated(
+        &self,
+        storage: &dyn Storage,
+        client: &azure_clients::AzureClient,
+        name: &str,
+        role: &Role,
+        app: NewApplication,
+        end: DateTime<Utc>,
+        gate: Option<Gate<'_>>,
+        deadline: Deadline,
+    ) -> Result<(Response, Readiness), LogicalError> {
         let roles = role.azure_roles.clone().unwrap_or_default();
         let groups = role.azure_groups.clone().unwrap_or_default();
-        let principal = provision::create_principal(
+        let principal = provision::create_principal_gated(
             client,
             storage,
             PrincipalSpec {
@@ -235,6 +326,8 @@ impl AzureBackend {
                 password_end: end,
                 ready_timeout: role.ready_timeout(),
             },
+            CredentialPlan::ApplicationPassword,
+            gate,
             deadline,
         )
         .await

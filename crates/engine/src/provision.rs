@@ -8,6 +8,9 @@
 //! and groups: (1) the application (a certificate rides in the create call); (2) its service
 //! principal and the password on the application, together; (3) every role assignment, every
 //! group membership and the readiness proof (one round of parallel token requests), together.
+//! The tenant's policy is read beside round one when the mount knows a fresh answer (a
+//! [`Gate`]; see `certificate::PolicyCheck`), and the periodic function keeps the engine's
+//! client and tokens warm ([`periodic`]), so neither adds a round.
 //! The credential is handed out only when all of them succeeded and the proof holds
 //! (docs/readiness-proof.md). A failure undoes what was made before the error is returned.
 
@@ -17,14 +20,17 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde_json::json;
 
+use super::backend::{AzureBackend, CLIENT_MAX_AGE};
 use super::inventory;
-use super::store::{AzureGroup, AzureRole};
+use super::store::{self, AzureGroup, AzureRole};
 use azure_clients::{
     AzureClient, AzureError, ClientCertificate, Deadline, DeleteOutcome, NewApplication,
     NewKeyCredential, NewPassword, SecretString,
 };
 use std::sync::Arc;
+use std::time::SystemTime;
 use vault_plugin_sdk::framework::wal;
+use vault_plugin_sdk::logical::storage_writable;
 use vault_plugin_sdk::logical::{LogicalError, Storage, StorageError};
 
 pub const WAL_APP_CREATE: &str = "appCreate";
@@ -62,6 +68,20 @@ pub const PROOF_ROUNDS_AFTER_FAILURE: u32 = 2;
 /// up to [`PROOF_MAX_DELAY`]. Successful rounds follow each other without a wait.
 const PROOF_FIRST_DELAY: Duration = Duration::from_millis(50);
 const PROOF_MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// A check that runs beside round one (the application create) and decides, before round
+/// two makes anything, whether the issuance goes on (the tenant's policy, see
+/// `certificate::PolicyCheck`).
+pub type Gate<'a> = futures::future::BoxFuture<'a, GateVerdict>;
+
+/// What a [`Gate`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateVerdict {
+    /// Go on; a password made in round two ends at `password_end` (`None`: as planned).
+    Proceed { password_end: Option<DateTime<Utc>> },
+    /// Undo round one and return [`ProvisionError::Stopped`].
+    Stop,
+}
 
 /// What to create.
 pub struct PrincipalSpec<'a> {
@@ -158,6 +178,8 @@ pub enum ProvisionError {
     RoleAssignment(AzureError),
     #[error("error while adding group membership: {0}")]
     GroupMembership(AzureError),
+    #[error("the issuance was stopped by its check and undone")]
+    Stopped,
 }
 
 /// A failed provisioning as a request error; the host's read-only refusal of a WAL write
@@ -226,13 +248,94 @@ pub async fn create_principal(
 /// or due for refresh, so the calls of an issuance find them there. Failures are left to the
 /// calls that need the token (they report them with context).
 pub async fn warm_tokens(client: &AzureClient, deadline: Deadline) {
+    fetch_tokens(client, deadline).await;
+}
+
+/// [`warm_tokens`], returning when the first of the two tokens expires (`None`: one could
+/// not be had).
+async fn fetch_tokens(client: &AzureClient, deadline: Deadline) -> Option<SystemTime> {
     let cloud = &client.settings().cloud;
     let (graph, arm) = (cloud.graph_scope(), cloud.arm_scope());
     let tokens = client.token_source();
     let (g, a) = tokio::join!(tokens.token(&graph, deadline), tokens.token(&arm, deadline));
+    let mut first: Option<SystemTime> = None;
     for (scope, r) in [(graph.as_str(), g), (arm.as_str(), a)] {
-        if let Err(e) = r {
-            tracing::debug!(scope, error = %e, "cannot warm the token cache");
+        match r {
+            Ok(t) => first = Some(first.map_or(t.expires_at, |f| f.min(t.expires_at))),
+            Err(e) => {
+                tracing::debug!(scope, error = %e, "cannot warm the token cache");
+                return None;
+            }
+        }
+    }
+    first
+}
+
+/// How far ahead of need the periodic function renews the engine's client and tokens: the
+/// host ticks about once a minute, and two ticks' worth tolerates a late one.
+const WARM_AHEAD: Duration = Duration::from_secs(120);
+
+/// A request fetches a cached token again once less than this is left of it (the token
+/// cache refreshes at the smaller of five minutes and half the token's life).
+const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// How long the periodic function waits for the token service.
+const WARM_DEADLINE: Duration = Duration::from_secs(30);
+
+impl AzureBackend {
+    /// On the node that issues (storage writable, not a standby), the engine's client and
+    /// tokens are made ready for the next issuances ([`AzureBackend::keep_warm`]).
+    pub(crate) async fn keep_warm_where_writable(&self, storage: &dyn Storage) {
+        if self.background_allowed().await
+            && matches!(storage_writable(self.system_view.as_ref()).await, Ok(true))
+        {
+            self.keep_warm(storage).await;
+        }
+    }
+
+    /// Keeps the engine's client and its Graph and ARM tokens ready on a mount with roles,
+    /// so that no issuance waits for a token: tokens missing or due are fetched; a client that would age out
+    /// (`CLIENT_MAX_AGE`), or whose tokens would come due, before the next tick is replaced
+    /// now by a new one whose tokens are already in its cache (requests keep using the old
+    /// one meanwhile).
+    pub(crate) async fn keep_warm(&self, storage: &dyn Storage) {
+        // The generation is taken before the configuration is read: a config write in
+        // between keeps the client built from the old one out of the cache.
+        let (cached, generation) = self.cached_client().await;
+        let config = match store::get_config(storage).await {
+            Ok(Some(c)) => c,
+            _ => return,
+        };
+        // Only a mount with roles issues on request; static roles rotate in the background.
+        if !matches!(storage.list(store::ROLES_PREFIX).await, Ok(roles) if !roles.is_empty()) {
+            return;
+        }
+        let deadline = Deadline::after(WARM_DEADLINE);
+        if let Some((client, age)) = cached {
+            if age + WARM_AHEAD < CLIENT_MAX_AGE {
+                let lasts = |until: SystemTime| {
+                    until
+                        .duration_since(SystemTime::now())
+                        .is_ok_and(|left| left > TOKEN_REFRESH_MARGIN + WARM_AHEAD)
+                };
+                match fetch_tokens(&client, deadline).await {
+                    // Still good at the next tick, or failing (the requests report why).
+                    Some(until) if lasts(until) => return,
+                    None => return,
+                    Some(_) => {}
+                }
+            }
+        }
+        let client = match self.build_client(&config) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot build a client to warm");
+                return;
+            }
+        };
+        if fetch_tokens(&client, deadline).await.is_some() {
+            self.replace_client(client, generation).await;
+            tracing::debug!("renewed the engine's Azure client and tokens ahead of need");
         }
     }
 }
@@ -241,8 +344,22 @@ pub async fn warm_tokens(client: &AzureClient, deadline: Deadline) {
 pub async fn create_principal_with(
     client: &AzureClient,
     storage: &dyn Storage,
+    spec: PrincipalSpec<'_>,
+    plan: CredentialPlan,
+    deadline: Deadline,
+) -> Result<Principal, ProvisionError> {
+    create_principal_gated(client, storage, spec, plan, None, deadline).await
+}
+
+/// [`create_principal_with`], with `gate` running beside round one: when it says stop, the
+/// application is deleted and nothing else is made; when it names a password end date, the
+/// password of round two takes it.
+pub async fn create_principal_gated(
+    client: &AzureClient,
+    storage: &dyn Storage,
     mut spec: PrincipalSpec<'_>,
     plan: CredentialPlan,
+    gate: Option<Gate<'_>>,
     deadline: Deadline,
 ) -> Result<Principal, ProvisionError> {
     let wal_err = ProvisionError::Wal;
@@ -293,13 +410,20 @@ pub async fn create_principal_with(
     };
     // The ARM token is fetched (if it is not cached) while the application is created, so
     // the role assignments of round three do not wait for it.
-    let (created, ()) = tokio::join!(
+    // The gate's check goes out beside the application too.
+    let (created, (), verdict) = tokio::join!(
         client
             .graph()
             .create_application_with_keys(&spec.app, &keys, deadline),
         async {
             if !spec.roles.is_empty() {
                 warm_tokens(client, deadline).await;
+            }
+        },
+        async {
+            match gate {
+                Some(g) => g.await,
+                None => GateVerdict::Proceed { password_end: None },
             }
         }
     );
@@ -310,9 +434,18 @@ pub async fn create_principal_with(
             let undo = undo_deadline(deadline);
             let undone = persist(undo, || delete_apps_named(client, &display_name, undo)).await;
             finish_wal(storage, &wal_ids, undone.is_ok()).await;
-            return Err(ProvisionError::App(e));
+            return Err(match verdict {
+                GateVerdict::Stop => ProvisionError::Stopped,
+                GateVerdict::Proceed { .. } => ProvisionError::App(e),
+            });
         }
     };
+    if let GateVerdict::Proceed {
+        password_end: Some(end),
+    } = verdict
+    {
+        spec.password_end = end;
+    }
     let app_wal_data = json!({"AppID": app.app_id, "AppObjID": app.id, "DisplayName": display_name, "Expiration": expiration()});
     let recorded = match wal::update(storage, &app_wal, WAL_APP_CREATE, app_wal_data).await {
         // Recorded while the WAL entry still covers the application.
@@ -324,6 +457,15 @@ pub async fn create_principal_with(
         let undone = persist(undo, || delete_fresh_app(client, &app.id, undo)).await;
         finish_wal(storage, &wal_ids, undone.is_ok()).await;
         return Err(wal_err(e));
+    }
+    if verdict == GateVerdict::Stop {
+        // Only the application exists (a certificate rides in it): it goes, nothing else
+        // is made.
+        inventory::mark_revoke_requested(storage, &app.id).await;
+        let undo = undo_deadline(deadline);
+        let undone = persist(undo, || delete_fresh_app(client, &app.id, undo)).await;
+        finish_wal(storage, &wal_ids, undone.is_ok()).await;
+        return Err(ProvisionError::Stopped);
     }
 
     let created = provision_rest(client, &app, &spec, &plan, &ra_names, deadline).await;

@@ -863,9 +863,16 @@ async fn an_issuance_makes_three_rounds_whatever_the_number_of_roles() {
         .copied()
         .collect();
     assert_eq!(rounds(&writes_and_proof), 3, "{log:?}");
-    // Everything from the read to the answer, the tenant policy read included.
+    // The tenant's policy, known from the first issuance, is read again beside the
+    // application: everything from the read to the answer is three rounds.
+    let policy: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|c| is(c, "GET", "defaultAppManagementPolicy"))
+        .collect();
+    assert_eq!(policy.len(), 1, "{log:?}");
+    assert!(together(&policy, &app), "{log:?}");
     let all: Vec<&RequestRecord> = log.iter().collect();
-    assert!(rounds(&all) <= 4, "{log:?}");
+    assert_eq!(rounds(&all), 3, "{log:?}");
     assert!(issued.warnings.is_empty(), "{:?}", issued.warnings);
 
     // The password is on the application (the lease deletes it with the application).
@@ -1133,4 +1140,248 @@ async fn an_issuance_cut_off_during_the_proof_leaves_nothing_behind() {
         "no assignment left: {}",
         dump["roleAssignments"]
     );
+}
+
+// ------------------------------------------------------------------ the tenant's policy on the fast path
+
+impl Fixture {
+    /// Sets the tenant's default app management policy (as a Graph PATCH would):
+    /// `restrictions` for applications, or disabled when `None`.
+    fn set_default_policy(&self, restrictions: Option<Value>) {
+        let shared = self.shared();
+        let mut dir = shared.dir();
+        dir.default_policy["isEnabled"] = json!(restrictions.is_some());
+        dir.default_policy["applicationRestrictions"] = restrictions
+            .unwrap_or_else(|| json!({"passwordCredentials": [], "keyCredentials": []}));
+    }
+
+    /// Display names of the engine's applications left in the directory.
+    fn vault_apps(&self) -> Vec<String> {
+        let dump = self.shared().dir().dump();
+        dump["applications"]
+            .as_array()
+            .expect("apps")
+            .iter()
+            .filter_map(|a| a["displayName"].as_str())
+            .filter(|n| n.starts_with("vault-"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn calls<'a>(log: &'a [RequestRecord], method: &str, part: &str) -> Vec<&'a RequestRecord> {
+    log.iter()
+        .filter(|c| c.method == method && c.path.contains(part))
+        .collect()
+}
+
+/// Creates of applications (not `addPassword`/`addKey` on one).
+fn app_creates(log: &[RequestRecord]) -> Vec<&RequestRecord> {
+    log.iter()
+        .filter(|c| c.method == "POST" && c.path.ends_with("/v1.0/applications"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_between_issuances_is_honoured_on_the_very_next_one() {
+    let f = Fixture::start().await;
+    f.wide_role("wide", json!({})).await;
+    // The first issuance reads the policy (none is in force) before anything is made.
+    let first = f.issue("wide").await;
+    f.revoke("wide", &first).await.expect("revoke");
+
+    // A one-day cap on passwords: the next issuance plans with the known answer, reads the
+    // policy again beside the application and gives the password the shorter end date.
+    f.set_default_policy(Some(json!({"passwordCredentials": [
+        {"restrictionType": "passwordLifetime", "maxLifetime": "P1D"}], "keyCredentials": []})));
+    // A latency that separates the rounds in the log.
+    f.set_latency(50);
+    f.shared().update_settings(|s| s.password_write_ms = 0);
+    f.shared().clear_requests();
+    let capped = f.issue("wide").await;
+    f.set_latency(0);
+    let log = f.log();
+    let policy = calls(&log, "GET", "defaultAppManagementPolicy");
+    assert_eq!(policy.len(), 1, "{log:?}");
+    assert!(
+        together(&policy, &app_creates(&log)),
+        "the policy was read beside the application: {log:?}"
+    );
+    assert_eq!(app_creates(&log).len(), 1, "nothing was redone: {log:?}");
+    let day = chrono::Duration::days(1);
+    let app_object_id = internal_str(&capped, "app_object_id");
+    let passwords = f
+        .azure
+        .graph()
+        .list_application_passwords(&app_object_id, deadline())
+        .await
+        .expect("list");
+    assert_eq!(passwords.len(), 1);
+    let end = passwords[0].end_date_time.expect("an end date");
+    assert!(end <= Utc::now() + day, "password ends {end}");
+    let lease = &capped.secret.as_ref().expect("a lease").lease;
+    assert!(lease.max_ttl <= Duration::from_secs(86_400), "{lease:?}");
+    assert!(
+        capped.warnings.iter().any(|w| w.contains("1 days")),
+        "{:?}",
+        capped.warnings
+    );
+    f.revoke("wide", &capped).await.expect("revoke");
+    assert!(f.vault_apps().is_empty());
+
+    // Passwords blocked: the very next issuance answers 400 as a read before anything would
+    // have, adds no password, and leaves nothing in Azure.
+    f.set_default_policy(Some(json!({"passwordCredentials": [
+        {"restrictionType": "passwordAddition", "maxLifetime": null}], "keyCredentials": []})));
+    f.shared().clear_requests();
+    let refused = f
+        .call(Operation::Read, "creds/wide", json!({}))
+        .await
+        .expect_err("passwords are blocked");
+    let LogicalError::BadRequest(message) = &refused else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        message.contains("blocks new password credentials")
+            && message.contains("00000000-0000-0000-0000-000000000000"),
+        "{message}"
+    );
+    let log = f.log();
+    assert!(calls(&log, "POST", "addPassword").is_empty(), "{log:?}");
+    assert!(calls(&log, "PUT", "roleAssignments").is_empty(), "{log:?}");
+    assert!(
+        calls(&log, "POST", "servicePrincipals").is_empty(),
+        "{log:?}"
+    );
+    assert!(f.vault_apps().is_empty(), "{:?}", f.vault_apps());
+    assert_eq!(f.wal_count().await, 0);
+
+    // A known refusal is never trusted: the policy is read first, and nothing is written.
+    f.shared().clear_requests();
+    assert!(f
+        .call(Operation::Read, "creds/wide", json!({}))
+        .await
+        .is_err());
+    let log = f.log();
+    assert!(
+        log.iter()
+            .all(|c| c.method == "GET" || c.service == "token"),
+        "{log:?}"
+    );
+    // Unblocked again: issuance works at once.
+    f.set_default_policy(None);
+    let again = f.issue("wide").await;
+    f.revoke("wide", &again).await.expect("revoke");
+    assert!(f.vault_apps().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_made_under_a_stale_policy_is_undone_and_made_again() {
+    let f = Fixture::start().await;
+    f.wide_role(
+        "cert",
+        json!({"credential_type": "certificate", "ttl": "720h", "max_ttl": "720h"}),
+    )
+    .await;
+    let first = f.issue("cert").await;
+    f.revoke("cert", &first).await.expect("revoke");
+
+    // The certificate rides in the application create, planned with the known answer (no
+    // cap); the read beside it finds a one-day cap: the application goes, and the
+    // certificate is made again under the cap.
+    f.set_default_policy(Some(json!({"passwordCredentials": [], "keyCredentials": [
+        {"restrictionType": "asymmetricKeyLifetime", "maxLifetime": "P1D"}]})));
+    f.shared().clear_requests();
+    let capped = f.issue("cert").await;
+    let log = f.log();
+    assert_eq!(app_creates(&log).len(), 2, "made again: {log:?}");
+    assert!(
+        capped.warnings.iter().any(|w| w.contains("1 days")),
+        "{:?}",
+        capped.warnings
+    );
+    let lease = &capped.secret.as_ref().expect("a lease").lease;
+    assert!(lease.max_ttl <= Duration::from_secs(86_400), "{lease:?}");
+    let app_object_id = internal_str(&capped, "app_object_id");
+    let dump = f.shared().dir().dump();
+    let apps: Vec<&Value> = dump["applications"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .filter(|a| {
+            a["displayName"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("vault-"))
+        })
+        .collect();
+    assert_eq!(
+        apps.len(),
+        1,
+        "only the issued application is left: {apps:?}"
+    );
+    assert_eq!(apps[0]["id"], json!(app_object_id));
+    let end = apps[0]["keyCredentials"][0]["endDateTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .expect("an end date");
+    assert!(
+        end <= Utc::now() + chrono::Duration::days(1),
+        "certificate ends {end}"
+    );
+    assert_eq!(f.wal_count().await, 0);
+    f.revoke("cert", &capped).await.expect("revoke");
+    assert!(f.vault_apps().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_token_expiry_the_periodic_tick_spares_the_issuance_a_token_request() {
+    let f = Fixture::start().await;
+    f.wide_role("wide", json!({})).await;
+    // A first tick does the periodic work that is due at once (reconciler, usage), so the
+    // tick below does only what is due after the tokens expired.
+    f.tick(false).await.expect("tick");
+    // Tokens that last a second: writing the config again drops the engine's client, and
+    // the issuance fills the new one's cache with them.
+    f.shared().update_settings(|s| s.token_lifetime_secs = 1);
+    f.call(
+        Operation::Update,
+        "config",
+        json!({"client_secret": f.env["AZURE_CLIENT_SECRET"]}),
+    )
+    .await
+    .expect("write config");
+    let first = f.issue("wide").await;
+    f.shared().update_settings(|s| s.token_lifetime_secs = 3599);
+    let root = f.env["AZURE_CLIENT_ID"].clone();
+    let root_token_requests = |log: &[RequestRecord]| {
+        log.iter()
+            .filter(|c| c.service == "token" && c.client_id.as_deref() == Some(root.as_str()))
+            .count()
+    };
+    // Wait out the tokens' second (no request can tell when they lapse).
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // A performance standby issues nothing (its reads of creds are forwarded): it leaves the
+    // tokens alone.
+    f.system_view
+        .set_replication_state(ReplicationState::PERFORMANCE_STANDBY);
+    f.shared().clear_requests();
+    f.tick(false).await.expect("tick on a standby");
+    assert_eq!(root_token_requests(&f.log()), 0, "{:?}", f.log());
+    f.system_view.set_replication_state(
+        ReplicationState::PERFORMANCE_DISABLED | ReplicationState::DR_DISABLED,
+    );
+    f.shared().clear_requests();
+    f.tick(false).await.expect("tick");
+    assert!(
+        root_token_requests(&f.log()) >= 1,
+        "the tick renewed the tokens: {:?}",
+        f.log()
+    );
+    f.shared().clear_requests();
+    let issued = f.issue("wide").await;
+    let log = f.log();
+    assert_eq!(root_token_requests(&log), 0, "{log:?}");
+    for resp in [&first, &issued] {
+        f.revoke("wide", resp).await.expect("revoke");
+    }
 }
