@@ -1,5 +1,6 @@
 //! The fault suite: the plugin killed mid-issuance, a 3-node raft cluster with standby reads
-//! and leader failover, a throttling storm, and a bounded fuzz of every writable path.
+//! and leader failover, a throttling storm, a bounded fuzz of every writable path, static
+//! rotation across a failover, and a warm pool with the reconciler under kills.
 //!
 //! Small versions run with the other black-box tests; the full ones are `#[ignore]`d and run
 //! by `make chaos` (`scripts/chaos.sh`), which sets `CHAOS_FIGURES` to the file
@@ -810,9 +811,12 @@ fn chaos_e_static_rotation_continues_after_failover() {
     emu.clear_faults();
     let new_leader = cluster.leader(Duration::from_secs(90));
     let failover_secs = kill_at.elapsed().as_secs_f64();
+    let leader_at = Instant::now();
     assert_ne!(new_leader, leader);
 
-    // The new active node rotates on the stored schedule.
+    // The new active node initializes the mount and starts its background work at once
+    // (not at its first rollback tick, up to a minute later): the interrupted rotation is
+    // undone and the due one made.
     let mut after = (String::new(), String::new());
     let rotated_again =
         poll_every(
@@ -827,6 +831,10 @@ fn chaos_e_static_rotation_continues_after_failover() {
             },
         );
     let rotation_after_kill_secs = kill_at.elapsed().as_secs_f64();
+    let rotation_after_leader_secs = leader_at.elapsed().as_secs_f64();
+    let kicked = cluster.nodes[new_leader]
+        .log_text()
+        .contains("mount initialized: starting the background work now");
     assert!(
         rotated_again,
         "no background rotation on the new active node: {:?}",
@@ -862,6 +870,8 @@ fn chaos_e_static_rotation_continues_after_failover() {
         "seconds_until_first_background_rotation": first_rotation_secs,
         "seconds_from_kill_until_new_leader": failover_secs,
         "seconds_from_kill_until_rotation_on_new_leader": rotation_after_kill_secs,
+        "seconds_from_new_leader_until_rotation": rotation_after_leader_secs,
+        "background_work_started_at_initialization": kicked,
         "interrupted_rotation_passwords": interrupted.len(),
         "new_secret_token_status": new_token,
         "replaced_secret_token_status": replaced_token,
@@ -870,6 +880,10 @@ fn chaos_e_static_rotation_continues_after_failover() {
         "foreign_password_untouched": foreign_left,
     });
     record("e_static_rotation_failover", figures.clone());
+    assert!(
+        kicked,
+        "the new active node did not start its background work when initialized: {figures}"
+    );
     assert_eq!(new_token, 200, "{figures}");
     assert_eq!(replaced_token, 401, "{figures}");
     assert!(exact, "passwords left {last:?}: {figures}");
