@@ -124,7 +124,7 @@ impl Fixture {
 
     /// `ready` of `pool/<role>` as instance `backend` reads it.
     async fn pool_ready(backend: &Backend, role: &str) -> Value {
-        let req = Request::new(Operation::Read, &format!("pool/{role}"), backend.storage());
+        let req = Request::new(Operation::Read, format!("pool/{role}"), backend.storage());
         let resp = backend
             .handle_request(req)
             .await
