@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fault suite (README "Fault suite"): kill -9 mid-issuance, a 3-node raft cluster with
 # standby reads and leader failover, a throttling storm, a bounded fuzz of every writable
-# path, and static-role rotation across a failover, against a real OpenBao and the Azure emulator on loopback. Each part merges its figures
+# path, static-role rotation across a failover, and a warm pool with the reconciler under
+# kills, against a real OpenBao and the Azure emulator on loopback. Each part merges its figures
 # into bench-results/chaos.json; the run goes on after a failing part and fails at the end.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +23,8 @@ for part in \
   chaos_c_a_100_request_storm_under_throttling \
   chaos_d_bounded_fuzz_of_every_writable_path \
   writes_sent_to_a_standby_are_forwarded_and_standbys_do_no_azure_work \
-  chaos_e_static_rotation_continues_after_failover; do
+  chaos_e_static_rotation_continues_after_failover \
+  chaos_f_pool_and_reconciler_under_kills; do
   echo "=== $part"
   if ! cargo test --test fault "$part" -- --include-ignored --exact --test-threads=1; then
     failed+=("$part")

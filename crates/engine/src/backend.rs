@@ -293,6 +293,7 @@ impl AzureBackend {
     pub fn build(self: &Arc<Self>, config: &BackendConfig) -> Result<Backend, BuildError> {
         let invalidate = self.clone();
         let clean = self.clone();
+        let background = self.background_work();
         let backend = BackendBuilder::new(BACKEND_HELP)
             .name("Azure secrets engine")
             .version(concat!("v", env!("CARGO_PKG_VERSION")))
@@ -325,7 +326,8 @@ impl AzureBackend {
             .secret(lease::service_principal(self))
             .secret(lease::static_service_principal(self))
             .wal_rollback(rollback::handler(self), rollback::MIN_AGE)
-            .periodic(self.background_work())
+            .periodic(background.clone())
+            .on_initialize(kick_background(self, background))
             .on_cleanup(Arc::new(move || {
                 let b = clean.clone();
                 Box::pin(async move { super::pool::cleanup(&b).await })
@@ -342,6 +344,36 @@ impl AzureBackend {
         self.pool.set_storage(backend.storage());
         Ok(backend)
     }
+}
+
+/// The mount's initialization hook: starts one pass of the background work (due or
+/// interrupted static rotations, pool refills, root rotation, usage, reconciler) at once
+/// instead of at the host's next rollback tick, up to a minute later. The host initializes
+/// a mount on every node when it unseals, on a node that becomes active (after unloading
+/// its standby mounts), and after restarting a crashed plugin; only a node whose storage
+/// is writable does the work. Initialize returns at once: the host holds client requests
+/// until every mount is initialized. (The hook has the signature of a periodic function.)
+fn kick_background(b: &Arc<AzureBackend>, background: PeriodicFn) -> PeriodicFn {
+    let b = b.clone();
+    Arc::new(move |req: Request| {
+        let (b, background) = (b.clone(), background.clone());
+        Box::pin(async move {
+            tokio::spawn(async move {
+                let writable = storage_writable(b.system_view.as_ref()).await;
+                if !matches!(writable, Ok(true)) || !b.background_allowed().await {
+                    tracing::debug!(
+                        "mount initialized on a node that may not write: no background work here"
+                    );
+                    return;
+                }
+                tracing::debug!("mount initialized: starting the background work now");
+                if let Err(e) = background(req).await {
+                    tracing::warn!(error = %e, "background work after initialization failed; the next rollback tick retries");
+                }
+            });
+            Ok(())
+        })
+    })
 }
 
 /// Client assertions from the host's plugin identity tokens (workload identity federation).

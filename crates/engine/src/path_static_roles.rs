@@ -299,6 +299,8 @@ impl AzureBackend {
                 "missing required field 'application_object_id'",
             ));
         }
+        // The id goes into a Graph URL: anything but a GUID is refused before any call.
+        super::validate::check_object_id("application_object_id", object_id)?;
         let app = client
             .graph()
             .get_application(object_id, Deadline::after(AZURE_TIMEOUT))
