@@ -148,9 +148,27 @@ impl Role {
 
 pub async fn get_config(storage: &dyn Storage) -> Result<Option<Config>, LogicalError> {
     match storage.get(CONFIG_KEY).await? {
-        Some(e) => Ok(Some(e.decode()?)),
+        Some(e) => Ok(Some(decode_config(&e)?)),
         None => Ok(None),
     }
+}
+
+/// The last `config` decoded in this process, with the bytes it came from: reads answered
+/// from the storage cache decode each stored value once (mounts sharing the process only
+/// make it decode more often).
+static LAST_CONFIG: std::sync::Mutex<Option<(Vec<u8>, Config)>> = std::sync::Mutex::new(None);
+
+fn decode_config(entry: &StorageEntry) -> Result<Config, LogicalError> {
+    if let Ok(last) = LAST_CONFIG.lock() {
+        if let Some((_, config)) = last.as_ref().filter(|(bytes, _)| *bytes == entry.value) {
+            return Ok(config.clone());
+        }
+    }
+    let config: Config = entry.decode()?;
+    if let Ok(mut last) = LAST_CONFIG.lock() {
+        *last = Some((entry.value.clone(), config.clone()));
+    }
+    Ok(config)
 }
 
 pub async fn put_config(storage: &dyn Storage, config: &Config) -> Result<(), LogicalError> {
@@ -177,6 +195,27 @@ pub async fn put_role(storage: &dyn Storage, name: &str, role: &Role) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_decoded_again_follows_its_bytes() {
+        let entry = |tenant: &str| {
+            let config = Config {
+                tenant_id: tenant.into(),
+                ..Config::default()
+            };
+            StorageEntry::json(CONFIG_KEY, &config).unwrap()
+        };
+        assert_eq!(decode_config(&entry("a")).unwrap().tenant_id, "a");
+        assert_eq!(decode_config(&entry("a")).unwrap().tenant_id, "a");
+        assert_eq!(decode_config(&entry("b")).unwrap().tenant_id, "b");
+        let bad = StorageEntry {
+            key: CONFIG_KEY.into(),
+            value: b"{".to_vec(),
+            seal_wrap: false,
+        };
+        assert!(decode_config(&bad).is_err());
+        assert_eq!(decode_config(&entry("b")).unwrap().tenant_id, "b");
+    }
 
     #[test]
     fn reads_a_config_written_by_the_go_engine() {
