@@ -81,9 +81,11 @@ fn timeline(emu: &Emulator) -> Vec<Value> {
         .collect()
 }
 
-/// Round trips on the critical path of a timeline: the number of sequential "waves" of calls
-/// (a call starting after the previous wave's last call ended opens a new wave).
+/// Round trips on the critical path of a timeline: the longest chain of calls in which each
+/// call started after the one before it ended.
 fn round_trips(timeline: &[Value]) -> usize {
+    // The longest chain of calls each of which started after the previous one ended: the
+    // Azure round trips on the critical path (calls that overlap are one round).
     let mut calls: Vec<(u64, u64)> = timeline
         .iter()
         .map(|c| {
@@ -93,18 +95,17 @@ fn round_trips(timeline: &[Value]) -> usize {
             )
         })
         .collect();
-    calls.sort_unstable();
-    let mut waves = 0;
-    let mut wave_end = 0u64;
-    for (start, end) in calls {
-        if waves == 0 || start >= wave_end {
-            waves += 1;
-            wave_end = end;
-        } else {
-            wave_end = wave_end.max(end);
-        }
+    calls.sort_unstable_by_key(|&(start, end)| (end, start));
+    let mut chain = vec![0usize; calls.len()];
+    for i in 0..calls.len() {
+        let before = (0..i)
+            .filter(|&j| calls[j].1 <= calls[i].0)
+            .map(|j| chain[j])
+            .max()
+            .unwrap_or(0);
+        chain[i] = before + 1;
     }
-    waves
+    chain.into_iter().max().unwrap_or(0)
 }
 
 /// The Go engine's REST calls, with the root identity's cached tokens.

@@ -100,8 +100,10 @@ fn issuance(md: &mut String) {
     }
     let _ = writeln!(
         md,
-        "\n\"Round trips\" counts the sequential waves of Azure calls in the emulator's log of the \
-         first issuance (token requests included; `bench-results/issuance.json` has the whole \
+        "\n\"Round trips\" is the longest chain of Azure calls in the emulator's log of the first \
+         issuance in which each call started after the one before it ended: the round trips on \
+         the critical path (token requests included; the first issuance of a mount also reads \
+         the tenant policy before anything else, later ones beside the application; `bench-results/issuance.json` has the whole \
          timeline). With no replication delay in the emulator, the Go pattern never retries; \
          in Azure each `PrincipalNotFound` or `Request_ResourceNotFound` costs it 2 to 7 s more.\n"
     );
