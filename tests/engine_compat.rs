@@ -119,6 +119,9 @@ fn storage_in_the_go_layout_is_read_and_its_wal_rolled_back() {
             "managed_application_object_id": ""
         }),
     );
+    // Storage changed behind the plugin's back (the plugin may have read it already at
+    // initialization and caches what it read): a reload, as after a restore or a migration.
+    bao.cli(&["plugin", "reload", "-plugin=azure"]).ok();
     let config = bao.read("azure/config").ok().json();
     assert_eq!(config["data"]["root_password_ttl"], 15_768_000);
     assert_eq!(config["data"]["subscription_id"], sub.as_str());
@@ -140,6 +143,7 @@ fn storage_in_the_go_layout_is_read_and_its_wal_rolled_back() {
                 "data": {"AppID": app_id, "AppObjID": object_id,
                          "Expiration": (chrono::Utc::now() + chrono::Duration::hours(23)).to_rfc3339()}}),
     );
+    bao.cli(&["plugin", "reload", "-plugin=azure"]).ok();
     let deadline = Instant::now() + Duration::from_secs(150);
     loop {
         let gone = emu.state()["applications"]
