@@ -70,16 +70,24 @@ async fn a_new_secret_reaches_the_replicas_one_by_one() {
         last_fail.is_some_and(|f| f > first_ok),
         "successes and failures overlapped: {calls:?}"
     );
-    // On each replica, the secret stays visible once seen.
-    let mut seen: HashMap<u64, bool> = HashMap::new();
-    for (_, replica, status) in &calls {
-        let ok = *status == 200;
-        let before = seen.entry(*replica).or_insert(false);
-        assert!(
-            ok || !*before,
-            "replica {replica} forgot the secret: {calls:?}"
-        );
-        *before |= ok;
+    // On each replica, the secret stays visible once seen. The log orders calls by the
+    // millisecond they arrived, and concurrent calls are judged in whatever order the tasks
+    // run: a failure a few milliseconds after a success on the same replica is a call that
+    // was judged first, not a replica that forgot.
+    const SAME_MOMENT_MS: u64 = 20;
+    let mut first_ok: HashMap<u64, u64> = HashMap::new();
+    for (ms, replica, status) in &calls {
+        if *status == 200 {
+            first_ok.entry(*replica).or_insert(*ms);
+        }
+    }
+    for (ms, replica, status) in &calls {
+        if let Some(seen_at) = first_ok.get(replica) {
+            assert!(
+                *status == 200 || *ms <= seen_at + SAME_MOMENT_MS,
+                "replica {replica} forgot the secret: {calls:?}"
+            );
+        }
     }
     // Failures are Entra ID's "not there yet" answers.
     for (_, _, status) in &calls {
