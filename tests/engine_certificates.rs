@@ -586,14 +586,7 @@ fn an_interrupted_certificate_issue_is_rolled_back_exactly() {
     let cfg = emu.config_args();
     let cfg: Vec<&str> = cfg.iter().map(String::as_str).collect();
     bao.write("azure/config", &cfg).ok();
-    let mounts = bao
-        .cli(&["secrets", "list", "-detailed", "-format=json"])
-        .ok()
-        .json();
-    let base = format!(
-        "logical/{}",
-        mounts["azure/"]["uuid"].as_str().expect("mount uuid")
-    );
+    let base = bao.mount_storage_base("azure/");
 
     // An application with a foreign certificate, and the certificate a crashed issue left
     // behind (registered, its WAL entry still there, 15 minutes old).

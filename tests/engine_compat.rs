@@ -59,17 +59,6 @@ fn azure_arc_managed_identity_instead_of_a_client_secret() {
     assert!(emu.vault_apps().is_empty());
 }
 
-fn mount_uuid(bao: &Bao, path: &str) -> String {
-    let mounts = bao
-        .cli(&["secrets", "list", "-detailed", "-format=json"])
-        .ok()
-        .json();
-    mounts[path]["uuid"]
-        .as_str()
-        .expect("mount uuid")
-        .to_string()
-}
-
 fn raw_put(bao: &Bao, key: &str, value: &Value) {
     bao.write(&format!("sys/raw/{key}"), &[&format!("value={value}")])
         .ok();
@@ -83,7 +72,7 @@ fn storage_in_the_go_layout_is_read_and_its_wal_rolled_back() {
     let bao = Bao::persistent_with_env(&pairs);
     bao.register("azure");
     bao.enable("azure", "azure");
-    let base = format!("logical/{}", mount_uuid(&bao, "azure/"));
+    let base = bao.mount_storage_base("azure/");
     let sub = emu.var("AZURE_SUBSCRIPTION_ID");
 
     // `config` and a role exactly as the Go engine stores them (durations in nanoseconds).

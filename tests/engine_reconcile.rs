@@ -23,17 +23,6 @@ struct Cred {
     sp: String,
 }
 
-fn mount_base(bao: &Bao, path: &str) -> String {
-    let mounts = bao
-        .cli(&["secrets", "list", "-detailed", "-format=json"])
-        .ok()
-        .json();
-    format!(
-        "logical/{}",
-        mounts[path]["uuid"].as_str().expect("mount uuid")
-    )
-}
-
 fn issue(bao: &Bao, emu: &Emulator, mount: &str) -> Cred {
     let creds = bao.read(&format!("{mount}/creds/dyn")).ok().json();
     let client_id = creds["data"]["client_id"]
@@ -250,8 +239,8 @@ fn orphans_are_reported_then_removed_while_live_credentials_keep_working() {
         )
         .ok();
     }
-    let base = mount_base(&bao, "azure/");
-    let other_base = mount_base(&bao, "other/");
+    let base = bao.mount_storage_base("azure/");
+    let other_base = bao.mount_storage_base("other/");
     let raw_delete = |key: &str| {
         bao.cli(&["delete", &format!("sys/raw/{key}")]).ok();
     };

@@ -430,17 +430,6 @@ fn ids_and_field_combinations_are_checked_before_any_azure_call() {
     );
 }
 
-fn mount_uuid(bao: &Bao, path: &str) -> String {
-    let mounts = bao
-        .cli(&["secrets", "list", "-detailed", "-format=json"])
-        .ok()
-        .json();
-    mounts[path]["uuid"]
-        .as_str()
-        .expect("mount uuid")
-        .to_string()
-}
-
 #[test]
 fn a_role_on_the_engines_own_application_is_refused_at_issuance() {
     let emu = Emulator::start(&[]);
@@ -452,7 +441,7 @@ fn a_role_on_the_engines_own_application_is_refused_at_issuance() {
     let args = emu.config_args();
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     bao.write("azure/config", &refs).ok();
-    let base = format!("logical/{}", mount_uuid(&bao, "azure/"));
+    let base = bao.mount_storage_base("azure/");
     let root_app_id = emu.var("AZURE_CLIENT_ID");
     let root = app_by_app_id(&emu, &root_app_id);
     let root_object_id = root["id"].as_str().expect("root object id").to_string();

@@ -353,6 +353,15 @@ impl Bao {
     }
 
     /// Process ids of running plugin processes started from this server's plugin directory.
+    /// The storage prefix of the mount at `path` (`"azure/"`), as `sys/raw` names it:
+    /// `logical/<mount uuid>` (no trailing slash).
+    pub fn mount_storage_base(&self, path: &str) -> String {
+        mount_storage_base(
+            self.cli(&["secrets", "list", "-detailed", "-format=json"]),
+            path,
+        )
+    }
+
     pub fn plugin_pids(&self) -> Vec<u32> {
         let out = Command::new("pgrep")
             .args(["-f", &format!("{}/", self.plugin_dir.display())])
@@ -649,4 +658,13 @@ pub fn static_password_ids(emu: &Emulator, object_id: &str) -> Vec<String> {
         .collect();
     keys.sort();
     keys
+}
+
+/// `logical/<uuid>` of mount `path` (`"azure/"`) from `secrets list -format=json` output.
+pub fn mount_storage_base(mounts: CliOutput, path: &str) -> String {
+    let mounts = mounts.ok().json();
+    format!(
+        "logical/{}",
+        mounts[path]["uuid"].as_str().expect("mount uuid")
+    )
 }
