@@ -2,20 +2,16 @@
 //! storage and system-view server listens; the plugin dials it with mutual TLS.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::sync::{Mutex, Notify};
 use tokio_rustls::TlsConnector;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
-use super::proto::plugin::grpc_broker_server::GrpcBroker;
 use super::proto::plugin::ConnInfo;
 
 /// How long Setup waits for the host to announce its broker id (go-plugin's own timeout).
@@ -33,8 +29,6 @@ pub struct HostAddress {
 pub struct Broker {
     announced: Mutex<HashMap<u32, HostAddress>>,
     arrived: Notify,
-    /// Keeps the response half of every broker stream open for the life of the process.
-    senders: Mutex<Vec<mpsc::Sender<Result<ConnInfo, Status>>>>,
 }
 
 impl Broker {
@@ -42,7 +36,9 @@ impl Broker {
         Arc::new(Self::default())
     }
 
-    async fn record(&self, info: ConnInfo) {
+    /// An announcement from the host's broker stream (`plugin.GRPCBroker/StartStream`,
+    /// which the host opens once, right after connecting, and keeps open).
+    pub async fn record(&self, info: ConnInfo) {
         if info.knock.is_some() {
             // Knocks belong to the multiplexed-broker mode, which this plugin refuses at start.
             tracing::warn!(service_id = info.service_id, "ignoring broker knock");
@@ -78,37 +74,6 @@ impl Broker {
                     "timeout waiting for connection info of broker id {id}"
                 ))
             })
-    }
-}
-
-/// The gRPC service half: the host opens the stream once, right after connecting.
-pub struct BrokerService(pub Arc<Broker>);
-
-#[tonic::async_trait]
-impl GrpcBroker for BrokerService {
-    type StartStreamStream = Pin<Box<dyn Stream<Item = Result<ConnInfo, Status>> + Send>>;
-
-    async fn start_stream(
-        &self,
-        request: Request<Streaming<ConnInfo>>,
-    ) -> Result<Response<Self::StartStreamStream>, Status> {
-        let mut incoming = request.into_inner();
-        let broker = self.0.clone();
-        tokio::spawn(async move {
-            loop {
-                match incoming.message().await {
-                    Ok(Some(info)) => broker.record(info).await,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(error = %status, "broker stream ended");
-                        break;
-                    }
-                }
-            }
-        });
-        let (tx, rx) = mpsc::channel(1);
-        self.0.senders.lock().await.push(tx);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 

@@ -4,33 +4,32 @@
 
 mod broker;
 mod convert;
+mod grpc;
 mod handshake;
+mod http2;
 mod logging;
 pub mod proto;
-mod router;
 mod server;
+mod socket;
 mod storage;
 mod system_view;
 mod tls;
 
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, Notify};
+use tokio::io::AsyncWrite;
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::Connected;
 
 pub use handshake::{HandshakeError, HostEnv, COOKIE_KEY, COOKIE_VALUE};
 pub use logging::HclogJson;
 
 use crate::logical::Factory;
 use broker::{AsyncStream, Broker};
+use grpc::Methods;
 use handshake::Listener;
 use tls::TlsIdentity;
 
@@ -44,6 +43,9 @@ const HOST_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long calls under way may run on once the host is gone (their own deadlines are
 /// shorter: a request finishes or undoes its work well within this).
 const DRAIN_BOUND: Duration = Duration::from_secs(90);
+
+/// How long a shutdown the host asked for waits for the connections to say goodbye.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
 /// Work the plugin runs once, off the request path.
 type ReadyHook = Box<dyn FnOnce() + Send + 'static>;
 
@@ -120,8 +122,6 @@ enum RunError {
     Handshake(#[from] HandshakeError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("gRPC server failed: {0}")]
-    Serve(#[from] tonic::transport::Error),
 }
 
 async fn run(
@@ -139,12 +139,22 @@ async fn run(
     let line = handshake::handshake_line(&listener, &identity.cert_der)?;
     let socket_path = listener.socket_path();
 
+    let shutdown = Arc::new(Notify::new());
+    let broker = Broker::new();
+    let backends = Arc::new(server::Backends::new(factory, broker.clone(), client_tls));
+    tokio::spawn(exit_when_host_dies(
+        backends.in_flight.clone(),
+        socket_path.clone(),
+    ));
+    let methods = Arc::new(server::methods(backends, broker, shutdown.clone(), version));
+
     let connected = Arc::new(AtomicBool::new(false));
-    let (conn_tx, conn_rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(accept_loop(
         listener_stream(listener),
         acceptor,
-        conn_tx,
+        methods,
+        stop_rx,
         connected.clone(),
     ));
     tokio::spawn(async move {
@@ -155,56 +165,19 @@ async fn run(
         }
     });
 
-    let shutdown = Arc::new(Notify::new());
-    let broker = Broker::new();
-    let backends = Arc::new(server::Backends::new(factory, broker.clone(), client_tls));
-    tokio::spawn(exit_when_host_dies(
-        backends.in_flight.clone(),
-        socket_path.clone(),
-    ));
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("plugin", tonic_health::ServingStatus::Serving)
-        .await;
-
-    use proto::logical::plugin_version_server::PluginVersionServer;
-    use proto::pb::backend_server::BackendServer;
-    use proto::plugin::grpc_broker_server::GrpcBrokerServer;
-    use proto::plugin::grpc_controller_server::GrpcControllerServer;
-    use proto::plugin::grpc_stdio_server::GrpcStdioServer;
-    use proto::pluginutil::multiplexing::plugin_multiplexing_server::PluginMultiplexingServer;
-
-    let services = router::Services::default()
-        .add(health_service)
-        .add(GrpcBrokerServer::new(broker::BrokerService(broker)))
-        .add(GrpcControllerServer::new(server::ControllerService {
-            shutdown: shutdown.clone(),
-        }))
-        .add(GrpcStdioServer::new(server::StdioService))
-        .add(PluginMultiplexingServer::new(server::MultiplexingService))
-        .add(PluginVersionServer::new(server::VersionService { version }))
-        .add(
-            BackendServer::new(server::BackendService(backends))
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
-        );
-
     handshake::announce(&line)?;
     tracing::debug!("plugin ready");
     if let Some(hook) = options.on_ready {
         tokio::task::spawn_blocking(hook);
     }
 
-    let stop = shutdown.clone();
-    let served = tonic::transport::Server::builder()
-        .serve_with_incoming_shutdown(services, ReceiverStream::new(conn_rx), async move {
-            stop.notified().await;
-        })
-        .await;
+    shutdown.notified().await;
+    // Each connection answers what it has, says goodbye and ends; the accept loop too.
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(SHUTDOWN_BOUND, stop_tx.closed()).await;
     if let Some(path) = socket_path {
         let _ = std::fs::remove_file(path);
     }
-    served?;
     Ok(())
 }
 
@@ -275,10 +248,10 @@ fn listener_stream(listener: Listener) -> mpsc::Receiver<Accepted> {
         Listener::Unix { listener: l, .. } => {
             tokio::spawn(async move {
                 loop {
-                    let conn = l
-                        .accept()
-                        .await
-                        .map(|(s, _)| Box::new(buffered(s)) as Box<dyn AsyncStream>);
+                    let conn = l.accept().await.and_then(|(s, _)| {
+                        let socket = socket::HostSocket::new(s)?;
+                        Ok(Box::new(buffered(socket)) as Box<dyn AsyncStream>)
+                    });
                     if tx.send(conn).await.is_err() {
                         break;
                     }
@@ -308,15 +281,23 @@ pub(crate) fn buffered<S: tokio::io::AsyncRead + AsyncWrite>(stream: S) -> tokio
     tokio::io::BufWriter::with_capacity(16 * 1024, stream)
 }
 
-/// Runs the TLS handshake of each connection in its own task and hands the authenticated
-/// ones to the gRPC server.
+/// Runs the TLS handshake of each connection in its own task, then serves gRPC on it until
+/// the host closes it or the plugin stops.
 async fn accept_loop(
     mut raw: mpsc::Receiver<Accepted>,
     acceptor: TlsAcceptor,
-    out: mpsc::Sender<std::io::Result<TlsConn>>,
+    methods: Arc<Methods>,
+    mut stop: watch::Receiver<bool>,
     connected: Arc<AtomicBool>,
 ) {
-    while let Some(conn) = raw.recv().await {
+    loop {
+        let conn = tokio::select! {
+            conn = raw.recv() => conn,
+            _ = stop.changed() => None,
+        };
+        let Some(conn) = conn else {
+            return;
+        };
         let stream = match conn {
             Ok(s) => s,
             Err(e) => {
@@ -325,178 +306,21 @@ async fn accept_loop(
             }
         };
         let acceptor = acceptor.clone();
-        let out = out.clone();
+        let methods = methods.clone();
+        let stop = stop.clone();
         let connected = connected.clone();
         tokio::spawn(async move {
-            match acceptor.accept(stream).await {
-                Ok(tls) => {
-                    connected.store(true, Ordering::SeqCst);
-                    let _ = out.send(Ok(TlsConn::new(tls))).await;
+            let tls = match acceptor.accept(stream).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS handshake with the host failed");
+                    return;
                 }
-                Err(e) => tracing::warn!(error = %e, "TLS handshake with the host failed"),
+            };
+            connected.store(true, Ordering::SeqCst);
+            if let Err(e) = http2::serve(tls, &methods, stop).await {
+                tracing::warn!(error = %e, "the host's connection ended with an error");
             }
         });
-    }
-}
-
-/// An authenticated TLS connection from the host.
-///
-/// Its flushes wait until the tasks that are already runnable have run: the HTTP/2
-/// connection flushes as soon as it has written anything (the acknowledgement of the host's
-/// ping, say), while the call's own task is about to add the response headers, message and
-/// trailers. Held back for two turns of the scheduler, all of them leave in one write, and the
-/// host reads one chunk instead of several.
-struct TlsConn {
-    inner: Box<tokio_rustls::server::TlsStream<Box<dyn AsyncStream>>>,
-    flush: FlushGate,
-}
-
-impl TlsConn {
-    fn new(inner: tokio_rustls::server::TlsStream<Box<dyn AsyncStream>>) -> Self {
-        Self {
-            inner: Box::new(inner),
-            flush: FlushGate::default(),
-        }
-    }
-}
-
-/// How many turns of the scheduler a flush is held back (see [`TlsConn`]).
-const FLUSH_TURNS: usize = 2;
-
-/// Goes to the back of the scheduler's queue once: the tasks runnable now run first.
-async fn yield_turn() {
-    let mut yielded = false;
-    futures::future::poll_fn(|cx| {
-        if yielded {
-            return Poll::Ready(());
-        }
-        yielded = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await;
-}
-
-/// The state of a held-back flush (see [`TlsConn`]).
-#[derive(Default)]
-struct FlushGate {
-    /// Set while a flush is held back; `open` turns true once the scheduler got round to it.
-    turn: Option<Arc<FlushTurn>>,
-}
-
-#[derive(Default)]
-struct FlushTurn {
-    open: AtomicBool,
-    waker: futures::task::AtomicWaker,
-}
-
-impl FlushGate {
-    /// Ready when the flush may go ahead: the first call queues a task behind the runnable
-    /// ones and is pending until that task has run.
-    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let turn = match &self.turn {
-            Some(turn) => turn.clone(),
-            None => {
-                let turn = Arc::new(FlushTurn::default());
-                turn.waker.register(cx.waker());
-                let queued = turn.clone();
-                tokio::spawn(async move {
-                    // Two turns: the call's task may first need the connection to grant it
-                    // room on the stream before it can add its message and trailers.
-                    for _ in 0..FLUSH_TURNS {
-                        yield_turn().await;
-                    }
-                    queued.open.store(true, Ordering::Release);
-                    queued.waker.wake();
-                });
-                self.turn = Some(turn);
-                return Poll::Pending;
-            }
-        };
-        if turn.open.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        turn.waker.register(cx.waker());
-        if turn.open.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-
-    /// The flush went out (or failed): the next one waits its turn again.
-    fn close(&mut self) {
-        self.turn = None;
-    }
-}
-
-impl Connected for TlsConn {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        std::task::ready!(self.flush.poll_open(cx));
-        let flushed = std::task::ready!(Pin::new(&mut *self.inner).poll_flush(cx));
-        self.flush.close();
-        Poll::Ready(flushed)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut *self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Mutex;
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_flush_waits_for_the_tasks_already_runnable() {
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let mut gate = FlushGate::default();
-        // A task made runnable before the flush is asked for (the call adding its response).
-        let response = order.clone();
-        tokio::spawn(async move { response.lock().unwrap().push("response") });
-        futures::future::poll_fn(|cx| gate.poll_open(cx)).await;
-        order.lock().unwrap().push("flush");
-        assert_eq!(*order.lock().unwrap(), ["response", "flush"]);
-
-        // Once open, it stays open until the flush went out; then the next one waits again.
-        assert!(futures::poll!(futures::future::poll_fn(|cx| gate.poll_open(cx))).is_ready());
-        gate.close();
-        assert!(futures::poll!(futures::future::poll_fn(|cx| gate.poll_open(cx))).is_pending());
-        futures::future::poll_fn(|cx| gate.poll_open(cx)).await;
     }
 }

@@ -1,17 +1,16 @@
 //! The gRPC services the host calls on the main connection: `pb.Backend` (routed to the
-//! backend instance named by the `multiplex_id` metadata), multiplexing, version, controller
-//! and stdio.
+//! backend instance named by the `multiplex_id` metadata), multiplexing, version, controller,
+//! health, the broker's announcements and stdio; [`methods`] is their table.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
 use tokio::sync::{Notify, RwLock};
 use tonic::{Request, Response, Status};
 
 use super::broker::{self, Broker};
 use super::convert;
+use super::grpc::{Methods, MULTIPLEX_ID};
 use super::proto::logical as version_pb;
 use super::proto::pb;
 use super::proto::plugin as go_plugin;
@@ -19,8 +18,6 @@ use super::proto::pluginutil::multiplexing as mux;
 use super::storage::HostStorage;
 use super::system_view::HostSystemView;
 use crate::logical::{self, Backend, BackendConfig, BackendType, Factory, Storage};
-
-const MULTIPLEX_ID: &str = "multiplex_id";
 
 struct Instance {
     backend: Arc<dyn Backend>,
@@ -379,70 +376,84 @@ impl Drop for CancelGuard {
     }
 }
 
-/// `pluginutil.multiplexing.PluginMultiplexing`: one process serves every mount.
-pub struct MultiplexingService;
-
-#[tonic::async_trait]
-impl mux::plugin_multiplexing_server::PluginMultiplexing for MultiplexingService {
-    async fn multiplexing_support(
-        &self,
-        _request: Request<mux::MultiplexingSupportRequest>,
-    ) -> Result<Response<mux::MultiplexingSupportResponse>, Status> {
-        Ok(Response::new(mux::MultiplexingSupportResponse {
-            supported: true,
-        }))
+/// Every method the host calls on the main connection.
+///
+/// Two are streams the host opens once and keeps open: the broker's, on which it announces
+/// where its storage and system-view server listens for each backend instance, and stdio,
+/// on which this plugin never writes (it logs through stderr as hclog JSON).
+pub fn methods(
+    backends: Arc<Backends>,
+    broker: Arc<Broker>,
+    shutdown: Arc<Notify>,
+    version: String,
+) -> Methods {
+    use pb::backend_server::Backend as _;
+    let backend = Arc::new(BackendService(backends));
+    // One entry per `pb.Backend` method: the service's own async method, called directly.
+    macro_rules! backend {
+        ($methods:expr, $path:literal, $method:ident) => {{
+            let backend = backend.clone();
+            $methods.unary($path, move |request| {
+                let backend = backend.clone();
+                async move { backend.$method(request).await }
+            })
+        }};
     }
-}
-
-/// `logical.PluginVersion`.
-pub struct VersionService {
-    pub version: String,
-}
-
-#[tonic::async_trait]
-impl version_pb::plugin_version_server::PluginVersion for VersionService {
-    async fn version(
-        &self,
-        _request: Request<version_pb::Empty>,
-    ) -> Result<Response<version_pb::VersionReply>, Status> {
-        Ok(Response::new(version_pb::VersionReply {
-            plugin_version: self.version.clone(),
-        }))
-    }
-}
-
-/// `plugin.GRPCController`: the host asks the process to stop.
-pub struct ControllerService {
-    pub shutdown: Arc<Notify>,
-}
-
-#[tonic::async_trait]
-impl go_plugin::grpc_controller_server::GrpcController for ControllerService {
-    async fn shutdown(
-        &self,
-        _request: Request<go_plugin::Empty>,
-    ) -> Result<Response<go_plugin::Empty>, Status> {
-        tracing::debug!("shutdown requested by the host");
-        self.shutdown.notify_one();
-        Ok(Response::new(go_plugin::Empty {}))
-    }
-}
-
-/// `plugin.GRPCStdio`: this plugin never writes to stdout or stderr outside its logs, so the
-/// stream stays open and silent until the host closes it.
-pub struct StdioService;
-
-#[tonic::async_trait]
-impl go_plugin::grpc_stdio_server::GrpcStdio for StdioService {
-    type StreamStdioStream =
-        Pin<Box<dyn Stream<Item = Result<go_plugin::StdioData, Status>> + Send>>;
-
-    async fn stream_stdio(
-        &self,
-        _request: Request<()>,
-    ) -> Result<Response<Self::StreamStdioStream>, Status> {
-        Ok(Response::new(Box::pin(futures::stream::pending())))
-    }
+    let methods = Methods::default();
+    let methods = backend!(methods, "/pb.Backend/HandleRequest", handle_request);
+    let methods = backend!(methods, "/pb.Backend/SpecialPaths", special_paths);
+    let methods = backend!(
+        methods,
+        "/pb.Backend/HandleExistenceCheck",
+        handle_existence_check
+    );
+    let methods = backend!(methods, "/pb.Backend/Cleanup", cleanup);
+    let methods = backend!(methods, "/pb.Backend/InvalidateKey", invalidate_key);
+    let methods = backend!(methods, "/pb.Backend/Setup", setup);
+    let methods = backend!(methods, "/pb.Backend/Initialize", initialize);
+    let methods = backend!(methods, "/pb.Backend/Type", r#type);
+    methods
+        .unary(
+            "/pluginutil.multiplexing.PluginMultiplexing/MultiplexingSupport",
+            |_: Request<mux::MultiplexingSupportRequest>| async {
+                Ok(Response::new(mux::MultiplexingSupportResponse {
+                    supported: true,
+                }))
+            },
+        )
+        .unary(
+            "/logical.PluginVersion/Version",
+            move |_: Request<version_pb::Empty>| {
+                let plugin_version = version.clone();
+                async move { Ok(Response::new(version_pb::VersionReply { plugin_version })) }
+            },
+        )
+        .unary(
+            "/plugin.GRPCController/Shutdown",
+            move |_: Request<go_plugin::Empty>| {
+                tracing::debug!("shutdown requested by the host");
+                shutdown.notify_one();
+                async { Ok(Response::new(go_plugin::Empty {})) }
+            },
+        )
+        .unary(
+            "/grpc.health.v1.Health/Check",
+            |_: Request<tonic_health::pb::HealthCheckRequest>| async {
+                Ok(Response::new(tonic_health::pb::HealthCheckResponse {
+                    status: tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+                }))
+            },
+        )
+        .inbound("/plugin.GRPCBroker/StartStream", move |message| {
+            match <go_plugin::ConnInfo as prost::Message>::decode(message) {
+                Ok(info) => {
+                    let broker = broker.clone();
+                    tokio::spawn(async move { broker.record(info).await });
+                }
+                Err(e) => tracing::warn!(error = %e, "undecodable broker announcement"),
+            }
+        })
+        .inbound("/plugin.GRPCStdio/StreamStdio", |_| {})
 }
 
 #[cfg(test)]

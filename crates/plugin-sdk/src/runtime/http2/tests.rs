@@ -1,0 +1,368 @@
+//! The server against an independent HTTP/2 and gRPC client (tonic's channel on hyper's
+//! `h2`), over an in-memory pipe: the calls the host makes, flow control both ways,
+//! statuses, cancellation and the kept-open broker stream.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::sync::{watch, Notify};
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Code, Request, Response, Status};
+
+use super::super::grpc::Methods;
+use super::super::proto::pb;
+use super::super::proto::pb::backend_client::BackendClient;
+use super::super::proto::plugin::grpc_broker_client::GrpcBrokerClient;
+use super::super::proto::plugin::ConnInfo;
+
+/// Starts `methods` on one end of a pipe; returns a client channel on the other end and the
+/// server's stop switch.
+async fn start(methods: Methods) -> (Channel, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        super::serve(server_io, &methods, stop_rx)
+            .await
+            .expect("the connection ends cleanly");
+    });
+    let client_io = Mutex::new(Some(client_io));
+    let channel = Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let io = client_io.lock().unwrap().take();
+            async move {
+                io.map(TokioIo::new)
+                    .ok_or_else(|| std::io::Error::other("one connection only"))
+            }
+        }))
+        .await
+        .expect("connect");
+    (channel, stop_tx, server)
+}
+
+fn echo_methods() -> Methods {
+    Methods::default()
+        .unary(
+            "/pb.Backend/InvalidateKey",
+            |req: Request<pb::InvalidateKeyArgs>| async move {
+                let id = req
+                    .metadata()
+                    .get("multiplex_id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none")
+                    .to_string();
+                let key = req.into_inner().key;
+                if key == "fail" {
+                    return Err(Status::permission_denied("refusé: 100%"));
+                }
+                Err::<Response<pb::Empty>, _>(Status::already_exists(format!("{id}:{}", key.len())))
+            },
+        )
+        .unary(
+            "/pb.Backend/HandleExistenceCheck",
+            |req: Request<pb::HandleExistenceCheckArgs>| async move {
+                // Echoes the request's size back in a reply of the same size.
+                let n = req
+                    .into_inner()
+                    .request
+                    .map(|r| r.path.len())
+                    .unwrap_or_default();
+                tokio::task::yield_now().await;
+                Ok(Response::new(pb::HandleExistenceCheckReply {
+                    check_found: true,
+                    exists: n > 0,
+                    err: Some(pb::ProtoError {
+                        err_type: 0,
+                        err_msg: "x".repeat(n),
+                        err_code: 0,
+                    }),
+                }))
+            },
+        )
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn unary_calls_carry_metadata_and_statuses() {
+    let (channel, _stop, _server) = start(echo_methods()).await;
+    let mut client = BackendClient::new(channel);
+    let mut req = Request::new(pb::InvalidateKeyArgs { key: "abc".into() });
+    req.metadata_mut()
+        .insert("multiplex_id", "m-1".parse().unwrap());
+    let status = client.invalidate_key(req).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(status.message(), "m-1:3");
+    let status = client
+        .invalidate_key(pb::InvalidateKeyArgs { key: "fail".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(status.message(), "refusé: 100%");
+    // An unknown method.
+    let status = client.cleanup(pb::Empty {}).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn large_requests_and_replies_cross_the_flow_control_windows() {
+    let (channel, _stop, _server) = start(echo_methods()).await;
+    let mut client = BackendClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    for size in [0usize, 1, 70_000, 3 << 20] {
+        let reply = client
+            .handle_existence_check(pb::HandleExistenceCheckArgs {
+                request: Some(pb::Request {
+                    path: "p".repeat(size),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.err.unwrap().err_msg.len(), size);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn many_concurrent_calls_that_wait_are_all_answered() {
+    let (channel, _stop, _server) = start(echo_methods()).await;
+    let calls = (0..200).map(|i| {
+        let mut client = BackendClient::new(channel.clone());
+        async move {
+            client
+                .handle_existence_check(pb::HandleExistenceCheckArgs {
+                    request: Some(pb::Request {
+                        path: "q".repeat(i * 97),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().err.unwrap().err_msg.len())
+        }
+    });
+    let sizes = futures::future::join_all(calls).await;
+    for (i, size) in sizes.into_iter().enumerate() {
+        assert_eq!(size.unwrap(), i * 97);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_cancelled_call_is_dropped() {
+    let started = Arc::new(Notify::new());
+    let dropped = Arc::new(AtomicUsize::new(0));
+    struct OnDrop(Arc<AtomicUsize>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let (s, d) = (started.clone(), dropped.clone());
+    let methods = Methods::default().unary("/pb.Backend/Cleanup", move |_: Request<pb::Empty>| {
+        let (s, d) = (s.clone(), d.clone());
+        async move {
+            let _guard = OnDrop(d);
+            s.notify_one();
+            futures::future::pending::<()>().await;
+            Ok(Response::new(pb::Empty {}))
+        }
+    });
+    let (channel, _stop, _server) = start(methods).await;
+    let mut client = BackendClient::new(channel);
+    let call = tokio::spawn(async move { client.cleanup(pb::Empty {}).await });
+    started.notified().await;
+    call.abort();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while dropped.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the call's future was dropped after the host reset the stream");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_broker_stream_delivers_every_announcement_and_stays_open() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let got = seen.clone();
+    let methods = Methods::default()
+        .inbound("/plugin.GRPCBroker/StartStream", move |m| {
+            let info = <ConnInfo as prost::Message>::decode(m).unwrap();
+            got.lock().unwrap().push(info.service_id);
+        })
+        .unary("/pb.Backend/Cleanup", |_: Request<pb::Empty>| async {
+            Ok(Response::new(pb::Empty {}))
+        });
+    let (channel, stop, server) = start(methods).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut broker = GrpcBrokerClient::new(channel.clone());
+    let opened = tokio::spawn(async move {
+        broker
+            .start_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    for id in 1..=3u32 {
+        tx.send(ConnInfo {
+            service_id: id,
+            network: "unix".into(),
+            address: format!("/tmp/{id}"),
+            knock: None,
+        })
+        .await
+        .unwrap();
+    }
+    let response = opened.await.unwrap().expect("stream open");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while seen.lock().unwrap().len() < 3 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("announcements");
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3]);
+    // Other calls go on beside the open stream.
+    BackendClient::new(channel)
+        .cleanup(pb::Empty {})
+        .await
+        .expect("a call beside the stream");
+    // Shut down: the connection says goodbye and the server ends.
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server ended")
+        .unwrap();
+    drop(response);
+}
+
+/// A raw HTTP/2 peer: writes frames, reads the server's frames back.
+struct RawPeer {
+    io: tokio::io::DuplexStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawPeer {
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.io.write_all(bytes).await.unwrap();
+    }
+
+    /// The next frame from the server (header, payload); `None` at the end of the stream.
+    async fn frame(&mut self) -> Option<(super::frame::Head, bytes::Bytes)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= super::frame::HEADER_LEN {
+                let head = super::frame::Head::parse(&self.buf);
+                if self.buf.len() >= super::frame::HEADER_LEN + head.len {
+                    let mut f = self.buf.split_to(super::frame::HEADER_LEN + head.len);
+                    let payload = f.split_off(super::frame::HEADER_LEN).freeze();
+                    return Some((head, payload));
+                }
+            }
+            if self.io.read_buf(&mut self.buf).await.unwrap() == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Frames until one of `kind` arrives.
+    async fn until(&mut self, kind: u8) -> Option<(super::frame::Head, bytes::Bytes)> {
+        while let Some((head, payload)) = self.frame().await {
+            if head.kind == kind {
+                return Some((head, payload));
+            }
+        }
+        None
+    }
+}
+
+async fn raw(
+    methods: Methods,
+) -> (
+    RawPeer,
+    tokio::task::JoinHandle<Result<(), super::Http2Error>>,
+) {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let _keep = _stop_tx;
+        super::serve(server, &methods, stop_rx).await
+    });
+    let mut peer = RawPeer {
+        io: client,
+        buf: bytes::BytesMut::new(),
+    };
+    let mut hello = bytes::BytesMut::new();
+    hello.extend_from_slice(super::frame::PREFACE);
+    super::frame::put_settings(&mut hello, &[]);
+    peer.send(&hello).await;
+    (peer, task)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_ping_is_acknowledged_with_its_payload() {
+    let (mut peer, _task) = raw(Methods::default()).await;
+    let mut ping = bytes::BytesMut::new();
+    super::frame::put_head(&mut ping, 8, super::frame::PING, 0, 0);
+    ping.extend_from_slice(b"12345678");
+    peer.send(&ping).await;
+    let (head, payload) =
+        tokio::time::timeout(Duration::from_secs(5), peer.until(super::frame::PING))
+            .await
+            .expect("acknowledged")
+            .expect("a frame");
+    assert!(head.has(super::frame::ACK));
+    assert_eq!(&payload[..], b"12345678");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn protocol_errors_end_the_connection_with_goaway() {
+    // A frame larger than the maximum frame size.
+    let (mut peer, task) = raw(Methods::default()).await;
+    let mut big = bytes::BytesMut::new();
+    super::frame::put_head(&mut big, 20_000, super::frame::DATA, 0, 1);
+    big.extend_from_slice(&vec![0u8; 20_000]);
+    peer.send(&big).await;
+    let (_, payload) = peer.until(super::frame::GOAWAY).await.expect("GOAWAY");
+    assert_eq!(payload[7], super::frame::Reason::FrameSize as u8);
+    assert!(task.await.unwrap().is_err());
+
+    // CONTINUATION without HEADERS.
+    let (mut peer, task) = raw(Methods::default()).await;
+    let mut cont = bytes::BytesMut::new();
+    super::frame::put_head(
+        &mut cont,
+        1,
+        super::frame::CONTINUATION,
+        super::frame::END_HEADERS,
+        1,
+    );
+    cont.extend_from_slice(&[0x82]);
+    peer.send(&cont).await;
+    let (_, payload) = peer.until(super::frame::GOAWAY).await.expect("GOAWAY");
+    assert_eq!(payload[7], super::frame::Reason::Protocol as u8);
+    assert!(task.await.unwrap().is_err());
+
+    // Garbage instead of the preface.
+    let (client, server) = tokio::io::duplex(1024);
+    let (_stop, stop_rx) = watch::channel(false);
+    let mut client = client;
+    tokio::io::AsyncWriteExt::write_all(&mut client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let outcome = super::serve(server, &Methods::default(), stop_rx).await;
+    assert!(matches!(outcome, Err(super::Http2Error::Preface)));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_undecodable_header_block_is_a_compression_error() {
+    let (mut peer, task) = raw(Methods::default()).await;
+    let mut headers = bytes::BytesMut::new();
+    // Index 0 is not a valid indexed field (RFC 7541 §6.1).
+    super::frame::put_headers(&mut headers, 1, &[0x80], true, 16_384);
+    peer.send(&headers).await;
+    let (_, payload) = peer.until(super::frame::GOAWAY).await.expect("GOAWAY");
+    assert_eq!(payload[7], super::frame::Reason::Compression as u8);
+    assert!(task.await.unwrap().is_err());
+}
