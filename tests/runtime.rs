@@ -4,8 +4,10 @@
 mod common;
 
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::Bao;
+use common::cluster::wait_for;
+use common::{bao_with_emulator, Bao, Emulator};
 
 #[test]
 fn refuses_to_start_without_the_magic_cookie() {
@@ -212,5 +214,78 @@ fn a_killed_plugin_is_restarted_on_the_next_request() {
     assert_eq!(
         bao.read("azure/config").ok().json()["data"]["tenant_id"],
         "t1"
+    );
+}
+
+/// How many rules of the emulator's fault list still have calls left.
+fn faults_left(emu: &Emulator) -> u64 {
+    let out = Command::new("curl")
+        .args(["-s", &format!("{}/faults", emu.var("EMULATOR_ADMIN"))])
+        .output()
+        .expect("curl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["faults"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| f["times"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// A host killed with SIGKILL sends no shutdown call. The plugin sees its output pipes lose
+/// their reader and exits at once, abandoning the issuance under way (its application POST
+/// held 30 s by the emulator) instead of finishing it: whatever it would still create would
+/// reach Azure after the next active node rolled the work back.
+#[test]
+fn the_plugin_exits_at_once_when_its_host_is_killed() {
+    let emu = Emulator::start(&[]);
+    let bao = bao_with_emulator(&emu);
+    let sub = emu.var("AZURE_SUBSCRIPTION_ID");
+    let roles = format!(r#"[{{"role_name": "Reader", "scope": "/subscriptions/{sub}"}}]"#);
+    bao.write(
+        "azure/roles/r",
+        &[
+            &format!("azure_roles={roles}"),
+            "credential_ready_timeout=0",
+        ],
+    )
+    .ok();
+    let plugins = bao.plugin_pids();
+    assert!(!plugins.is_empty(), "the plugin runs");
+
+    emu.add_fault(serde_json::json!({
+        "service": "graph", "method": "POST", "path_contains": "/applications",
+        "delay_ms": 30000, "times": 1
+    }));
+    let mut creds = Command::new(common::bao_bin())
+        .args(["read", "-format=json", "azure/creds/r"])
+        .env("BAO_ADDR", &bao.addr)
+        .env("BAO_TOKEN", &bao.token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a creds read");
+    assert!(
+        wait_for(Duration::from_secs(30), || faults_left(&emu) == 0),
+        "the issuance's application POST reached the emulator"
+    );
+
+    let server = bao.server_pid().expect("server pid");
+    Command::new("kill")
+        .args(["-9", &server.to_string()])
+        .status()
+        .expect("kill the server");
+    let killed = Instant::now();
+    let exited = wait_for(Duration::from_secs(30), || {
+        let running = bao.plugin_pids();
+        !plugins.iter().any(|p| running.contains(p))
+    });
+    let took = killed.elapsed();
+    let _ = creds.kill();
+    let _ = creds.wait();
+    assert!(exited, "the plugin outlived its host by 30 s");
+    assert!(
+        took < Duration::from_secs(3),
+        "the plugin took {took:?} to exit after its host died"
     );
 }

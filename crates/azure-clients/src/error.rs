@@ -306,6 +306,19 @@ impl AzureError {
             || self.has_code("RoleDefinitionDoesNotExist")
     }
 
+    /// The request may have been carried out although no success came back: the connection
+    /// broke after it was sent (a timeout included), or the service answered 408, 500, 502 or
+    /// 504 (a gateway gave up, the service may not have). A creation that failed so can still
+    /// appear later; a deadline that passed during such an attempt counts too.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            AzureError::Transport { connect, .. } => !connect,
+            AzureError::Service(e) => matches!(e.status, 408 | 500 | 502 | 504),
+            AzureError::DeadlineExceeded { last: Some(e), .. } => e.outcome_unknown(),
+            _ => false,
+        }
+    }
+
     /// A lookup by name found several objects.
     pub fn is_ambiguous(&self) -> bool {
         matches!(self, AzureError::MultipleMatches { .. })
@@ -483,5 +496,30 @@ mod tests {
             name: "g".into()
         }
         .is_not_found());
+    }
+
+    #[test]
+    fn an_outcome_is_unknown_when_the_service_may_have_carried_the_request_out() {
+        for status in [408, 500, 502, 504] {
+            assert!(
+                svc(Service::Arm, status, "", "").outcome_unknown(),
+                "{status}"
+            );
+        }
+        for status in [400, 403, 404, 409, 429, 503] {
+            assert!(
+                !svc(Service::Graph, status, "", "").outcome_unknown(),
+                "{status}"
+            );
+        }
+        assert!(AzureError::deadline("op", Some(svc(Service::Arm, 504, "", ""))).outcome_unknown());
+        assert!(
+            !AzureError::deadline("op", Some(svc(Service::Arm, 429, "", ""))).outcome_unknown()
+        );
+        assert!(
+            !AzureError::deadline("op", None).outcome_unknown(),
+            "never sent"
+        );
+        assert!(!AzureError::config("bad").outcome_unknown());
     }
 }

@@ -973,10 +973,7 @@ impl GraphClient {
 
 /// An error after which a create may or may not have happened.
 fn is_ambiguous(e: &AzureError) -> bool {
-    match e {
-        AzureError::Transport { connect, .. } => !connect,
-        _ => matches!(e.status(), Some(408 | 500 | 502 | 504)),
-    }
+    e.outcome_unknown()
 }
 
 /// Graph's "No password credential found with keyId" (generic code, stable text).

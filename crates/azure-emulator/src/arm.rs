@@ -16,7 +16,7 @@ use super::filter::{self, Clause, Lit};
 use super::jwt::Claims;
 use super::paging;
 use super::roles;
-use super::state::{settled, Directory, RoleAssignment};
+use super::state::{settled, DeletedObject, Directory, RoleAssignment};
 use super::Shared;
 
 type AResult = Result<Response, ArmError>;
@@ -778,6 +778,18 @@ fn put_assignment(req: &Req, raw_scope: &str, name: &str) -> AResult {
             }
         }
         Some("Group") => Some("Group"),
+        // A service principal deleted moments ago: with `principalType` ARM looks nothing
+        // up, so the assignment is made for a principal that no longer exists (Azure lists
+        // it as "Identity not found"). A late PUT of a client that created the principal
+        // and then lost track of it leaves such an orphan.
+        _ if given_type.as_deref() == Some("ServicePrincipal")
+            && matches!(
+                d.deleted.get(&principal_id),
+                Some(DeletedObject::ServicePrincipal(_))
+            ) =>
+        {
+            Some("ServicePrincipal")
+        }
         _ => None,
     };
     let Some(actual_type) = actual_type else {

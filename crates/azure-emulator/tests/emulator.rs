@@ -829,6 +829,30 @@ async fn arm_role_definitions_and_assignments() {
     let r = emu.arm(Method::PUT, &other, &a, Some(ghost)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.code(), "PrincipalNotFound");
+    // A service principal deleted moments ago: with `principalType` ARM looks nothing up and
+    // makes the assignment (an orphan); without it, the lookup fails.
+    let (gone_app, _, gone_sp, _) = emu.new_principal(&g, "vault-ra-gone").await;
+    let r = emu
+        .graph(
+            Method::DELETE,
+            &format!("/applications/{gone_app}"),
+            &g,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let late = format!(
+        "{rg}/providers/Microsoft.Authorization/roleAssignments/{}",
+        uuid::Uuid::new_v4()
+    );
+    let untyped = json!({"properties": {"roleDefinitionId": reader, "principalId": gone_sp}});
+    let r = emu.arm(Method::PUT, &late, &a, Some(untyped)).await;
+    assert_eq!(r.code(), "PrincipalNotFound", "{}", r.text);
+    let typed = json!({"properties": {"roleDefinitionId": reader, "principalId": gone_sp, "principalType": "ServicePrincipal"}});
+    let r = emu.arm(Method::PUT, &late, &a, Some(typed)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = emu.arm(Method::DELETE, &late, &a, None).await;
+    assert!(r.status.is_success(), "{}", r.text);
     let r = emu
         .arm(
             Method::PUT,

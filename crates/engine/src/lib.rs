@@ -30,6 +30,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use backend::{AzureBackend, EnvSource};
+/// The environment variable that overrides how long a rolled-back write-ahead-log entry
+/// waits for requests landing late (seconds; 0: until the next rollback tick).
+pub use rollback::SETTLE_ENV as ROLLBACK_SETTLE_ENV;
 
 use vault_plugin_sdk::logical::{Backend, BackendConfig, Factory, FactoryError};
 

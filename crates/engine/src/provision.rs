@@ -182,6 +182,21 @@ pub enum ProvisionError {
     Stopped,
 }
 
+impl ProvisionError {
+    /// A creation failed in a way that it may still have been carried out (see
+    /// [`AzureError::outcome_unknown`]): the object can appear after the undo looked for it.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ProvisionError::App(e)
+            | ProvisionError::ServicePrincipal(e)
+            | ProvisionError::Password(e)
+            | ProvisionError::RoleAssignment(e)
+            | ProvisionError::GroupMembership(e) => e.outcome_unknown(),
+            ProvisionError::Wal(_) | ProvisionError::Stopped => false,
+        }
+    }
+}
+
 /// A failed provisioning as a request error; the host's read-only refusal of a WAL write
 /// (a standby) is passed on word for word so the host forwards the request.
 impl From<ProvisionError> for LogicalError {
@@ -430,10 +445,12 @@ pub async fn create_principal_gated(
     let app = match created {
         Ok(app) => app,
         Err(e) => {
-            // The request may have created the application before it failed.
+            // The request may have created the application before it failed. If it may
+            // still do so after the search below, the entries stay for the rollback, which
+            // looks again once such a request can no longer land.
             let undo = undo_deadline(deadline);
             let undone = persist(undo, || delete_apps_named(client, &display_name, undo)).await;
-            finish_wal(storage, &wal_ids, undone.is_ok()).await;
+            finish_wal(storage, &wal_ids, undone.is_ok() && !e.outcome_unknown()).await;
             return Err(match verdict {
                 GateVerdict::Stop => ProvisionError::Stopped,
                 GateVerdict::Proceed { .. } => ProvisionError::App(e),
@@ -492,10 +509,12 @@ pub async fn create_principal_gated(
                 undo_role_assignments(client, &ra_ids, undo),
                 persist(undo, || delete_fresh_app(client, &app.id, undo))
             );
+            // A creation whose outcome is unknown may land after this undo: the entries
+            // then stay for the rollback (see `rollback::settle_window`).
             finish_wal(
                 storage,
                 &wal_ids,
-                undone_ras.is_empty() && undone_app.is_ok(),
+                undone_ras.is_empty() && undone_app.is_ok() && !e.outcome_unknown(),
             )
             .await;
             Err(e)
@@ -1022,11 +1041,11 @@ pub async fn undo_role_assignments(
     .collect()
 }
 
-/// Removes WAL entries once their work is done or undone; otherwise marks them ended, so
-/// the next rollback tick takes them without waiting for them to age.
+/// Removes WAL entries once their work is done or undone for good; otherwise marks them
+/// ended, so the next rollback tick takes them without waiting for them to age.
 async fn finish_wal(storage: &dyn Storage, ids: &[String], done: bool) {
     if !done {
-        tracing::warn!(wal_ids = ?ids, "undo incomplete; the next rollback will finish it");
+        tracing::warn!(wal_ids = ?ids, "undo incomplete, or a creation's outcome unknown; the next rollback will finish it");
         abandon_wal(storage, ids).await;
         return;
     }

@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::backend::AzureBackend;
 use super::provision::{self, persist, wal_str, WAL_ADD_PASSWORD, WAL_APP_CREATE, WAL_ROLE_ASSIGN};
 use super::store::{self, go_time, AzureRole};
-use azure_clients::{AzureClient, AzureError, Deadline};
-use vault_plugin_sdk::framework::{wal_rollback_method, WalRollbackFn};
+use azure_clients::{AzureClient, AzureError, Deadline, RetryPolicy};
+use vault_plugin_sdk::framework::{wal_rollback_method, RollbackOutcome, WalRollbackFn};
 use vault_plugin_sdk::logical::{LogicalError, Request};
 
 /// Entries younger than this belong to work that may still be running.
@@ -20,8 +20,27 @@ pub const WAL_ROTATE_ROOT: &str = "rotateRootCreds";
 
 const ROLLBACK_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Added to the Azure client's per-attempt timeout to bound how late a request can land
+/// after it was sent (the service may carry out a request whose client gave up on it).
+pub const SETTLE_MARGIN: Duration = Duration::from_secs(30);
+/// Overrides the settle window (seconds; 0 rolls back once more at the next tick).
+pub const SETTLE_ENV: &str = "AZURE_ROLLBACK_SETTLE_SECONDS";
+
 pub fn handler(b: &Arc<AzureBackend>) -> WalRollbackFn {
     wal_rollback_method(b, AzureBackend::rollback)
+}
+
+/// How long after a rollback a request sent by the entry's writer can still land: a creation
+/// (an application POST, a role assignment PUT, an `addPassword`) that reaches Azure after
+/// the rollback found nothing to delete, or deleted what was there. The writer sends nothing
+/// new once its process is gone (the plugin exits with its host) or its work has ended (the
+/// entry is `ended`, or ten minutes old), so what is still under way lands within one HTTP
+/// attempt's timeout; the margin covers the service's own processing.
+pub fn settle_window(env: impl Fn(&str) -> Option<String>) -> Duration {
+    env(SETTLE_ENV)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| RetryPolicy::default().attempt_timeout + SETTLE_MARGIN)
 }
 
 /// True once the entry's objects are no longer worth chasing.
@@ -33,27 +52,35 @@ fn expired(data: &Value) -> bool {
 }
 
 impl AzureBackend {
+    /// Rolls back one entry. Every kind that covers a creation in Azure settles (see
+    /// [`settle_window`]): the framework keeps the entry and rolls it back once more when
+    /// nothing its writer sent can land any more. Only the root rotation's entry, whose
+    /// rollback also resets the configuration, is final at once.
     async fn rollback(
         self: Arc<Self>,
         req: Request,
         kind: String,
         data: Value,
-    ) -> Result<(), LogicalError> {
+    ) -> Result<RollbackOutcome, LogicalError> {
         let kind = kind.as_str();
+        let settle = RollbackOutcome::Settle(settle_window(|k| self.env_value(k)));
         if kind == WAL_ROTATE_ROOT {
-            return self.rollback_rotate_root(&req, &data).await;
+            self.rollback_rotate_root(&req, &data).await?;
+            return Ok(RollbackOutcome::Done);
         }
         if kind == super::static_rotation::WAL_STATIC_PASSWORD
             || kind == super::static_rotation::WAL_STATIC_KEY
         {
-            return self
-                .rollback_static_credential(req.storage.as_ref(), kind, &data)
-                .await;
+            self.rollback_static_credential(req.storage.as_ref(), kind, &data)
+                .await?;
+            return Ok(settle);
         }
         if kind == super::certificate::WAL_ADD_KEY
             || kind == super::certificate::WAL_ROTATE_ROOT_CERT
         {
-            return self.rollback_key_credential(&req, kind, &data).await;
+            return self
+                .rollback_key_credential(&req, kind, &data, settle)
+                .await;
         }
         if ![WAL_APP_CREATE, WAL_ROLE_ASSIGN, WAL_ADD_PASSWORD].contains(&kind) {
             return Err(LogicalError::internal(format!(
@@ -73,11 +100,11 @@ impl AzureBackend {
         match outcome {
             Ok(()) => {
                 tracing::info!(kind, "rolled back an unfinished operation");
-                Ok(())
+                Ok(settle)
             }
             Err(e) if expired(&data) => {
                 tracing::warn!(kind, error = %e, "giving up rollback of an expired write-ahead-log entry");
-                Ok(())
+                Ok(RollbackOutcome::Done)
             }
             Err(e) => Err(LogicalError::internal(e)),
         }
@@ -90,7 +117,8 @@ impl AzureBackend {
         req: &Request,
         kind: &str,
         data: &Value,
-    ) -> Result<(), LogicalError> {
+        settle: RollbackOutcome,
+    ) -> Result<RollbackOutcome, LogicalError> {
         let storage = req.storage.as_ref();
         let config = store::get_config(storage).await?.unwrap_or_default();
         let keep = azure_clients::ClientCertificate::from_pem(
@@ -106,11 +134,11 @@ impl AzureBackend {
         {
             Ok(()) => {
                 tracing::info!(kind, "rolled back an unfinished operation");
-                Ok(())
+                Ok(settle)
             }
             Err(e) if expired(data) => {
                 tracing::warn!(kind, error = %e, "giving up rollback of an expired write-ahead-log entry");
-                Ok(())
+                Ok(RollbackOutcome::Done)
             }
             Err(e) => Err(LogicalError::internal(e)),
         }
@@ -262,4 +290,27 @@ pub(crate) async fn remove_passwords_named(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settle_window_outlasts_one_http_attempt_unless_overridden() {
+        let default = settle_window(|_| None);
+        assert_eq!(
+            default,
+            RetryPolicy::default().attempt_timeout + SETTLE_MARGIN
+        );
+        assert!(default > RetryPolicy::default().attempt_timeout);
+        let set = |v: &'static str| move |k: &str| (k == SETTLE_ENV).then(|| v.to_string());
+        assert_eq!(settle_window(set("0")), Duration::ZERO);
+        assert_eq!(settle_window(set(" 5 ")), Duration::from_secs(5));
+        assert_eq!(
+            settle_window(set("soon")),
+            default,
+            "unparsable: the default"
+        );
+    }
 }

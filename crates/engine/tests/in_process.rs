@@ -17,9 +17,10 @@ use serde_json::{json, Value};
 use vault_plugin_sdk::framework::{object, wal, Backend};
 use vault_plugin_sdk::logical::{
     Backend as _, LogicalError, Operation, ReplicationState, Request, Response, Storage,
+    StorageEntry,
 };
 use vault_plugin_sdk::testing::{backend_config, TestSystemView};
-use vault_plugin_secrets_azure::{store, AzureBackend};
+use vault_plugin_secrets_azure::{store, AzureBackend, ROLLBACK_SETTLE_ENV as SETTLE_ENV};
 
 const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
 
@@ -69,9 +70,13 @@ impl Fixture {
         .await
         .expect("start the emulator");
         let env: HashMap<String, String> = emu.env().iter().cloned().collect();
+        // The rollback's second pass (for requests landing late) comes at the next tick,
+        // not a minute later.
+        let settle_at_next_tick = (SETTLE_ENV.to_string(), "0".to_string());
         let engine_env: HashMap<String, String> = ENDPOINT_VARS
             .iter()
             .map(|k| (k.to_string(), env[*k].clone()))
+            .chain(std::iter::once(settle_at_next_tick))
             .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .collect();
         let system_view = Arc::new(TestSystemView::default());
@@ -278,8 +283,8 @@ async fn rollback_undoes_every_wal_kind() {
     f.tick(true).await.expect("immediate rollback");
     assert_eq!(
         f.wal_count().await,
-        0,
-        "every entry rolled back and removed"
+        3,
+        "undone; every entry but the root rotation's is kept for requests landing late"
     );
     let gone = graph.get_application(&orphan.id, deadline()).await;
     assert!(gone.as_ref().is_err_and(|e| e.is_not_found()), "{gone:?}");
@@ -295,6 +300,150 @@ async fn rollback_undoes_every_wal_kind() {
     assert_eq!(
         config.client_secret, f.env["AZURE_CLIENT_SECRET"],
         "root kept"
+    );
+    f.tick(true).await.expect("second rollback");
+    assert_eq!(
+        f.wal_count().await,
+        0,
+        "every entry rolled back again and removed"
+    );
+}
+
+/// Writes a WAL entry as a plugin process that has since died wrote it (another `writer`),
+/// so the next rollback tick takes it at once.
+async fn put_dead_writers_entry(storage: &dyn Storage, kind: &str, data: Value) {
+    let entry = json!({
+        "type": kind,
+        "data": data,
+        "created_at": Utc::now().timestamp(),
+        "writer": "a-plugin-process-that-was-killed",
+    });
+    storage
+        .put(StorageEntry::json(format!("wal/{}", uuid::Uuid::new_v4()), &entry).expect("JSON"))
+        .await
+        .expect("WAL");
+}
+
+/// An issuance killed in its third round: its application and service principal exist, its
+/// role assignment PUT is on its way to ARM. The rollback deletes the application (and so the
+/// service principal) and finds no assignment; then the PUT lands, and ARM makes the
+/// assignment although its principal is gone (`principalType` skips the lookup). The entry
+/// must outlive that: its second rollback deletes the late assignment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_assignment_landing_after_the_rollback_is_deleted_before_the_entry_goes() {
+    let f = Fixture::start().await;
+    let storage = f.backend.storage();
+    let graph = f.azure.graph();
+    let app = graph
+        .create_application(&NewApplication::dynamic(), deadline())
+        .await
+        .expect("create app");
+    let sp = graph
+        .create_service_principal(&app.app_id, deadline())
+        .await
+        .expect("create SP");
+    let scope = f.subscription_scope();
+    let reader = format!("{scope}/providers/Microsoft.Authorization/roleDefinitions/{READER}");
+    let ra_name = uuid::Uuid::new_v4().to_string();
+    put_dead_writers_entry(
+        storage.as_ref(),
+        "appCreate",
+        json!({"AppID": app.app_id, "AppObjID": app.id, "DisplayName": app.display_name,
+               "Expiration": in_a_day()}),
+    )
+    .await;
+    put_dead_writers_entry(
+        storage.as_ref(),
+        "appRoleAssign",
+        json!({"SpID": "", "AssignmentIDs": [ra_name],
+               "AzureRoles": [{"role_name": "Reader", "role_id": reader, "scope": scope}],
+               "Expiration": in_a_day()}),
+    )
+    .await;
+
+    f.tick(false).await.expect("rollback");
+    let gone = graph.get_application(&app.id, deadline()).await;
+    assert!(gone.as_ref().is_err_and(|e| e.is_not_found()), "{gone:?}");
+    assert_eq!(
+        f.wal_count().await,
+        2,
+        "rolled back, kept for late requests"
+    );
+
+    // The killed process's PUT lands now.
+    let late = f
+        .azure
+        .arm()
+        .create_role_assignment(&scope, &ra_name, &reader, &sp.id, deadline())
+        .await
+        .expect("ARM makes the assignment for a deleted principal");
+
+    f.tick(false).await.expect("second rollback");
+    let now = f
+        .azure
+        .arm()
+        .get_role_assignment(&late.id, deadline())
+        .await;
+    assert!(now.as_ref().is_err_and(|e| e.is_not_found()), "{now:?}");
+    assert_eq!(f.wal_count().await, 0, "the second rollback is final");
+    let log = f.log();
+    assert_eq!(
+        calls(&log, "DELETE", &ra_name).len(),
+        2,
+        "one deletion per rollback: {log:?}"
+    );
+}
+
+/// The application POST of a killed issuance lands after the rollback searched for it by
+/// name (its object id was never recorded): the entry's second rollback finds and deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_landing_after_the_rollback_searched_for_it_is_deleted() {
+    let f = Fixture::start().await;
+    let storage = f.backend.storage();
+    let late = NewApplication::dynamic();
+    put_dead_writers_entry(
+        storage.as_ref(),
+        "appCreate",
+        json!({"AppID": "", "AppObjID": "", "DisplayName": late.display_name,
+               "Expiration": in_a_day()}),
+    )
+    .await;
+    f.tick(false).await.expect("rollback");
+    assert_eq!(f.wal_count().await, 1, "nothing found yet; kept");
+
+    let app = f
+        .azure
+        .graph()
+        .create_application(&late, deadline())
+        .await
+        .expect("the late POST");
+    f.tick(false).await.expect("second rollback");
+    let gone = f.azure.graph().get_application(&app.id, deadline()).await;
+    assert!(gone.as_ref().is_err_and(|e| e.is_not_found()), "{gone:?}");
+    assert_eq!(f.wal_count().await, 0);
+}
+
+/// A settling entry is not rolled back again before its window has passed: with the default
+/// window, a second tick right away leaves it alone (no Azure call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settling_entry_waits_for_its_window() {
+    let f = Fixture::start_with_env(&[(SETTLE_ENV, "3600")]).await;
+    let storage = f.backend.storage();
+    let name = NewApplication::dynamic().display_name;
+    put_dead_writers_entry(
+        storage.as_ref(),
+        "appCreate",
+        json!({"AppID": "", "AppObjID": "", "DisplayName": name, "Expiration": in_a_day()}),
+    )
+    .await;
+    f.tick(false).await.expect("rollback");
+    f.shared().clear_requests();
+    f.tick(false).await.expect("tick");
+    assert_eq!(f.wal_count().await, 1);
+    let log = f.log();
+    assert!(
+        calls(&log, "GET", &name).is_empty(),
+        "no second search inside the window: {log:?}"
     );
 }
 
@@ -1121,6 +1270,9 @@ async fn an_issuance_cut_off_during_the_proof_leaves_nothing_behind() {
     assert!(f.wal_count().await > 0, "the WAL covers what was made");
     f.shared().update_settings(|s| s.credential_delay_ms = 0);
     f.tick(true).await.expect("rollback");
+    f.tick(true)
+        .await
+        .expect("second rollback, for requests landing late");
     assert_eq!(f.wal_count().await, 0);
     let dump = f.shared().dir().dump();
     let leftovers: Vec<&Value> = dump["applications"]
@@ -1384,4 +1536,46 @@ async fn after_a_token_expiry_the_periodic_tick_spares_the_issuance_a_token_requ
     for resp in [&first, &issued] {
         f.revoke("wide", resp).await.expect("revoke");
     }
+}
+
+/// Every role assignment PUT is answered 504 until the issuance gives up: ARM may still carry
+/// such a PUT out. The issuance undoes what it knows of, but leaves its WAL entries (marked
+/// ended) to the rollback, which deletes again and keeps them until such a request can no
+/// longer land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuance_failing_with_an_unknown_outcome_leaves_its_entries_to_the_rollback() {
+    let f = Fixture::start().await;
+    f.wide_role("wide", json!({"credential_ready_timeout": 0}))
+        .await;
+    f.shared().faults().add(FaultRule {
+        method: Some("PUT".into()),
+        path_contains: Some("roleAssignments".into()),
+        service: Some("arm".into()),
+        status: Some(504),
+        retry_after_secs: None,
+        times: None,
+        drop: false,
+        delay_ms: None,
+    });
+    let err = f
+        .call(Operation::Read, "creds/wide", json!({}))
+        .await
+        .expect_err("the assignments fail");
+    f.shared().faults().clear();
+    assert!(err.to_string().contains("assigning roles"), "{err}");
+    assert!(f.vault_apps().is_empty(), "undone at once");
+    let storage = f.backend.storage();
+    let ids = wal::list(storage.as_ref()).await.expect("list WAL");
+    assert_eq!(ids.len(), 2, "the entries stay for the rollback");
+    for id in &ids {
+        let entry = wal::get(storage.as_ref(), id)
+            .await
+            .expect("read WAL")
+            .expect("entry");
+        assert!(entry.ended, "taken by the next tick: {entry:?}");
+    }
+    f.tick(false).await.expect("rollback");
+    f.tick(false).await.expect("second rollback");
+    assert_eq!(f.wal_count().await, 0);
+    assert!(f.vault_apps().is_empty());
 }

@@ -12,6 +12,7 @@ use super::cache::CachedStorage;
 use super::field::FieldData;
 use super::path::{CompiledPath, OperationHandler, Path};
 use super::secret::{SecretType, SECRET_TYPE_KEY};
+use super::wal::RollbackOutcome;
 use super::{openapi, wal, HandlerResult};
 use crate::logical::{
     self, storage_writable, BackendConfig, BackendType, LogicalError, Map, Operation,
@@ -22,10 +23,14 @@ use crate::logical::{
 pub type PeriodicFn =
     Arc<dyn Fn(Request) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync>;
 
-/// Undoes the work a write-ahead-log entry covers: `(request, kind, data)`. `Ok` removes the
-/// entry.
+/// Undoes the work a write-ahead-log entry covers: `(request, kind, data)`.
+/// `Ok(`[`RollbackOutcome::Done`]`)` removes the entry; `Ok(`[`RollbackOutcome::Settle`]`)`
+/// keeps it for a second rollback once requests its writer sent can no longer land; an error
+/// keeps it for the next tick.
 pub type WalRollbackFn = Arc<
-    dyn Fn(Request, String, Value) -> BoxFuture<'static, Result<(), LogicalError>> + Send + Sync,
+    dyn Fn(Request, String, Value) -> BoxFuture<'static, Result<RollbackOutcome, LogicalError>>
+        + Send
+        + Sync,
 >;
 
 /// Wraps a method of a shared state as a [`PeriodicFn`] (see [`super::method`]).
@@ -44,7 +49,7 @@ pub fn wal_rollback_method<S, F, Fut>(state: &Arc<S>, f: F) -> WalRollbackFn
 where
     S: Send + Sync + 'static,
     F: Fn(Arc<S>, Request, String, Value) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), LogicalError>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<RollbackOutcome, LogicalError>> + Send + 'static,
 {
     let state = state.clone();
     Arc::new(move |req, kind, data| Box::pin(f(state.clone(), req, kind, data)))
@@ -444,8 +449,36 @@ impl Backend {
             if !immediate && !entry.abandoned() && now - entry.created_at < min_age {
                 continue;
             }
+            // Rolled back once; the second rollback waits until nothing its writer sent can
+            // still land.
+            let settling = entry.settle_until != 0;
+            if settling && !immediate && now < entry.settle_until {
+                continue;
+            }
             match rollback(req.clone(), entry.kind.clone(), entry.data).await {
-                Ok(()) => {
+                Ok(RollbackOutcome::Settle(window)) => {
+                    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+                    // Work ends within `min_age` of its entry's creation (the rollback takes
+                    // any entry that old), and what it sent lands within `window`.
+                    let quiet = now
+                        >= entry
+                            .created_at
+                            .saturating_add(min_age)
+                            .saturating_add(window);
+                    if quiet || (settling && now >= entry.settle_until) {
+                        if let Err(e) = wal::delete(storage.as_ref(), &id).await {
+                            errors.push(e.to_string());
+                        }
+                    } else if !settling {
+                        let until = now.saturating_add(window);
+                        tracing::debug!(wal_id = %id, kind = %entry.kind, settle_until = until, "rolled back; rolling back once more when late requests can no longer land");
+                        if let Err(e) = wal::settle(storage.as_ref(), &id, until).await {
+                            errors.push(e.to_string());
+                        }
+                    }
+                    // Otherwise an immediate rollback inside the window: undone again, kept.
+                }
+                Ok(RollbackOutcome::Done) => {
                     if let Err(e) = wal::delete(storage.as_ref(), &id).await {
                         errors.push(e.to_string());
                     }
@@ -833,7 +866,7 @@ mod tests {
                 rec.lock()
                     .unwrap()
                     .push(data["name"].as_str().unwrap_or_default().to_string());
-                Ok(())
+                Ok(RollbackOutcome::Done)
             })
         });
         let b = BackendBuilder::new("rb")
@@ -906,6 +939,100 @@ mod tests {
         let mut left = wal::list(storage.as_ref()).await.unwrap();
         left.sort();
         assert_eq!(left.len(), 2, "{left:?}");
+    }
+
+    /// A backend whose rollback asks to settle for `window` and counts its calls.
+    fn settling_backend(
+        storage: Arc<dyn Storage>,
+        window: Duration,
+    ) -> (Backend, Arc<std::sync::atomic::AtomicUsize>) {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = calls.clone();
+        let f: WalRollbackFn = Arc::new(move |_req: Request, _kind: String, _data: Value| {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move { Ok(RollbackOutcome::Settle(window)) })
+        });
+        let b = BackendBuilder::new("rb")
+            .wal_rollback(f, Duration::from_secs(600))
+            .build(&BackendConfig {
+                storage,
+                ..backend_config(Arc::new(TestSystemView::default()))
+            })
+            .unwrap();
+        (b, calls)
+    }
+
+    #[tokio::test]
+    async fn a_settling_rollback_keeps_its_entry_until_a_second_rollback_after_the_window() {
+        let storage: Arc<dyn Storage> = Arc::new(InmemStorage::new());
+        let id = wal::put(storage.as_ref(), "k", json!({"name": "x"}))
+            .await
+            .unwrap();
+        wal::mark_ended(storage.as_ref(), &id).await.unwrap();
+        async fn tick(b: &Backend, immediate: bool, storage: &Arc<dyn Storage>) {
+            b.handle_request(req(
+                Operation::Rollback,
+                "",
+                json!({ "immediate": immediate }),
+                storage.clone(),
+            ))
+            .await
+            .unwrap();
+        }
+
+        // A window still open: rolled back, kept, and not touched again by ordinary ticks.
+        let (b, calls) = settling_backend(storage.clone(), Duration::from_secs(3600));
+        tick(&b, false, &storage).await;
+        let entry = wal::get(storage.as_ref(), &id)
+            .await
+            .unwrap()
+            .expect("kept");
+        let now = chrono::Utc::now().timestamp();
+        assert!(entry.settle_until >= now + 3590, "{}", entry.settle_until);
+        assert!(entry.ended, "the rest of the entry is kept");
+        tick(&b, false, &storage).await;
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // An immediate rollback undoes again but keeps the entry while its window is open.
+        tick(&b, true, &storage).await;
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(wal::get(storage.as_ref(), &id).await.unwrap().is_some());
+
+        // Once the window has passed, the second rollback is final.
+        let mut entry = wal::get(storage.as_ref(), &id).await.unwrap().unwrap();
+        entry.settle_until = now - 1;
+        // Through the backend's storage (it caches what it read).
+        b.storage()
+            .put(StorageEntry::json(format!("wal/{id}"), &entry).unwrap())
+            .await
+            .unwrap();
+        tick(&b, false, &storage).await;
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(wal::get(storage.as_ref(), &id).await.unwrap().is_none());
+
+        // An entry older than the rollback's minimum age plus the window: no request of its
+        // work can still land, so its first rollback is final.
+        put_raw(
+            storage.as_ref(),
+            "old",
+            json!({"type": "k", "data": {}, "created_at": now - 700, "writer": "gone"}),
+        )
+        .await;
+        let (b, calls) = settling_backend(storage.clone(), Duration::from_secs(60));
+        tick(&b, false, &storage).await;
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(wal::get(storage.as_ref(), "old").await.unwrap().is_none());
+
+        // A window of zero: kept once, removed by the next tick's rollback.
+        let id = wal::put(storage.as_ref(), "k", json!({"name": "y"}))
+            .await
+            .unwrap();
+        wal::mark_ended(storage.as_ref(), &id).await.unwrap();
+        let (b, calls) = settling_backend(storage.clone(), Duration::ZERO);
+        tick(&b, false, &storage).await;
+        assert!(wal::get(storage.as_ref(), &id).await.unwrap().is_some());
+        tick(&b, false, &storage).await;
+        assert!(wal::get(storage.as_ref(), &id).await.unwrap().is_none());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

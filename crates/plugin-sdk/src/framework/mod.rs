@@ -23,6 +23,7 @@ pub use duration::{format_duration_seconds, parse_duration};
 pub use field::{FieldData, FieldError, FieldSchema, FieldType};
 pub use path::{handler, method, ExistenceFn, HandlerFn, OperationHandler, Path, PathWith};
 pub use secret::{secret_response, SecretType};
+pub use wal::RollbackOutcome;
 
 /// What every handler returns: a response, none (204/404), or an error.
 pub type HandlerResult = Result<Option<crate::logical::Response>, crate::logical::LogicalError>;

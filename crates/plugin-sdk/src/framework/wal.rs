@@ -10,8 +10,14 @@
 //!   working on it either.
 //!
 //! The rollback takes such entries at once instead of waiting for them to age.
+//!
+//! * `settle_until`: set by the rollback when it undid an entry's work but a request the
+//!   writer sent may still land (a creation the service carries out after the undo looked):
+//!   the entry stays until then and is rolled back once more before it goes (see
+//!   [`RollbackOutcome::Settle`]).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,6 +46,27 @@ pub struct WalEntry {
     /// The covered work ended with its undo incomplete.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended: bool,
+    /// Unix seconds: the rollback undid the work once and rolls it back again from then on,
+    /// when nothing the writer sent can land any more (0: not rolled back yet).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub settle_until: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// What a rollback function made of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollbackOutcome {
+    /// The work is undone for good: the entry is removed.
+    Done,
+    /// The work is undone as far as can be seen now, but a request its writer sent may still
+    /// land for up to this long (a creation that reaches the service after the undo looked
+    /// for it). The entry is kept and rolled back once more when that time has passed; only
+    /// then is it removed. A rollback that returns this again once the time has passed is
+    /// final.
+    Settle(Duration),
 }
 
 impl WalEntry {
@@ -66,6 +93,7 @@ pub async fn put(storage: &dyn Storage, kind: &str, data: Value) -> Result<Strin
         created_at: chrono::Utc::now().timestamp(),
         writer: instance_id().to_string(),
         ended: false,
+        settle_until: 0,
     };
     storage
         .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
@@ -92,6 +120,7 @@ pub async fn update(
         created_at,
         writer: instance_id().to_string(),
         ended: false,
+        settle_until: 0,
     };
     storage
         .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
@@ -105,6 +134,18 @@ pub async fn mark_ended(storage: &dyn Storage, id: &str) -> Result<(), StorageEr
         return Ok(());
     };
     entry.ended = true;
+    storage
+        .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
+        .await
+}
+
+/// Records that entry `id` was rolled back once and is rolled back again from `until` (Unix
+/// seconds) on; a missing entry is left missing (its work was finished meanwhile).
+pub async fn settle(storage: &dyn Storage, id: &str, until: i64) -> Result<(), StorageError> {
+    let Some(mut entry) = get(storage, id).await? else {
+        return Ok(());
+    };
+    entry.settle_until = until;
     storage
         .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
         .await
@@ -186,6 +227,33 @@ mod tests {
         assert!(e.ended && e.abandoned());
         assert_eq!(e.writer, instance_id());
         mark_ended(&s, "missing").await.unwrap();
+        assert!(get(&s, "missing").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_settling_entry_keeps_its_time_and_the_go_layout() {
+        let s = InmemStorage::new();
+        let id = put(&s, "appRoleAssign", serde_json::json!({"SpID": "x"}))
+            .await
+            .unwrap();
+        settle(&s, &id, 1_900_000_000).await.unwrap();
+        let raw: Value =
+            serde_json::from_slice(&s.get(&format!("wal/{id}")).await.unwrap().unwrap().value)
+                .unwrap();
+        assert_eq!(raw["settle_until"], 1_900_000_000);
+        assert_eq!(raw["type"], "appRoleAssign", "{raw}");
+        assert_eq!(raw["data"]["SpID"], "x", "{raw}");
+        assert_eq!(
+            get(&s, &id).await.unwrap().unwrap().settle_until,
+            1_900_000_000
+        );
+        // Unset, the field is not written (the Go SDK's layout).
+        let fresh = put(&s, "k", serde_json::json!({})).await.unwrap();
+        let raw: Value =
+            serde_json::from_slice(&s.get(&format!("wal/{fresh}")).await.unwrap().unwrap().value)
+                .unwrap();
+        assert!(raw.get("settle_until").is_none(), "{raw}");
+        settle(&s, "missing", 1).await.unwrap();
         assert!(get(&s, "missing").await.unwrap().is_none());
     }
 

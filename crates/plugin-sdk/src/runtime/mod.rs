@@ -37,15 +37,13 @@ use tls::TlsIdentity;
 /// up (hosts do not always kill a plugin whose connection failed).
 const FIRST_CONNECTION_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// How often the process checks that its host is still alive.
-const HOST_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long calls under way may run on once the host is gone (their own deadlines are
-/// shorter: a request finishes or undoes its work well within this).
-const DRAIN_BOUND: Duration = Duration::from_secs(90);
+/// How often the process checks that its host is still its parent (the fallback when its
+/// standard streams are not pipes to the host).
+const HOST_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How long a shutdown the host asked for waits for the connections to say goodbye.
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
+
 /// Work the plugin runs once, off the request path.
 type ReadyHook = Box<dyn FnOnce() + Send + 'static>;
 
@@ -181,36 +179,79 @@ async fn run(
     Ok(())
 }
 
-/// The host launched this process and stays its parent while it lives. If the host is
-/// killed (SIGKILL: no shutdown call, no signal here), the process is re-parented; it then
-/// lets the calls under way finish (each within its own deadline, undoing what it made when
-/// it fails) and exits, instead of lingering with nobody to serve.
+/// The host launched this process, stays its parent and reads its standard output and
+/// error (go-plugin's pipes) while it lives. If the host is killed (SIGKILL: no shutdown
+/// call, no signal here), the pipes lose their reader at once and the process is
+/// re-parented; either way the process exits at once, as a Go plugin dies of SIGPIPE on its
+/// next log line. It must not go on: whatever it would still create in Azure lands after the
+/// next active node has rolled the work back, with nothing left to cover it. Calls already
+/// sent may still land; the rollback waits for them before it forgets an entry.
 async fn exit_when_host_dies(
     in_flight: Arc<server::InFlight>,
     socket_path: Option<std::path::PathBuf>,
 ) {
     let host = std::os::unix::process::parent_id();
-    let mut tick = tokio::time::interval(HOST_CHECK_INTERVAL);
-    loop {
-        tick.tick().await;
-        if std::os::unix::process::parent_id() != host {
-            break;
+    let reparented = async {
+        let mut tick = tokio::time::interval(HOST_CHECK_INTERVAL);
+        loop {
+            tick.tick().await;
+            if std::os::unix::process::parent_id() != host {
+                return "the host process is gone (re-parented)";
+            }
         }
+    };
+    tokio::select! {
+        why = reparented => tracing::warn!(host_pid = host, "{why}; exiting"),
+        () = host_pipes_closed() => tracing::warn!(host_pid = host, "the host closed its end of the plugin's output pipes; exiting"),
     }
-    tracing::warn!(
-        host_pid = host,
-        "the host process is gone; finishing the calls under way, then exiting"
-    );
-    if tokio::time::timeout(DRAIN_BOUND, in_flight.idle())
-        .await
-        .is_err()
-    {
-        tracing::error!("calls still under way after the drain bound; exiting anyway");
+    let under_way = in_flight.count();
+    if under_way > 0 {
+        tracing::warn!(
+            calls = under_way,
+            "calls under way are abandoned; the next active node rolls their work back"
+        );
     }
     if let Some(path) = socket_path {
         let _ = std::fs::remove_file(path);
     }
     std::process::exit(0);
+}
+
+/// Returns once the reader of this process's standard output or error (a pipe to the host)
+/// is gone; never, when neither is a pipe (a file, a terminal: nothing tells then).
+async fn host_pipes_closed() {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let watches: Vec<_> = [stdout.as_fd(), stderr.as_fd()]
+        .into_iter()
+        .filter_map(|fd| reader_gone(fd).ok().flatten())
+        .collect();
+    if watches.is_empty() {
+        return futures::future::pending().await;
+    }
+    futures::future::select_all(watches).await;
+}
+
+/// A future that completes when the pipe `fd` writes to has lost its reader (epoll reports
+/// an error on the write end then); `None` when `fd` is not a pipe. The watch only waits for
+/// that event: it never writes, and leaves the descriptor's flags as they are.
+fn reader_gone(
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<Option<futures::future::BoxFuture<'static, ()>>> {
+    use std::os::unix::fs::FileTypeExt;
+    let file = std::fs::File::from(fd.try_clone_to_owned()?);
+    if !file.metadata()?.file_type().is_fifo() {
+        return Ok(None);
+    }
+    let pipe = tokio::net::unix::pipe::Sender::from_file_unchecked(file)?;
+    Ok(Some(Box::pin(async move {
+        match pipe.ready(tokio::io::Interest::ERROR).await {
+            Ok(ready) if ready.is_error() || ready.is_write_closed() => {}
+            // The reactor is shutting down: nothing more to watch.
+            _ => futures::future::pending().await,
+        }
+    })))
 }
 
 /// Logs a panic's location but never its message, which may hold request data (secrets);
@@ -322,5 +363,32 @@ async fn accept_loop(
                 tracing::warn!(error = %e, "the host's connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_watch_on_an_output_pipe_fires_when_its_reader_goes() {
+        use std::os::fd::AsFd;
+        let (writer, reader) = tokio::net::unix::pipe::pipe().expect("pipe");
+        let gone = reader_gone(writer.as_fd())
+            .expect("watch")
+            .expect("a pipe is watched");
+        tokio::pin!(gone);
+        // The reader is there: nothing yet.
+        assert!(tokio::time::timeout(Duration::from_millis(100), &mut gone)
+            .await
+            .is_err());
+        drop(reader);
+        tokio::time::timeout(Duration::from_secs(5), gone)
+            .await
+            .expect("the watch fired once the reader was gone");
+
+        // A regular file is not watched (nothing would ever tell).
+        let file = tempfile::tempfile().expect("temp file");
+        assert!(reader_gone(file.as_fd()).expect("metadata").is_none());
     }
 }

@@ -25,7 +25,7 @@ struct Instance {
 }
 
 /// Counts the handler calls under way (requests, and revocations of secrets whose caller
-/// went away), so that the process can let them finish before it exits.
+/// went away): a process whose host died says how many it abandons.
 #[derive(Default)]
 pub struct InFlight {
     count: std::sync::atomic::AtomicUsize,
@@ -41,7 +41,13 @@ impl InFlight {
         InFlightGuard(self.clone())
     }
 
+    /// How many calls are under way.
+    pub fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Returns once no call is under way.
+    #[cfg(test)]
     pub async fn idle(&self) {
         loop {
             let notified = self.idle.notified();
