@@ -569,6 +569,10 @@ impl logical::Backend for Backend {
         }
     }
 
+    fn handles(&self, operation: &Operation) -> bool {
+        !matches!(operation, Operation::ResolvePath | Operation::Other(_))
+    }
+
     async fn handle_existence_check(&self, mut req: Request) -> Result<Option<bool>, LogicalError> {
         req.storage = self.storage();
         let Some((path, captures)) = self.route(&req.path) else {
@@ -724,6 +728,17 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err, LogicalError::UnsupportedOperation);
+        // What the runtime may answer without building the request, it must be right about.
+        use logical::Backend as _;
+        for op in [Operation::ResolvePath, Operation::Other("x".into())] {
+            assert!(!b.handles(&op));
+            let err = b
+                .handle_request(req(op, "kv/a", json!({}), storage.clone()))
+                .await
+                .unwrap_err();
+            assert_eq!(err, LogicalError::UnsupportedOperation);
+        }
+        assert!(b.handles(&Operation::Read) && b.handles(&Operation::Revoke));
         let err = b
             .handle_request(req(Operation::Read, "nope", json!({}), storage.clone()))
             .await

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use super::{LogicalError, Request, Response, Storage, SystemView};
+use super::{LogicalError, Operation, Request, Response, Storage, SystemView};
 
 /// What kind of backend the host mounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,13 @@ pub trait Backend: Send + Sync {
     async fn initialize(&self) -> Result<(), LogicalError>;
     /// `Ok(None)`: no response (HTTP 204 for writes, 404 for reads).
     async fn handle_request(&self, req: Request) -> Result<Option<Response>, LogicalError>;
+    /// False when every request with `operation` is answered "unsupported operation"
+    /// whatever its path and data: the runtime then answers so itself, without building the
+    /// request (OpenBao 2.7 sends `resolve-path` before every request).
+    fn handles(&self, operation: &Operation) -> bool {
+        let _ = operation;
+        true
+    }
     /// `Ok(None)`: the path has no existence check; else whether the target exists.
     async fn handle_existence_check(&self, req: Request) -> Result<Option<bool>, LogicalError>;
     /// A storage key changed elsewhere (standby or replication): drop what is cached of it.

@@ -204,6 +204,17 @@ impl pb::backend_server::Backend for BackendService {
         let req = args
             .request
             .ok_or_else(|| Status::invalid_argument("HandleRequest without a request"))?;
+        if !instance
+            .backend
+            .handles(&logical::Operation::parse(&req.operation))
+        {
+            return Ok(Response::new(pb::HandleRequestReply {
+                response: None,
+                err: Some(convert::error_to_proto(
+                    &logical::LogicalError::UnsupportedOperation,
+                )),
+            }));
+        }
         let req = match convert::request_from_proto(req, instance.storage.clone()) {
             Ok(req) => req,
             Err(e) => {
