@@ -247,17 +247,22 @@ impl pb::backend_server::Backend for BackendService {
             .into_inner()
             .request
             .ok_or_else(|| Status::invalid_argument("HandleExistenceCheck without a request"))?;
-        let req = convert::request_from_proto(req, instance.storage.clone());
-        let outcome = match req {
-            Ok(req) => {
-                contain_panic(
-                    "existence check",
-                    instance.backend.handle_existence_check(req),
-                )
-                .await
+        let req = match convert::request_from_proto(req, instance.storage.clone()) {
+            Ok(req) => req,
+            // A request the plugin cannot read (its data is not a JSON object the parser
+            // accepts): no existence check, so that the host goes on to the request itself,
+            // which fails with the same 400. The host turns any error of an existence check
+            // into a 500, whatever its type.
+            Err(e) => {
+                tracing::debug!(error = %e, "existence check of an unreadable request skipped");
+                return Ok(Response::new(pb::HandleExistenceCheckReply::default()));
             }
-            Err(e) => Err(e),
         };
+        let outcome = contain_panic(
+            "existence check",
+            instance.backend.handle_existence_check(req),
+        )
+        .await;
         let reply = match outcome {
             Ok(None) => pb::HandleExistenceCheckReply::default(),
             Ok(Some(exists)) => pb::HandleExistenceCheckReply {

@@ -90,6 +90,11 @@ struct Conn<'m> {
     out: BytesMut,
     streams: HashMap<u32, Stream>,
     last_stream: u32,
+    /// PING acknowledgements of this turn, written after everything else of the turn. grpc-go's
+    /// client sends a bandwidth-estimation PING when a DATA frame arrives and none of its
+    /// pings is outstanding: an acknowledgement that reaches it after the reply it travels
+    /// with spares the host (and this side) the next PING, its WINDOW_UPDATE and their reads.
+    acks: BytesMut,
     /// A header block still waiting for its CONTINUATION frames: stream, END_STREAM, block.
     continuation: Option<(u32, bool, BytesMut)>,
     send_window: i64,
@@ -132,6 +137,10 @@ where
         .await;
         while let Ok(done) = done_rx.try_recv() {
             conn.complete(done);
+        }
+        if !conn.acks.is_empty() {
+            conn.out.extend_from_slice(&conn.acks);
+            conn.acks.clear();
         }
         if !conn.out.is_empty() {
             let written = async {
@@ -176,6 +185,7 @@ impl<'m> Conn<'m> {
             out: BytesMut::with_capacity(16 * 1024),
             streams: HashMap::new(),
             last_stream: 0,
+            acks: BytesMut::new(),
             continuation: None,
             send_window: frame::DEFAULT_WINDOW,
             peer_initial_window: frame::DEFAULT_WINDOW,
@@ -237,7 +247,7 @@ impl<'m> Conn<'m> {
                     return self.fail(Reason::Protocol, "malformed PING");
                 }
                 if !head.has(frame::ACK) {
-                    frame::put_ping_ack(&mut self.out, &payload);
+                    frame::put_ping_ack(&mut self.acks, &payload);
                 }
             }
             frame::WINDOW_UPDATE => self.window_update(head, &payload),

@@ -366,3 +366,38 @@ async fn an_undecodable_header_block_is_a_compression_error() {
     assert_eq!(payload[7], super::frame::Reason::Compression as u8);
     assert!(task.await.unwrap().is_err());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_ping_acknowledgement_follows_the_reply_it_arrived_with() {
+    let methods = Methods::default().unary("/pb.Backend/Cleanup", |_: Request<pb::Empty>| async {
+        Ok(Response::new(pb::Empty {}))
+    });
+    let (mut peer, _task) = raw(methods).await;
+    // A PING, then a whole call, in one write (what the host sends when its bandwidth
+    // estimator and its next call meet).
+    let mut batch = bytes::BytesMut::new();
+    super::frame::put_head(&mut batch, 8, super::frame::PING, 0, 0);
+    batch.extend_from_slice(b"abcdefgh");
+    let mut block = bytes::BytesMut::new();
+    super::frame::hpack_literal(&mut block, b":path", b"/pb.Backend/Cleanup");
+    super::frame::put_headers(&mut batch, 1, &block, false, 16_384);
+    let message = super::super::grpc::frame_message(&pb::Empty {});
+    super::frame::put_data(&mut batch, 1, &message, true);
+    peer.send(&batch).await;
+    let mut kinds = Vec::new();
+    while let Some((head, _)) = peer.frame().await {
+        if head.kind == super::frame::PING {
+            kinds.push("ping-ack");
+            break;
+        }
+        if head.stream == 1 {
+            kinds.push(match head.kind {
+                super::frame::HEADERS if head.has(super::frame::END_STREAM) => "trailers",
+                super::frame::HEADERS => "headers",
+                super::frame::DATA => "data",
+                _ => "other",
+            });
+        }
+    }
+    assert_eq!(kinds, ["headers", "data", "trailers", "ping-ack"]);
+}
