@@ -216,6 +216,15 @@ fn out_of_range_durations_are_400s_and_every_mount_keeps_its_process() {
         }
     }
 
+    // A body nested deeper than the plugin's JSON parser goes (OpenBao accepts it and passes
+    // it on): a 400 that says so, on every kind of path, not a 500 from the existence check.
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    for path in ["azure/config", "azure/roles/target", "azure/rotate-root"] {
+        let (code, body) = post(&bao, path, &format!("{{\"ttl\": {deep}}}"));
+        assert_eq!(code, 400, "{path}: {body}");
+        assert!(body.contains("recursion limit"), "{path}: {body}");
+    }
+
     // The same process, nothing restarted, both mounts serve, and nothing was changed.
     assert_eq!(
         bao.plugin_pids(),

@@ -783,21 +783,6 @@ fn static_creds(cluster: &Cluster, i: usize, name: &str) -> Option<(String, Stri
     ))
 }
 
-/// How many rules of the emulator's fault list still have calls left.
-fn faults_left(emu: &Emulator) -> u64 {
-    let out = Command::new("curl")
-        .args(["-s", &format!("{}/faults", emu.var("EMULATOR_ADMIN"))])
-        .output()
-        .expect("curl");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v["faults"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| f["times"].as_u64().unwrap_or(0))
-        .sum()
-}
-
 /// A static role with a 15 s period rotates in the background on the active node; the
 /// active node is SIGKILLed in the middle of a background rotation (its new password added,
 /// the proof that it works stalled at the token endpoint); the new active node picks up the
@@ -868,7 +853,7 @@ fn chaos_e_static_rotation_continues_after_failover() {
     // token is cached) stalls; the active node dies while the new password exists.
     emu.add_fault(json!({"service": "token", "delay_ms": 30000, "times": 1}));
     let in_flight = poll_every(Duration::from_secs(60), Duration::from_millis(200), || {
-        faults_left(&emu) == 0 && static_password_ids(&emu, &app).len() == 2
+        emu.faults_left() == 0 && static_password_ids(&emu, &app).len() == 2
     });
     assert!(
         in_flight,

@@ -217,21 +217,6 @@ fn a_killed_plugin_is_restarted_on_the_next_request() {
     );
 }
 
-/// How many rules of the emulator's fault list still have calls left.
-fn faults_left(emu: &Emulator) -> u64 {
-    let out = Command::new("curl")
-        .args(["-s", &format!("{}/faults", emu.var("EMULATOR_ADMIN"))])
-        .output()
-        .expect("curl");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["faults"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| f["times"].as_u64().unwrap_or(0))
-        .sum()
-}
-
 /// A host killed with SIGKILL sends no shutdown call. The plugin sees its output pipes lose
 /// their reader and exits at once, abandoning the issuance under way (its application POST
 /// held 30 s by the emulator) instead of finishing it: whatever it would still create would
@@ -266,7 +251,7 @@ fn the_plugin_exits_at_once_when_its_host_is_killed() {
         .spawn()
         .expect("start a creds read");
     assert!(
-        wait_for(Duration::from_secs(30), || faults_left(&emu) == 0),
+        wait_for(Duration::from_secs(30), || emu.faults_left() == 0),
         "the issuance's application POST reached the emulator"
     );
 

@@ -488,6 +488,17 @@ impl Emulator {
         self.curl("DELETE", "/faults", None);
     }
 
+    /// How many calls the rules of the fault list still have left to fail.
+    pub fn faults_left(&self) -> u64 {
+        let v: Value = serde_json::from_str(&self.curl("GET", "/faults", None)).unwrap_or_default();
+        v["faults"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| f["times"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
     pub fn settings(&self, settings: Value) {
         self.curl("POST", "/settings", Some(&settings.to_string()));
     }
