@@ -130,22 +130,25 @@ pub async fn update(
 /// Marks entry `id` as [`WalEntry::ended`]: its work is over and its undo did not finish,
 /// so the next rollback takes it without waiting. A missing entry is left missing.
 pub async fn mark_ended(storage: &dyn Storage, id: &str) -> Result<(), StorageError> {
-    let Some(mut entry) = get(storage, id).await? else {
-        return Ok(());
-    };
-    entry.ended = true;
-    storage
-        .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
-        .await
+    change_entry(storage, id, |entry| entry.ended = true).await
 }
 
 /// Records that entry `id` was rolled back once and is rolled back again from `until` (Unix
 /// seconds) on; a missing entry is left missing (its work was finished meanwhile).
 pub async fn settle(storage: &dyn Storage, id: &str, until: i64) -> Result<(), StorageError> {
+    change_entry(storage, id, |entry| entry.settle_until = until).await
+}
+
+/// Rewrites entry `id` changed by `change`; a missing entry is left missing.
+async fn change_entry(
+    storage: &dyn Storage,
+    id: &str,
+    change: impl FnOnce(&mut WalEntry),
+) -> Result<(), StorageError> {
     let Some(mut entry) = get(storage, id).await? else {
         return Ok(());
     };
-    entry.settle_until = until;
+    change(&mut entry);
     storage
         .put(StorageEntry::json(format!("{WAL_PREFIX}{id}"), &entry)?)
         .await

@@ -548,8 +548,7 @@ impl<'m> Conn<'m> {
 
     fn put_response_headers(&mut self, id: u32) {
         let mut block = BytesMut::with_capacity(32);
-        frame::hpack_indexed(&mut block, 8); // :status: 200
-        frame::hpack_literal_indexed_name(&mut block, 31, b"application/grpc"); // content-type
+        put_response_head(&mut block);
         frame::put_headers(&mut self.out, id, &block, false, self.peer_max_frame);
         if let Some(stream) = self.streams.get_mut(&id) {
             stream.headers_sent = true;
@@ -559,33 +558,22 @@ impl<'m> Conn<'m> {
     /// Queues a call's reply (a framed message, or an error status) and sends what the
     /// windows allow.
     fn answer(&mut self, id: u32, outcome: Result<Bytes, Status>) {
-        let Some(stream) = self.streams.get(&id) else {
+        let Some(headers_sent) = self.streams.get(&id).map(|s| s.headers_sent) else {
             return;
         };
-        let headers_sent = stream.headers_sent;
-        let mut trailers = BytesMut::with_capacity(64);
-        let status = match outcome {
-            Ok(message) => {
-                if !headers_sent {
-                    self.put_response_headers(id);
-                }
-                if let Some(stream) = self.streams.get_mut(&id) {
-                    stream.pending.push_back(message);
-                }
-                None
-            }
-            Err(status) => {
-                if !headers_sent {
-                    // Trailers-only: one header block carries the status too.
-                    frame::hpack_indexed(&mut trailers, 8);
-                    frame::hpack_literal_indexed_name(&mut trailers, 31, b"application/grpc");
-                    if let Some(stream) = self.streams.get_mut(&id) {
-                        stream.headers_sent = true;
-                    }
-                }
-                Some(status)
-            }
+        let (message, status) = match outcome {
+            Ok(message) => (Some(message), None),
+            Err(status) => (None, Some(status)),
         };
+        let mut trailers = BytesMut::with_capacity(64);
+        if !headers_sent {
+            if message.is_some() {
+                self.put_response_headers(id);
+            } else {
+                // Trailers-only: one header block carries the status too.
+                put_response_head(&mut trailers);
+            }
+        }
         let code = status.as_ref().map_or(tonic::Code::Ok, Status::code);
         frame::hpack_literal(&mut trailers, b"grpc-status", &grpc::status_code(code));
         if let Some(status) = status.filter(|s| !s.message().is_empty()) {
@@ -596,6 +584,8 @@ impl<'m> Conn<'m> {
             );
         }
         if let Some(stream) = self.streams.get_mut(&id) {
+            stream.pending.extend(message);
+            stream.headers_sent = true;
             stream.trailers = Some(trailers);
         }
         self.send(id);
@@ -667,6 +657,13 @@ impl<'m> Conn<'m> {
             }
         }
     }
+}
+
+/// The header fields that open every reply: `:status: 200` (static table entry 8) and
+/// `content-type: application/grpc` (its name is static table entry 31).
+fn put_response_head(block: &mut BytesMut) {
+    frame::hpack_indexed(block, 8);
+    frame::hpack_literal_indexed_name(block, 31, b"application/grpc");
 }
 
 #[cfg(test)]
