@@ -283,21 +283,63 @@ pub(crate) struct CompiledPath {
     pub path: Path,
     pub regex: Regex,
     pub fields: Arc<BTreeMap<String, FieldSchema>>,
+    /// What every matching request path starts with (the pattern's leading literal text),
+    /// or the whole of it when the pattern is literal: most request paths are told apart
+    /// from most patterns without running the regex.
+    literal: Literal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Literal {
+    Prefix(String),
+    Whole(String),
+}
+
+/// Characters with a meaning in a pattern (regex-lite's syntax).
+const META: &[char] = &[
+    '\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$',
+];
+
+impl Literal {
+    fn of(pattern: &str) -> Self {
+        // An alternation anywhere could make the text before it optional.
+        if pattern.contains('|') {
+            return Self::Prefix(String::new());
+        }
+        match pattern.find(META) {
+            None => Self::Whole(pattern.to_string()),
+            Some(at) => {
+                let mut prefix = pattern[..at].to_string();
+                // A quantifier applies to the character before it.
+                if matches!(pattern[at..].chars().next(), Some('?' | '*' | '{')) {
+                    prefix.pop();
+                }
+                Self::Prefix(prefix)
+            }
+        }
+    }
 }
 
 impl CompiledPath {
     pub fn compile(path: Path) -> Result<Self, regex_lite::Error> {
         let regex = Regex::new(&format!("^(?:{})$", path.pattern))?;
         let fields = Arc::new(path.fields.clone());
+        let literal = Literal::of(&path.pattern);
         Ok(Self {
             path,
             regex,
             fields,
+            literal,
         })
     }
 
     /// The named captures of `request_path`, if this path matches it.
     pub fn captures(&self, request_path: &str) -> Option<Vec<(String, String)>> {
+        match &self.literal {
+            Literal::Whole(text) => return (text == request_path).then(Vec::new),
+            Literal::Prefix(prefix) if !request_path.starts_with(prefix.as_str()) => return None,
+            Literal::Prefix(_) => {}
+        }
         let caps = self.regex.captures(request_path)?;
         Some(
             self.regex
@@ -390,5 +432,61 @@ mod tests {
         let list = CompiledPath::compile(Path::new("roles/?")).unwrap();
         assert!(list.captures("roles").is_some());
         assert!(list.captures("roles/").is_some());
+        assert!(list.captures("roles//").is_none());
+    }
+
+    #[test]
+    fn literal_text_decides_before_the_regex_and_agrees_with_it() {
+        assert_eq!(Literal::of("config"), Literal::Whole("config".into()));
+        assert_eq!(
+            Literal::of(r"roles/(?P<name>\w+)"),
+            Literal::Prefix("roles/".into())
+        );
+        assert_eq!(Literal::of("roles/?"), Literal::Prefix("roles".into()));
+        assert_eq!(Literal::of("ab*c"), Literal::Prefix("a".into()));
+        assert_eq!(Literal::of("a{2}"), Literal::Prefix(String::new()));
+        assert_eq!(Literal::of("config|info"), Literal::Prefix(String::new()));
+        assert_eq!(Literal::of(r"a\.b"), Literal::Prefix("a".into()));
+        // The fast path and the regex agree on every pattern and path here.
+        let patterns = [
+            "config",
+            "roles/?",
+            r"roles/(?P<name>\w(([\w.-]+)?\w)?)",
+            "creds/(?P<role>.+)",
+            "ab*c",
+            "a{2}b",
+            "config|info",
+            "rotate-root",
+            r"x\.y",
+        ];
+        let paths = [
+            "",
+            "config",
+            "configx",
+            "xconfig",
+            "roles",
+            "roles/",
+            "roles/a",
+            "roles/a.b",
+            "creds/",
+            "creds/r",
+            "ac",
+            "abbbc",
+            "aab",
+            "info",
+            "rotate-root",
+            "x.y",
+            "xzy",
+        ];
+        for pattern in patterns {
+            let compiled = CompiledPath::compile(Path::new(pattern)).unwrap();
+            for path in paths {
+                assert_eq!(
+                    compiled.captures(path).is_some(),
+                    compiled.regex.is_match(path),
+                    "pattern {pattern:?}, path {path:?}"
+                );
+            }
+        }
     }
 }

@@ -166,7 +166,8 @@ pub fn response_to_proto(r: Response) -> pb::Response {
         secret: r.secret.map(secret_to_proto),
         auth: r.auth.map(auth_to_proto),
         data: match r.data {
-            Some(d) => serde_json::Value::Object(d).to_string(),
+            // Cannot fail: a map of JSON values with string keys always serializes.
+            Some(d) => serde_json::to_string(&d).unwrap_or_else(|_| "{}".to_string()),
             None => "null".to_string(),
         },
         redirect: r.redirect,

@@ -13,11 +13,18 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 /// The metadata key that names the backend instance of a call (Vault's multiplexing).
-pub const MULTIPLEX_ID: &str = "multiplex_id";
+pub const MULTIPLEX_ID: &[u8] = b"multiplex_id";
+
+/// A unary call as its method sees it: the decoded request and its `multiplex_id`
+/// metadata, the only metadata the services read.
+#[derive(Debug)]
+pub struct Call<M> {
+    pub message: M,
+    pub multiplex_id: Option<String>,
+}
 
 /// A unary call under way: the reply message, framed.
 pub type CallFuture = BoxFuture<'static, Result<Bytes, Status>>;
@@ -43,14 +50,13 @@ impl Methods {
         self.by_path.get(path)
     }
 
-    /// Adds a unary method served by `f`, which gets the decoded request (with its
-    /// `multiplex_id` metadata, the only metadata the services read).
+    /// Adds a unary method served by `f`, which gets the decoded request.
     pub fn unary<M, R, F, Fut>(mut self, path: &'static str, f: F) -> Self
     where
         M: prost::Message + Default + Send + 'static,
         R: prost::Message + 'static,
-        F: Fn(tonic::Request<M>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<tonic::Response<R>, Status>> + Send + 'static,
+        F: Fn(Call<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
     {
         let call = move |body: Bytes, multiplex_id: Option<String>| -> CallFuture {
             let message = match M::decode(body) {
@@ -60,12 +66,11 @@ impl Methods {
                     return Box::pin(futures::future::ready(Err(status)));
                 }
             };
-            let mut request = tonic::Request::new(message);
-            if let Some(value) = multiplex_id.and_then(|id| MetadataValue::try_from(id).ok()) {
-                request.metadata_mut().insert(MULTIPLEX_ID, value);
-            }
-            let reply = f(request);
-            Box::pin(async move { reply.await.map(|r| frame_message(&r.into_inner())) })
+            let reply = f(Call {
+                message,
+                multiplex_id,
+            });
+            Box::pin(async move { reply.await.map(|r| frame_message(&r)) })
         };
         self.by_path.insert(path, Method::Unary(Arc::new(call)));
         self
@@ -200,16 +205,11 @@ mod tests {
     async fn unary_methods_decode_call_and_frame() {
         let methods = Methods::default().unary(
             "/pb.Backend/InvalidateKey",
-            |req: tonic::Request<pb::InvalidateKeyArgs>| async move {
-                let id = req
-                    .metadata()
-                    .get(MULTIPLEX_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                Ok(tonic::Response::new(pb::InvalidateKeyArgs {
-                    key: format!("{id}:{}", req.into_inner().key),
-                }))
+            |call: Call<pb::InvalidateKeyArgs>| async move {
+                let id = call.multiplex_id.unwrap_or_default();
+                Ok(pb::InvalidateKeyArgs {
+                    key: format!("{id}:{}", call.message.key),
+                })
             },
         );
         let Some(Method::Unary(call)) = methods.get("/pb.Backend/InvalidateKey") else {

@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::{Notify, RwLock};
-use tonic::{Request, Response, Status};
+use std::sync::{PoisonError, RwLock};
+
+use tokio::sync::Notify;
+use tonic::Status;
 
 use super::broker::{self, Broker};
 use super::convert;
-use super::grpc::{Methods, MULTIPLEX_ID};
+use super::grpc::{Call, Methods};
 use super::proto::logical as version_pb;
 use super::proto::pb;
 use super::proto::plugin as go_plugin;
@@ -96,12 +98,14 @@ impl Backends {
         }
     }
 
-    async fn instance<T>(&self, req: &Request<T>) -> Result<Arc<Instance>, Status> {
-        let id = multiplex_id(req);
+    /// The instance a call names (by its `multiplex_id`; none names the only instance of a
+    /// host that does not multiplex, keyed by "").
+    fn instance<M>(&self, call: &Call<M>) -> Result<Arc<Instance>, Status> {
+        let id = call.multiplex_id.as_deref().unwrap_or_default();
         self.instances
             .read()
-            .await
-            .get(&id)
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
             .cloned()
             .ok_or_else(|| {
                 Status::not_found(format!("no backend instance found for multiplex id {id:?}"))
@@ -109,25 +113,20 @@ impl Backends {
     }
 }
 
-fn multiplex_id<T>(req: &Request<T>) -> String {
-    req.metadata()
-        .get(MULTIPLEX_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
+/// Why a `HandleRequest` call runs no handler: the answer is the error (for the host to
+/// see as the request's error), or the call fails.
+enum NotRun {
+    Refused(logical::LogicalError),
+    Failed(Status),
 }
 
-/// `pb.Backend`.
+/// `pb.Backend`: one method per call of the service, called from the method table.
 pub struct BackendService(pub Arc<Backends>);
 
-#[tonic::async_trait]
-impl pb::backend_server::Backend for BackendService {
-    async fn setup(
-        &self,
-        request: Request<pb::SetupArgs>,
-    ) -> Result<Response<pb::SetupReply>, Status> {
-        let id = multiplex_id(&request);
-        let args = request.into_inner();
+impl BackendService {
+    async fn setup(&self, call: Call<pb::SetupArgs>) -> Result<pb::SetupReply, Status> {
+        let id = call.multiplex_id.unwrap_or_default();
+        let args = call.message;
         let backends = &self.0;
         let addr = backends.broker.take(args.broker_id).await?;
         let channel = broker::dial(addr, backends.tls.clone()).await?;
@@ -143,36 +142,33 @@ impl pb::backend_server::Backend for BackendService {
                 backends
                     .instances
                     .write()
-                    .await
+                    .unwrap_or_else(PoisonError::into_inner)
                     .insert(id.clone(), Arc::new(Instance { backend, storage }));
                 tracing::debug!(multiplex_id = %id, "backend instance set up");
-                Ok(Response::new(pb::SetupReply { err: String::new() }))
+                Ok(pb::SetupReply { err: String::new() })
             }
             Err(err) => {
                 tracing::error!(error = %err, "backend setup failed");
-                Ok(Response::new(pb::SetupReply {
+                Ok(pb::SetupReply {
                     err: err.to_string(),
-                }))
+                })
             }
         }
     }
 
-    async fn r#type(&self, request: Request<pb::Empty>) -> Result<Response<pb::TypeReply>, Status> {
-        let instance = self.0.instance(&request).await?;
+    async fn r#type(&self, call: Call<pb::Empty>) -> Result<pb::TypeReply, Status> {
+        let instance = self.0.instance(&call)?;
         let r#type = match instance.backend.backend_type() {
             BackendType::Secrets => 1,
             BackendType::Credential => 2,
         };
-        Ok(Response::new(pb::TypeReply { r#type }))
+        Ok(pb::TypeReply { r#type })
     }
 
-    async fn special_paths(
-        &self,
-        request: Request<pb::Empty>,
-    ) -> Result<Response<pb::SpecialPathsReply>, Status> {
-        let instance = self.0.instance(&request).await?;
+    async fn special_paths(&self, call: Call<pb::Empty>) -> Result<pb::SpecialPathsReply, Status> {
+        let instance = self.0.instance(&call)?;
         let p = instance.backend.special_paths();
-        Ok(Response::new(pb::SpecialPathsReply {
+        Ok(pb::SpecialPathsReply {
             paths: Some(pb::Paths {
                 root: p.root,
                 unauthenticated: p.unauthenticated,
@@ -180,71 +176,76 @@ impl pb::backend_server::Backend for BackendService {
                 seal_wrap_storage: p.seal_wrap_storage,
                 write_forwarded_storage: Vec::new(),
             }),
-        }))
+        })
     }
 
     async fn initialize(
         &self,
-        request: Request<pb::InitializeArgs>,
-    ) -> Result<Response<pb::InitializeReply>, Status> {
-        let instance = self.0.instance(&request).await?;
+        call: Call<pb::InitializeArgs>,
+    ) -> Result<pb::InitializeReply, Status> {
+        let instance = self.0.instance(&call)?;
         let err = contain_panic("initialize", instance.backend.initialize())
             .await
             .err()
             .map(|e| convert::error_to_proto(&e));
-        Ok(Response::new(pb::InitializeReply { err }))
+        Ok(pb::InitializeReply { err })
     }
 
-    async fn handle_request(
+    /// `HandleRequest`. Everything up to the handler happens before the first wait, so the
+    /// call's future holds neither the wire request (large) nor the logical one.
+    fn handle_request(
         &self,
-        request: Request<pb::HandleRequestArgs>,
-    ) -> Result<Response<pb::HandleRequestReply>, Status> {
-        let instance = self.0.instance(&request).await?;
-        let args = request.into_inner();
-        let req = args
-            .request
-            .ok_or_else(|| Status::invalid_argument("HandleRequest without a request"))?;
+        call: Call<pb::HandleRequestArgs>,
+    ) -> impl std::future::Future<Output = Result<pb::HandleRequestReply, Status>> + Send + 'static
+    {
+        let run = self
+            .prepare_request(call)
+            .map(|(instance, req)| run_to_completion(instance, req, &self.0.in_flight));
+        async move {
+            let outcome = match run {
+                Ok(run) => run.await?,
+                Err(NotRun::Refused(e)) => Err(e),
+                Err(NotRun::Failed(status)) => return Err(status),
+            };
+            Ok(match outcome {
+                Ok(response) => pb::HandleRequestReply {
+                    response: response.map(convert::response_to_proto),
+                    err: None,
+                },
+                Err(e) => pb::HandleRequestReply {
+                    response: None,
+                    err: Some(convert::error_to_proto(&e)),
+                },
+            })
+        }
+    }
+
+    /// The instance and the logical request of a `HandleRequest` call.
+    fn prepare_request(
+        &self,
+        call: Call<pb::HandleRequestArgs>,
+    ) -> Result<(Arc<Instance>, logical::Request), NotRun> {
+        let instance = self.0.instance(&call).map_err(NotRun::Failed)?;
+        let req = call.message.request.ok_or_else(|| {
+            NotRun::Failed(Status::invalid_argument("HandleRequest without a request"))
+        })?;
         if !instance
             .backend
             .handles(&logical::Operation::parse(&req.operation))
         {
-            return Ok(Response::new(pb::HandleRequestReply {
-                response: None,
-                err: Some(convert::error_to_proto(
-                    &logical::LogicalError::UnsupportedOperation,
-                )),
-            }));
+            return Err(NotRun::Refused(logical::LogicalError::UnsupportedOperation));
         }
-        let req = match convert::request_from_proto(req, instance.storage.clone()) {
-            Ok(req) => req,
-            Err(e) => {
-                return Ok(Response::new(pb::HandleRequestReply {
-                    response: None,
-                    err: Some(convert::error_to_proto(&e)),
-                }))
-            }
-        };
-        let outcome = run_to_completion(instance, req, &self.0.in_flight).await?;
-        let reply = match outcome {
-            Ok(response) => pb::HandleRequestReply {
-                response: response.map(convert::response_to_proto),
-                err: None,
-            },
-            Err(e) => pb::HandleRequestReply {
-                response: None,
-                err: Some(convert::error_to_proto(&e)),
-            },
-        };
-        Ok(Response::new(reply))
+        let req =
+            convert::request_from_proto(req, instance.storage.clone()).map_err(NotRun::Refused)?;
+        Ok((instance, req))
     }
-
     async fn handle_existence_check(
         &self,
-        request: Request<pb::HandleExistenceCheckArgs>,
-    ) -> Result<Response<pb::HandleExistenceCheckReply>, Status> {
-        let instance = self.0.instance(&request).await?;
-        let req = request
-            .into_inner()
+        call: Call<pb::HandleExistenceCheckArgs>,
+    ) -> Result<pb::HandleExistenceCheckReply, Status> {
+        let instance = self.0.instance(&call)?;
+        let req = call
+            .message
             .request
             .ok_or_else(|| Status::invalid_argument("HandleExistenceCheck without a request"))?;
         let req = match convert::request_from_proto(req, instance.storage.clone()) {
@@ -255,7 +256,7 @@ impl pb::backend_server::Backend for BackendService {
             // into a 500, whatever its type.
             Err(e) => {
                 tracing::debug!(error = %e, "existence check of an unreadable request skipped");
-                return Ok(Response::new(pb::HandleExistenceCheckReply::default()));
+                return Ok(pb::HandleExistenceCheckReply::default());
             }
         };
         let outcome = contain_panic(
@@ -276,29 +277,28 @@ impl pb::backend_server::Backend for BackendService {
                 err: Some(convert::error_to_proto(&e)),
             },
         };
-        Ok(Response::new(reply))
+        Ok(reply)
     }
 
-    async fn invalidate_key(
-        &self,
-        request: Request<pb::InvalidateKeyArgs>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        let instance = self.0.instance(&request).await?;
-        instance
-            .backend
-            .invalidate_key(&request.into_inner().key)
-            .await;
-        Ok(Response::new(pb::Empty {}))
+    async fn invalidate_key(&self, call: Call<pb::InvalidateKeyArgs>) -> Result<pb::Empty, Status> {
+        let instance = self.0.instance(&call)?;
+        instance.backend.invalidate_key(&call.message.key).await;
+        Ok(pb::Empty {})
     }
 
-    async fn cleanup(&self, request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
-        let id = multiplex_id(&request);
-        let removed = self.0.instances.write().await.remove(&id);
+    async fn cleanup(&self, call: Call<pb::Empty>) -> Result<pb::Empty, Status> {
+        let id = call.multiplex_id.unwrap_or_default();
+        let removed = self
+            .0
+            .instances
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
         if let Some(instance) = removed {
             instance.backend.cleanup().await;
             tracing::debug!(multiplex_id = %id, "backend instance cleaned up");
         }
-        Ok(Response::new(pb::Empty {}))
+        Ok(pb::Empty {})
     }
 }
 
@@ -306,38 +306,47 @@ impl pb::backend_server::Backend for BackendService {
 /// away) never stops a handler half-way. If the call is cancelled and the handler then
 /// returns a secret, nobody will hold a lease for it: it is revoked at once, as the host
 /// does when it cannot register a lease.
-async fn run_to_completion(
+fn run_to_completion(
     instance: Arc<Instance>,
     req: logical::Request,
     in_flight: &Arc<InFlight>,
-) -> Result<Result<Option<logical::Response>, logical::LogicalError>, Status> {
+) -> impl std::future::Future<
+    Output = Result<Result<Option<logical::Response>, logical::LogicalError>, Status>,
+> + Send
+       + 'static {
     let backend = instance.backend.clone();
-    let storage = instance.storage.clone();
     let call = in_flight.enter();
-    let mut handler = Box::pin(async move {
+    // The request moves into the handler's box here: the future returned holds the box.
+    let handler = Box::pin(async move {
         let _call = call;
         contain_panic("request", backend.handle_request(req)).await
     });
-    // Most requests (reads answered from the cache, the host's resolve-path calls) finish
-    // without waiting for anything: they run here, on the call's own task. Only a handler
-    // that has to wait gets a task of its own, which a cancelled call cannot stop.
-    if let std::task::Poll::Ready(outcome) = futures::poll!(&mut handler) {
-        return Ok(outcome);
+    let in_flight = in_flight.clone();
+    async move {
+        let mut handler = handler;
+        // Most requests (reads answered from the cache, the host's resolve-path calls)
+        // finish without waiting for anything: they run here, on the call's own task. Only
+        // a handler that has to wait gets a task of its own, which a cancelled call cannot
+        // stop.
+        if let std::task::Poll::Ready(outcome) = futures::poll!(&mut handler) {
+            return Ok(outcome);
+        }
+        let storage = instance.storage.clone();
+        let task = tokio::spawn(handler);
+        let mut guard = CancelGuard {
+            task: Some(task),
+            instance,
+            storage,
+            in_flight,
+        };
+        let outcome = guard
+            .task
+            .as_mut()
+            .ok_or_else(|| Status::internal("request task missing"))?
+            .await;
+        guard.task = None;
+        outcome.map_err(|e| Status::internal(format!("request handler failed: {e}")))
     }
-    let task = tokio::spawn(handler);
-    let mut guard = CancelGuard {
-        task: Some(task),
-        instance,
-        storage,
-        in_flight: in_flight.clone(),
-    };
-    let outcome = guard
-        .task
-        .as_mut()
-        .ok_or_else(|| Status::internal("request task missing"))?
-        .await;
-    guard.task = None;
-    outcome.map_err(|e| Status::internal(format!("request handler failed: {e}")))
 }
 
 /// Runs a handler future, turning a panic inside it into an internal error for that call
@@ -409,15 +418,14 @@ pub fn methods(
     shutdown: Arc<Notify>,
     version: String,
 ) -> Methods {
-    use pb::backend_server::Backend as _;
     let backend = Arc::new(BackendService(backends));
     // One entry per `pb.Backend` method: the service's own async method, called directly.
     macro_rules! backend {
         ($methods:expr, $path:literal, $method:ident) => {{
             let backend = backend.clone();
-            $methods.unary($path, move |request| {
+            $methods.unary($path, move |call| {
                 let backend = backend.clone();
-                async move { backend.$method(request).await }
+                async move { backend.$method(call).await }
             })
         }};
     }
@@ -437,33 +445,31 @@ pub fn methods(
     methods
         .unary(
             "/pluginutil.multiplexing.PluginMultiplexing/MultiplexingSupport",
-            |_: Request<mux::MultiplexingSupportRequest>| async {
-                Ok(Response::new(mux::MultiplexingSupportResponse {
-                    supported: true,
-                }))
+            |_: Call<mux::MultiplexingSupportRequest>| async {
+                Ok(mux::MultiplexingSupportResponse { supported: true })
             },
         )
         .unary(
             "/logical.PluginVersion/Version",
-            move |_: Request<version_pb::Empty>| {
+            move |_: Call<version_pb::Empty>| {
                 let plugin_version = version.clone();
-                async move { Ok(Response::new(version_pb::VersionReply { plugin_version })) }
+                async move { Ok(version_pb::VersionReply { plugin_version }) }
             },
         )
         .unary(
             "/plugin.GRPCController/Shutdown",
-            move |_: Request<go_plugin::Empty>| {
+            move |_: Call<go_plugin::Empty>| {
                 tracing::debug!("shutdown requested by the host");
                 shutdown.notify_one();
-                async { Ok(Response::new(go_plugin::Empty {})) }
+                async { Ok(go_plugin::Empty {}) }
             },
         )
         .unary(
             "/grpc.health.v1.Health/Check",
-            |_: Request<tonic_health::pb::HealthCheckRequest>| async {
-                Ok(Response::new(tonic_health::pb::HealthCheckResponse {
+            |_: Call<tonic_health::pb::HealthCheckRequest>| async {
+                Ok(tonic_health::pb::HealthCheckResponse {
                     status: tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
-                }))
+                })
             },
         )
         .inbound("/plugin.GRPCBroker/StartStream", move |message| {

@@ -126,6 +126,15 @@ pub fn put_data(out: &mut BytesMut, stream: u32, payload: &[u8], end_stream: boo
     out.put_slice(payload);
 }
 
+/// A DATA frame of padding only: `len` flow-controlled bytes (the pad-length byte and
+/// `len - 1` bytes of padding, 2 to 256), no data.
+pub fn put_padding(out: &mut BytesMut, stream: u32, len: usize) {
+    let len = len.clamp(2, 256);
+    put_head(out, len, DATA, PADDED, stream);
+    out.put_u8((len - 1) as u8);
+    out.put_bytes(0, len - 1);
+}
+
 /// A header block, cut into a HEADERS frame and CONTINUATION frames of at most
 /// `max_frame` bytes each.
 pub fn put_headers(

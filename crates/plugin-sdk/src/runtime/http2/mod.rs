@@ -19,6 +19,19 @@
 //! client: SETTINGS, PING, flow control in both directions (replies larger than the host's
 //! windows wait for its `WINDOW_UPDATE`), header blocks split over CONTINUATION, padding,
 //! RST_STREAM and GOAWAY. It never pushes and never indexes the headers it sends.
+//!
+//! One thing it does for the host's sake: grpc-go's client (go-plugin leaves its windows
+//! dynamic) estimates the connection's bandwidth-delay product by sending a PING whenever a
+//! DATA frame arrives while none of its pings is outstanding, and sends a `WINDOW_UPDATE`
+//! with it. Replies are small, so the estimate never grows and every reply costs both sides
+//! that extra exchange, for the life of the connection. The estimator stops for good once
+//! its estimate reaches its limit (16 MiB), which takes one sample of half that many bytes
+//! received before the PING's acknowledgement. So, the first time the host pings while the
+//! broker's stream is open, this side sends that much padding on the stream (DATA frames
+//! that carry no message, RFC 9113 §6.1) and acknowledges the PING after it: a one-off
+//! cost of about 8.5 MB over the loopback socket at start, after which the host no longer
+//! pings after each reply (see `docs/benchmarks/notes.md`). A host that never pings, or
+//! does not estimate, gets no padding.
 
 mod frame;
 
@@ -41,6 +54,25 @@ const RECV_WINDOW: u32 = 1 << 20;
 const MAX_MESSAGE: usize = 256 << 20;
 /// The largest header block accepted (HEADERS and its CONTINUATION frames).
 const MAX_HEADER_BLOCK: usize = 1 << 20;
+/// Padding sent once to settle the host's bandwidth estimator: grpc-go sets its estimate to
+/// twice the bytes of a sample, capped at 16 MiB, after which it stops sampling.
+const ESTIMATOR_FILL: usize = 8_500_000;
+/// The flow-controlled length of one padding frame: the pad-length byte and 255 bytes of
+/// padding (padding is at most 255 bytes a frame, and a frame of padding carries no data).
+const PADDING_FRAME: usize = 256;
+
+/// The once-a-connection padding for the host's bandwidth estimator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Not started: the host has not pinged yet while a stream could carry it.
+    Waiting,
+    /// Padding still to send on the stream; PING acknowledgements wait until it is sent.
+    Running {
+        stream: u32,
+        left: usize,
+    },
+    Finished,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Http2Error {
@@ -95,6 +127,9 @@ struct Conn<'m> {
     /// pings is outstanding: an acknowledgement that reaches it after the reply it travels
     /// with spares the host (and this side) the next PING, its WINDOW_UPDATE and their reads.
     acks: BytesMut,
+    fill: Fill,
+    /// PING acknowledgements held while the padding goes out.
+    held_acks: BytesMut,
     /// A header block still waiting for its CONTINUATION frames: stream, END_STREAM, block.
     continuation: Option<(u32, bool, BytesMut)>,
     send_window: i64,
@@ -129,6 +164,15 @@ where
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut conn = Conn::new(methods, done_tx);
     conn.start();
+    // One future for the whole connection (not one per turn).
+    let stop = async {
+        while shutdown.changed().await.is_ok() {
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    };
+    tokio::pin!(stop);
     let outcome = loop {
         std::future::poll_fn(|cx| {
             conn.process(&mut inbuf, cx);
@@ -138,6 +182,7 @@ where
         while let Ok(done) = done_rx.try_recv() {
             conn.complete(done);
         }
+        conn.fill_more();
         if !conn.acks.is_empty() {
             conn.out.extend_from_slice(&conn.acks);
             conn.acks.clear();
@@ -163,13 +208,11 @@ where
                 Err(e) => break Err(e.into()),
             },
             Some(done) = done_rx.recv() => conn.complete(done),
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    frame::put_goaway(&mut conn.out, conn.last_stream, Reason::NoError);
-                    let _ = io.write_all(&conn.out).await;
-                    let _ = io.flush().await;
-                    break Ok(());
-                }
+            () = &mut stop => {
+                frame::put_goaway(&mut conn.out, conn.last_stream, Reason::NoError);
+                let _ = io.write_all(&conn.out).await;
+                let _ = io.flush().await;
+                break Ok(());
             }
         }
     };
@@ -186,6 +229,8 @@ impl<'m> Conn<'m> {
             streams: HashMap::new(),
             last_stream: 0,
             acks: BytesMut::new(),
+            fill: Fill::Waiting,
+            held_acks: BytesMut::new(),
             continuation: None,
             send_window: frame::DEFAULT_WINDOW,
             peer_initial_window: frame::DEFAULT_WINDOW,
@@ -247,7 +292,7 @@ impl<'m> Conn<'m> {
                     return self.fail(Reason::Protocol, "malformed PING");
                 }
                 if !head.has(frame::ACK) {
-                    frame::put_ping_ack(&mut self.acks, &payload);
+                    self.ping(&payload);
                 }
             }
             frame::WINDOW_UPDATE => self.window_update(head, &payload),
@@ -264,6 +309,56 @@ impl<'m> Conn<'m> {
             frame::PUSH_PROMISE => self.fail(Reason::Protocol, "a client cannot push"),
             // PRIORITY is advisory; unknown frame types are ignored (RFC 9113 §4.1).
             _ => {}
+        }
+    }
+
+    /// A PING from the host: acknowledged after this turn's replies, or after the padding
+    /// for its bandwidth estimator (which its first PING starts, when a stream can carry it).
+    fn ping(&mut self, payload: &[u8]) {
+        if self.fill == Fill::Waiting {
+            let carrier = self.streams.iter().find_map(|(id, s)| {
+                (matches!(s.kind, Kind::Inbound(_)) && s.headers_sent && !s.sent_end).then_some(*id)
+            });
+            if let Some(stream) = carrier {
+                self.fill = Fill::Running {
+                    stream,
+                    left: ESTIMATOR_FILL,
+                };
+            }
+        }
+        match self.fill {
+            Fill::Running { .. } => frame::put_ping_ack(&mut self.held_acks, payload),
+            _ => frame::put_ping_ack(&mut self.acks, payload),
+        }
+    }
+
+    /// Sends as much of the estimator's padding as the windows leave after the replies;
+    /// once it is all sent (or its stream is gone), the held acknowledgements follow it.
+    fn fill_more(&mut self) {
+        let Fill::Running { stream: id, left } = self.fill else {
+            return;
+        };
+        let mut left = left;
+        if let Some(stream) = self.streams.get_mut(&id).filter(|s| !s.sent_end) {
+            while left > 0 {
+                let room = self.send_window.min(stream.send_window);
+                if room < PADDING_FRAME as i64 {
+                    break;
+                }
+                frame::put_padding(&mut self.out, id, PADDING_FRAME);
+                self.send_window -= PADDING_FRAME as i64;
+                stream.send_window -= PADDING_FRAME as i64;
+                left = left.saturating_sub(PADDING_FRAME);
+            }
+        } else {
+            left = 0;
+        }
+        if left > 0 {
+            self.fill = Fill::Running { stream: id, left };
+        } else {
+            self.fill = Fill::Finished;
+            self.acks.extend_from_slice(&self.held_acks);
+            self.held_acks = BytesMut::new();
         }
     }
 
@@ -368,7 +463,9 @@ impl<'m> Conn<'m> {
     /// A complete header block: a new call, or (on a stream already open) the host's
     /// trailers, which end its side.
     fn header_block(&mut self, id: u32, end_stream: bool, block: &[u8], cx: &mut Context<'_>) {
-        let mut path = None;
+        let methods = self.methods;
+        // The method, or the path no method has.
+        let mut method: Option<Result<Method, String>> = None;
         let mut multiplex_id = None;
         let mut encoding = None;
         // Every block is decoded, even one whose call is refused: the host's encoder
@@ -376,8 +473,17 @@ impl<'m> Conn<'m> {
         let decoded = self
             .decoder
             .decode_with_cb(block, |name, value| match &name[..] {
-                b":path" => path = Some(String::from_utf8_lossy(&value).into_owned()),
-                b"multiplex_id" => {
+                b":path" => {
+                    let known = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|p| methods.get(p));
+                    method = Some(
+                        known
+                            .cloned()
+                            .ok_or_else(|| String::from_utf8_lossy(&value).into_owned()),
+                    );
+                }
+                n if n == grpc::MULTIPLEX_ID => {
                     multiplex_id = Some(String::from_utf8_lossy(&value).into_owned())
                 }
                 b"grpc-encoding" => encoding = Some(value.into_owned()),
@@ -397,7 +503,11 @@ impl<'m> Conn<'m> {
             return;
         }
         self.last_stream = id;
-        let method = path.as_deref().and_then(|p| self.methods.get(p)).cloned();
+        let (method, path) = match method {
+            Some(Ok(method)) => (Some(method), None),
+            Some(Err(path)) => (None, Some(path)),
+            None => (None, None),
+        };
         let mut stream = Stream {
             kind: Kind::Answered,
             multiplex_id,

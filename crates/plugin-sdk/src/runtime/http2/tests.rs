@@ -9,9 +9,9 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{watch, Notify};
 use tonic::transport::{Channel, Endpoint, Uri};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Request, Status};
 
-use super::super::grpc::Methods;
+use super::super::grpc::{Call, Methods};
 use super::super::proto::pb;
 use super::super::proto::pb::backend_client::BackendClient;
 use super::super::proto::plugin::grpc_broker_client::GrpcBrokerClient;
@@ -45,31 +45,26 @@ fn echo_methods() -> Methods {
     Methods::default()
         .unary(
             "/pb.Backend/InvalidateKey",
-            |req: Request<pb::InvalidateKeyArgs>| async move {
-                let id = req
-                    .metadata()
-                    .get("multiplex_id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("none")
-                    .to_string();
-                let key = req.into_inner().key;
+            |call: Call<pb::InvalidateKeyArgs>| async move {
+                let id = call.multiplex_id.unwrap_or_else(|| "none".into());
+                let key = call.message.key;
                 if key == "fail" {
                     return Err(Status::permission_denied("refusé: 100%"));
                 }
-                Err::<Response<pb::Empty>, _>(Status::already_exists(format!("{id}:{}", key.len())))
+                Err::<pb::Empty, _>(Status::already_exists(format!("{id}:{}", key.len())))
             },
         )
         .unary(
             "/pb.Backend/HandleExistenceCheck",
-            |req: Request<pb::HandleExistenceCheckArgs>| async move {
+            |call: Call<pb::HandleExistenceCheckArgs>| async move {
                 // Echoes the request's size back in a reply of the same size.
-                let n = req
-                    .into_inner()
+                let n = call
+                    .message
                     .request
                     .map(|r| r.path.len())
                     .unwrap_or_default();
                 tokio::task::yield_now().await;
-                Ok(Response::new(pb::HandleExistenceCheckReply {
+                Ok(pb::HandleExistenceCheckReply {
                     check_found: true,
                     exists: n > 0,
                     err: Some(pb::ProtoError {
@@ -77,7 +72,7 @@ fn echo_methods() -> Methods {
                         err_msg: "x".repeat(n),
                         err_code: 0,
                     }),
-                }))
+                })
             },
         )
 }
@@ -160,13 +155,13 @@ async fn a_cancelled_call_is_dropped() {
         }
     }
     let (s, d) = (started.clone(), dropped.clone());
-    let methods = Methods::default().unary("/pb.Backend/Cleanup", move |_: Request<pb::Empty>| {
+    let methods = Methods::default().unary("/pb.Backend/Cleanup", move |_: Call<pb::Empty>| {
         let (s, d) = (s.clone(), d.clone());
         async move {
             let _guard = OnDrop(d);
             s.notify_one();
             futures::future::pending::<()>().await;
-            Ok(Response::new(pb::Empty {}))
+            Ok(pb::Empty {})
         }
     });
     let (channel, _stop, _server) = start(methods).await;
@@ -192,8 +187,8 @@ async fn the_broker_stream_delivers_every_announcement_and_stays_open() {
             let info = <ConnInfo as prost::Message>::decode(m).unwrap();
             got.lock().unwrap().push(info.service_id);
         })
-        .unary("/pb.Backend/Cleanup", |_: Request<pb::Empty>| async {
-            Ok(Response::new(pb::Empty {}))
+        .unary("/pb.Backend/Cleanup", |_: Call<pb::Empty>| async {
+            Ok(pb::Empty {})
         });
     let (channel, stop, server) = start(methods).await;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -369,8 +364,8 @@ async fn an_undecodable_header_block_is_a_compression_error() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_ping_acknowledgement_follows_the_reply_it_arrived_with() {
-    let methods = Methods::default().unary("/pb.Backend/Cleanup", |_: Request<pb::Empty>| async {
-        Ok(Response::new(pb::Empty {}))
+    let methods = Methods::default().unary("/pb.Backend/Cleanup", |_: Call<pb::Empty>| async {
+        Ok(pb::Empty {})
     });
     let (mut peer, _task) = raw(methods).await;
     // A PING, then a whole call, in one write (what the host sends when its bandwidth
@@ -400,4 +395,111 @@ async fn a_ping_acknowledgement_follows_the_reply_it_arrived_with() {
         }
     }
     assert_eq!(kinds, ["headers", "data", "trailers", "ping-ack"]);
+}
+
+/// The host's first PING while the broker's stream is open gets the estimator's padding
+/// first: DATA frames of padding only on that stream, within the windows the peer grants
+/// (it grants like grpc-go: a WINDOW_UPDATE per quarter window read), then the
+/// acknowledgement. A later PING is acknowledged at once, with no more padding; calls
+/// beside the padding are answered.
+#[tokio::test(flavor = "current_thread")]
+async fn the_first_ping_beside_the_broker_stream_gets_the_estimator_padding_first() {
+    use super::frame::{self, Head};
+    let methods = Methods::default()
+        .inbound("/plugin.GRPCBroker/StartStream", |_| {})
+        .unary("/pb.Backend/Cleanup", |_: Call<pb::Empty>| async {
+            Ok(pb::Empty {})
+        });
+    let (mut peer, _task) = raw(methods).await;
+    let mut open = bytes::BytesMut::new();
+    let mut block = bytes::BytesMut::new();
+    frame::hpack_literal(&mut block, b":path", b"/plugin.GRPCBroker/StartStream");
+    frame::put_headers(&mut open, 1, &block, false, 16_384);
+    frame::put_head(&mut open, 8, frame::PING, 0, 0);
+    open.extend_from_slice(b"bdp-ping");
+    // A call in the same batch: its reply goes out before the padding.
+    let mut call = bytes::BytesMut::new();
+    frame::hpack_literal(&mut call, b":path", b"/pb.Backend/Cleanup");
+    frame::put_headers(&mut open, 3, &call, false, 16_384);
+    frame::put_data(
+        &mut open,
+        3,
+        &super::super::grpc::frame_message(&pb::Empty {}),
+        true,
+    );
+    peer.send(&open).await;
+
+    let window = frame::DEFAULT_WINDOW;
+    let (mut conn_window, mut stream_window) = (window, window);
+    let (mut conn_unacked, mut stream_unacked) = (0i64, 0i64);
+    let mut padding = 0usize;
+    let mut reply_trailers_at = None;
+    let mut first_padding_at = None;
+    let mut frames = 0usize;
+    let ack = loop {
+        let (head, payload): (Head, bytes::Bytes) =
+            tokio::time::timeout(Duration::from_secs(20), peer.frame())
+                .await
+                .expect("the server keeps sending")
+                .expect("a frame");
+        frames += 1;
+        match (head.kind, head.stream) {
+            (frame::PING, 0) => break (head, payload),
+            (frame::HEADERS, 3) if head.has(frame::END_STREAM) => {
+                reply_trailers_at.get_or_insert(frames);
+            }
+            (frame::DATA, 1) => {
+                assert!(head.has(frame::PADDED), "only padding on the broker stream");
+                assert!(
+                    frame::unpadded(&head, payload).expect("valid").is_empty(),
+                    "padding carries no message"
+                );
+                first_padding_at.get_or_insert(frames);
+                padding += head.len;
+                let len = head.len as i64;
+                conn_window -= len;
+                stream_window -= len;
+                assert!(conn_window >= 0 && stream_window >= 0, "within the windows");
+                conn_unacked += len;
+                stream_unacked += len;
+                let mut grant = bytes::BytesMut::new();
+                if conn_unacked >= window / 4 {
+                    frame::put_window_update(&mut grant, 0, conn_unacked as u32);
+                    conn_window += conn_unacked;
+                    conn_unacked = 0;
+                }
+                if stream_unacked >= window / 4 {
+                    frame::put_window_update(&mut grant, 1, stream_unacked as u32);
+                    stream_window += stream_unacked;
+                    stream_unacked = 0;
+                }
+                if !grant.is_empty() {
+                    peer.send(&grant).await;
+                }
+            }
+            (frame::DATA, 3) => {
+                conn_window -= head.len as i64;
+                conn_unacked += head.len as i64;
+            }
+            _ => {}
+        }
+    };
+    assert!(ack.0.has(frame::ACK));
+    assert_eq!(&ack.1[..], b"bdp-ping");
+    assert!(
+        padding >= 8 * 1024 * 1024,
+        "{padding} bytes: at least half of grpc-go's 16 MiB estimate limit"
+    );
+    assert!(
+        reply_trailers_at.expect("the call was answered") < first_padding_at.expect("padding"),
+        "the reply went out before the padding"
+    );
+
+    // The next PING: acknowledged at once, no more padding.
+    let mut ping = bytes::BytesMut::new();
+    frame::put_head(&mut ping, 8, frame::PING, 0, 0);
+    ping.extend_from_slice(b"second!!");
+    peer.send(&ping).await;
+    let (head, payload) = peer.frame().await.expect("a frame");
+    assert_eq!((head.kind, &payload[..]), (frame::PING, &b"second!!"[..]));
 }
