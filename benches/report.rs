@@ -329,6 +329,18 @@ fn runtime(md: &mut String) {
         f(&r["plugin_rss_kib"]["idle_after_mount"]) / 1024.0,
         f(&r["plugin_rss_kib"]["after_read_load"]) / 1024.0,
     );
+    if let Some(baseline) = r["plugin_cpu_vs_baseline"].as_object() {
+        let _ = writeln!(
+            md,
+            "Against another build of the plugin mounted beside it (`BASELINE_PLUGIN={}`), in \
+             the same alternating blocks: this build's CPU per read is {:.2}x that build's \
+             ({:.3} ms against {:.3} ms).\n",
+            baseline["baseline"].as_str().unwrap_or("?"),
+            f(&baseline["ratio"]),
+            f(&cpu["plugin_azure_config"]["plugin_cpu_ms_per_request"]),
+            f(&cpu["baseline_plugin_azure_config"]["plugin_cpu_ms_per_request"]),
+        );
+    }
 }
 
 fn main() {

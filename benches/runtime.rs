@@ -8,6 +8,14 @@
 //! - CPU per request of the server and of the plugin, from which the floor follows: the
 //!   latency of a plugin read whose plugin took no time at all (the host's own cost of sending
 //!   a request to a plugin: two gRPC calls, OpenBao 2.7 sends `resolve-path` before each).
+//!   The plugins' CPU is read to the nanosecond from `/proc/<pid>/task/*/schedstat`, in
+//!   blocks that alternate between the paths, so that a machine that speeds up or slows
+//!   down during the run weighs on all of them alike.
+//!
+//! `BASELINE_PLUGIN=<path of another build of the plugin>` mounts that build beside this one
+//! (at `baseline/`) and measures both in the same alternating blocks: `plugin_cpu_vs_baseline`
+//! is this build's CPU per read over the other's (how the "half" of issue 12 is measured
+//! against the build the issue was filed on; see `docs/benchmarks/notes.md`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -19,11 +27,13 @@ use std::time::Instant;
 
 use common::Bao;
 use serde_json::{json, Value};
-use support::{cpu_seconds, ms_since, rss_kib, Api};
+use support::{cpu_seconds, cpu_seconds_fine, ms_since, rss_kib, Api};
 
 const ROUNDS: usize = 10;
 const PER_ROUND: usize = 100;
-const CPU_REQUESTS: usize = 2000;
+/// CPU is measured over this many blocks per path, alternating, of `CPU_BLOCK` reads each.
+const CPU_BLOCKS: usize = 10;
+const CPU_BLOCK: usize = 300;
 
 /// Exec to handshake line, in milliseconds.
 fn handshake_times(runs: usize) -> Vec<f64> {
@@ -106,6 +116,17 @@ fn main() {
     bao.register("kv-example");
     bao.enable("example", "kv-example");
     bao.write("example/kv/bench", &["value=x"]).ok();
+    let baseline = std::env::var_os("BASELINE_PLUGIN").map(std::path::PathBuf::from);
+    if let Some(path) = &baseline {
+        std::fs::copy(path, bao.plugin_dir.join("azure-baseline")).expect("copy the baseline");
+        bao.register("azure-baseline");
+        bao.enable("baseline", "azure-baseline");
+        bao.write(
+            "baseline/config",
+            &["tenant_id=t", "subscription_id=s", "client_id=c"],
+        )
+        .ok();
+    }
 
     let api = Api::new(&bao.addr, &bao.token);
     let rt = support::runtime();
@@ -114,12 +135,20 @@ fn main() {
     let pid = plugin_pid(&bao, "azure");
     let example_pid = plugin_pid(&bao, "kv-example");
     let rss_idle = rss_kib(pid);
+    let baseline_pid = baseline.as_ref().map(|_| {
+        rt.block_on(read_latencies(&api, "baseline/config", 1));
+        plugin_pid(&bao, "azure-baseline")
+    });
 
     let paths = [
         ("plugin_azure_config", "azure/config", pid),
         ("builtin_kv", "kv/bench", 0),
         ("example_plugin_kv", "example/kv/bench", example_pid),
     ];
+    let mut cpu_paths = paths.to_vec();
+    if let Some(baseline_pid) = baseline_pid {
+        cpu_paths.push(("baseline_plugin_azure_config", "baseline/config", baseline_pid));
+    }
     let (latency, cpu) = rt.block_on(async {
         // Warm up, then interleave rounds so all see the same machine state.
         for (_, path, _) in paths {
@@ -131,17 +160,31 @@ fn main() {
                 samples[i].extend(read_latencies(&api, path, PER_ROUND).await);
             }
         }
-        // Where the time goes: CPU per request of the server and of the plugin.
+        // Where the time goes: CPU per request of the server and of the plugin, in blocks
+        // that alternate between the paths (the order reversed every other round).
         let server = bao.server_pid().unwrap_or(0);
+        let mut seconds = vec![(0.0f64, 0.0f64); cpu_paths.len()];
+        for round in 0..CPU_BLOCKS {
+            let mut order: Vec<usize> = (0..cpu_paths.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let (_, path, plugin) = cpu_paths[i];
+                let plugin_cpu = |pid: u32| if pid == 0 { 0.0 } else { cpu_seconds_fine(pid) };
+                let (s0, p0) = (cpu_seconds(server), plugin_cpu(plugin));
+                read_latencies(&api, path, CPU_BLOCK).await;
+                seconds[i].0 += cpu_seconds(server) - s0;
+                seconds[i].1 += plugin_cpu(plugin) - p0;
+            }
+        }
+        let per = |s: f64| s * 1000.0 / (CPU_BLOCKS * CPU_BLOCK) as f64;
         let mut cpu = serde_json::Map::new();
-        for (name, path, plugin) in paths {
-            let (s0, p0) = (cpu_seconds(server), cpu_seconds(plugin));
-            read_latencies(&api, path, CPU_REQUESTS).await;
-            let per = |a: f64, b: f64| (a - b) * 1000.0 / CPU_REQUESTS as f64;
+        for ((name, _, _), (server_s, plugin_s)) in cpu_paths.iter().zip(seconds) {
             cpu.insert(
                 name.to_string(),
-                json!({"server_cpu_ms_per_request": per(cpu_seconds(server), s0),
-                       "plugin_cpu_ms_per_request": if plugin == 0 { 0.0 } else { per(cpu_seconds(plugin), p0) }}),
+                json!({"server_cpu_ms_per_request": per(server_s),
+                       "plugin_cpu_ms_per_request": per(plugin_s)}),
             );
         }
         (samples, cpu)
@@ -168,6 +211,16 @@ fn main() {
     let ratio = plugin / kv.max(f64::EPSILON);
     let example_ratio = median(&reads["example_plugin_kv"]) / kv.max(f64::EPSILON);
     println!("plugin read {plugin:.3} ms, kv {kv:.3} ms: {ratio:.2}x; floor {floor:.3} ms");
+    let baseline_vs = baseline.as_ref().map(|path| {
+        let theirs = cpu["baseline_plugin_azure_config"]["plugin_cpu_ms_per_request"]
+            .as_f64()
+            .unwrap_or(0.0);
+        println!("plugin CPU per read {plugin_cpu:.4} ms, baseline {theirs:.4} ms");
+        json!({
+            "baseline": path.display().to_string(),
+            "ratio": plugin_cpu / theirs.max(f64::EPSILON),
+        })
+    });
 
     support::write_results(
         "runtime",
@@ -184,6 +237,7 @@ fn main() {
                 "server_extra_cpu_ms_per_plugin_request": server_extra,
             },
             "cpu_per_request_ms": cpu,
+            "plugin_cpu_vs_baseline": baseline_vs,
             "budgets": {"handshake_ms": 10.0, "idle_rss_kib": 10240, "read_ratio": 2.0},
         }),
     );

@@ -68,6 +68,28 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// CPU seconds process `pid` has used, to the nanosecond: the sum over its threads of the
+/// scheduler's run time (`/proc/<pid>/task/*/schedstat`). Only for processes whose threads
+/// live as long as the measurement (a thread that exits takes its time with it); falls back
+/// to [`cpu_seconds`] (10 ms ticks) where schedstat is missing.
+pub fn cpu_seconds_fine(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return cpu_seconds(pid);
+    };
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            return cpu_seconds(pid);
+        };
+        ns += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    ns as f64 / 1e9
+}
+
 /// Resident memory of process `pid` in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
