@@ -147,7 +147,11 @@ fn main() {
     ];
     let mut cpu_paths = paths.to_vec();
     if let Some(baseline_pid) = baseline_pid {
-        cpu_paths.push(("baseline_plugin_azure_config", "baseline/config", baseline_pid));
+        cpu_paths.push((
+            "baseline_plugin_azure_config",
+            "baseline/config",
+            baseline_pid,
+        ));
     }
     let (latency, cpu) = rt.block_on(async {
         // Warm up, then interleave rounds so all see the same machine state.
