@@ -334,11 +334,13 @@ fn runtime(md: &mut String) {
             md,
             "Against another build of the plugin mounted beside it (`BASELINE_PLUGIN={}`), in \
              the same alternating blocks: this build's CPU per read is {:.2}x that build's \
-             ({:.3} ms against {:.3} ms).\n",
+             ({:.3} ms against {:.3} ms); its read is {:.2}x a `kv` read, that build's {:.2}x.\n",
             baseline["baseline"].as_str().unwrap_or("?"),
             f(&baseline["ratio"]),
             f(&cpu["plugin_azure_config"]["plugin_cpu_ms_per_request"]),
             f(&cpu["baseline_plugin_azure_config"]["plugin_cpu_ms_per_request"]),
+            f(&ratio["plugin_over_kv"]),
+            f(&baseline["baseline_read_over_kv"]),
         );
     }
 }

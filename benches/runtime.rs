@@ -140,14 +140,13 @@ fn main() {
         plugin_pid(&bao, "azure-baseline")
     });
 
-    let paths = [
+    let mut paths = vec![
         ("plugin_azure_config", "azure/config", pid),
         ("builtin_kv", "kv/bench", 0),
         ("example_plugin_kv", "example/kv/bench", example_pid),
     ];
-    let mut cpu_paths = paths.to_vec();
     if let Some(baseline_pid) = baseline_pid {
-        cpu_paths.push((
+        paths.push((
             "baseline_plugin_azure_config",
             "baseline/config",
             baseline_pid,
@@ -155,7 +154,7 @@ fn main() {
     }
     let (latency, cpu) = rt.block_on(async {
         // Warm up, then interleave rounds so all see the same machine state.
-        for (_, path, _) in paths {
+        for &(_, path, _) in &paths {
             read_latencies(&api, path, 200).await;
         }
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
@@ -167,14 +166,14 @@ fn main() {
         // Where the time goes: CPU per request of the server and of the plugin, in blocks
         // that alternate between the paths (the order reversed every other round).
         let server = bao.server_pid().unwrap_or(0);
-        let mut seconds = vec![(0.0f64, 0.0f64); cpu_paths.len()];
+        let mut seconds = vec![(0.0f64, 0.0f64); paths.len()];
         for round in 0..CPU_BLOCKS {
-            let mut order: Vec<usize> = (0..cpu_paths.len()).collect();
+            let mut order: Vec<usize> = (0..paths.len()).collect();
             if round % 2 == 1 {
                 order.reverse();
             }
             for i in order {
-                let (_, path, plugin) = cpu_paths[i];
+                let (_, path, plugin) = paths[i];
                 let plugin_cpu = |pid: u32| if pid == 0 { 0.0 } else { cpu_seconds_fine(pid) };
                 let (s0, p0) = (cpu_seconds(server), plugin_cpu(plugin));
                 read_latencies(&api, path, CPU_BLOCK).await;
@@ -184,7 +183,7 @@ fn main() {
         }
         let per = |s: f64| s * 1000.0 / (CPU_BLOCKS * CPU_BLOCK) as f64;
         let mut cpu = serde_json::Map::new();
-        for ((name, _, _), (server_s, plugin_s)) in cpu_paths.iter().zip(seconds) {
+        for ((name, _, _), (server_s, plugin_s)) in paths.iter().zip(seconds) {
             cpu.insert(
                 name.to_string(),
                 json!({"server_cpu_ms_per_request": per(server_s),
@@ -221,8 +220,13 @@ fn main() {
             .unwrap_or(0.0);
         println!("plugin CPU per read {plugin_cpu:.4} ms, baseline {theirs:.4} ms");
         json!({
-            "baseline": path.display().to_string(),
+            "baseline": path
+                .strip_prefix(common::root())
+                .unwrap_or(path)
+                .display()
+                .to_string(),
             "ratio": plugin_cpu / theirs.max(f64::EPSILON),
+            "baseline_read_over_kv": median(&reads["baseline_plugin_azure_config"]) / kv.max(f64::EPSILON),
         })
     });
 

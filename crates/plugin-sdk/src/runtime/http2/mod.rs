@@ -70,6 +70,7 @@ enum Fill {
     Running {
         stream: u32,
         left: usize,
+        since: std::time::Instant,
     },
     Finished,
 }
@@ -323,6 +324,7 @@ impl<'m> Conn<'m> {
                 self.fill = Fill::Running {
                     stream,
                     left: ESTIMATOR_FILL,
+                    since: std::time::Instant::now(),
                 };
             }
         }
@@ -335,7 +337,12 @@ impl<'m> Conn<'m> {
     /// Sends as much of the estimator's padding as the windows leave after the replies;
     /// once it is all sent (or its stream is gone), the held acknowledgements follow it.
     fn fill_more(&mut self) {
-        let Fill::Running { stream: id, left } = self.fill else {
+        let Fill::Running {
+            stream: id,
+            left,
+            since,
+        } = self.fill
+        else {
             return;
         };
         let mut left = left;
@@ -354,8 +361,17 @@ impl<'m> Conn<'m> {
             left = 0;
         }
         if left > 0 {
-            self.fill = Fill::Running { stream: id, left };
+            self.fill = Fill::Running {
+                stream: id,
+                left,
+                since,
+            };
         } else {
+            tracing::debug!(
+                bytes = %ESTIMATOR_FILL,
+                elapsed_ms = since.elapsed().as_millis() as u64,
+                "padding for the host's bandwidth estimator sent"
+            );
             self.fill = Fill::Finished;
             self.acks.extend_from_slice(&self.held_acks);
             self.held_acks = BytesMut::new();
