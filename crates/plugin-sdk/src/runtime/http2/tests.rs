@@ -503,3 +503,31 @@ async fn the_first_ping_beside_the_broker_stream_gets_the_estimator_padding_firs
     let (head, payload) = peer.frame().await.expect("a frame");
     assert_eq!((head.kind, &payload[..]), (frame::PING, &b"second!!"[..]));
 }
+
+/// The broker's stream goes away while the padding is under way (the host reset it): the
+/// padding stops and the held acknowledgement goes out.
+#[tokio::test(flavor = "current_thread")]
+async fn a_ping_held_for_the_padding_is_acknowledged_when_its_stream_goes() {
+    use super::frame;
+    let methods = Methods::default().inbound("/plugin.GRPCBroker/StartStream", |_| {});
+    let (mut peer, _task) = raw(methods).await;
+    let mut open = bytes::BytesMut::new();
+    let mut block = bytes::BytesMut::new();
+    frame::hpack_literal(&mut block, b":path", b"/plugin.GRPCBroker/StartStream");
+    frame::put_headers(&mut open, 1, &block, false, 16_384);
+    frame::put_head(&mut open, 8, frame::PING, 0, 0);
+    open.extend_from_slice(b"held-one");
+    peer.send(&open).await;
+    // The server sends padding up to the default windows, then waits for more room.
+    let (head, _) = peer.until(frame::DATA).await.expect("padding");
+    assert!(head.has(frame::PADDED));
+    let mut reset = bytes::BytesMut::new();
+    frame::put_rst_stream(&mut reset, 1, frame::Reason::NoError);
+    peer.send(&reset).await;
+    let (head, payload) = tokio::time::timeout(Duration::from_secs(5), peer.until(frame::PING))
+        .await
+        .expect("acknowledged once the stream is gone")
+        .expect("a frame");
+    assert!(head.has(frame::ACK));
+    assert_eq!(&payload[..], b"held-one");
+}
