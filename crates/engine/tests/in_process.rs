@@ -3,130 +3,23 @@
 //! slow to reach through OpenBao (rollback of every write-ahead-log kind, renewal caps,
 //! scheduled root rotation, the caches) in milliseconds.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_clients::{
-    AzureClient, AzureClientOptions, AzureConfig, AzureSettings, Deadline, NewApplication,
-    NewPassword,
-};
-use azure_emulator::{Config as EmulatorConfig, Emulator};
+use azure_clients::{AzureClient, NewApplication, NewPassword};
 use chrono::Utc;
 use serde_json::{json, Value};
-use vault_plugin_sdk::framework::{object, wal, Backend};
+use vault_plugin_sdk::framework::wal;
 use vault_plugin_sdk::logical::{
-    Backend as _, LogicalError, Operation, ReplicationState, Request, Response, Storage,
-    StorageEntry,
+    Backend as _, LogicalError, Operation, ReplicationState, Response, Storage, StorageEntry,
 };
-use vault_plugin_sdk::testing::{backend_config, TestSystemView};
-use vault_plugin_secrets_azure::{store, AzureBackend, ROLLBACK_SETTLE_ENV as SETTLE_ENV};
+use vault_plugin_secrets_azure::{store, ROLLBACK_SETTLE_ENV as SETTLE_ENV};
 
-const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+mod support;
 
-/// The emulator variables the engine reads from its environment: endpoints and CA only, so
-/// that the identity comes from the stored `config`.
-const ENDPOINT_VARS: [&str; 4] = [
-    "AZURE_AUTHORITY_HOST",
-    "AZURE_GRAPH_ENDPOINT",
-    "AZURE_RESOURCE_MANAGER_ENDPOINT",
-    "SSL_CERT_FILE",
-];
-
-struct Fixture {
-    emu: Option<Emulator>,
-    env: HashMap<String, String>,
-    backend: Backend,
-    /// The storage under the backend's cache (what another node would write).
-    raw_storage: Arc<dyn Storage>,
-    system_view: Arc<TestSystemView>,
-    /// The emulator's root identity, to look at Azure from outside the engine.
-    azure: AzureClient,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(emu) = self.emu.take() {
-            emu.shutdown();
-        }
-    }
-}
+use support::{deadline, Fixture, READER};
 
 impl Fixture {
-    /// An emulator, the engine pointed at it, and `config` written with the emulator's root
-    /// identity.
-    async fn start() -> Fixture {
-        Self::start_with_env(&[]).await
-    }
-
-    /// [`Fixture::start`] with `extra` in the engine's environment.
-    async fn start_with_env(extra: &[(&str, &str)]) -> Fixture {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let emu = Emulator::start(EmulatorConfig {
-            arc_token_dir: dir.path().join("tokens"),
-            ..EmulatorConfig::default()
-        })
-        .await
-        .expect("start the emulator");
-        let env: HashMap<String, String> = emu.env().iter().cloned().collect();
-        // The rollback's second pass (for requests landing late) comes at the next tick,
-        // not a minute later.
-        let settle_at_next_tick = (SETTLE_ENV.to_string(), "0".to_string());
-        let engine_env: HashMap<String, String> = ENDPOINT_VARS
-            .iter()
-            .map(|k| (k.to_string(), env[*k].clone()))
-            .chain(std::iter::once(settle_at_next_tick))
-            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-            .collect();
-        let system_view = Arc::new(TestSystemView::default());
-        let config = backend_config(system_view.clone());
-        let raw_storage = config.storage.clone();
-        let state =
-            AzureBackend::with_env(&config, Arc::new(move |k: &str| engine_env.get(k).cloned()));
-        let backend = state.build(&config).expect("build the backend");
-        let lookup = |k: &str| env.get(k).cloned();
-        let settings = AzureSettings::resolve(&AzureConfig::default(), &lookup).expect("settings");
-        let azure = AzureClient::new(settings, AzureClientOptions::default()).expect("client");
-        let f = Fixture {
-            emu: Some(emu),
-            env,
-            backend,
-            raw_storage,
-            system_view,
-            azure,
-            _dir: dir,
-        };
-        f.call(
-            Operation::Create,
-            "config",
-            json!({
-                "tenant_id": f.env["AZURE_TENANT_ID"],
-                "subscription_id": f.env["AZURE_SUBSCRIPTION_ID"],
-                "client_id": f.env["AZURE_CLIENT_ID"],
-                "client_secret": f.env["AZURE_CLIENT_SECRET"],
-            }),
-        )
-        .await
-        .expect("write config");
-        f
-    }
-
-    fn request(&self, op: Operation, path: &str, data: Value) -> Request {
-        Request::new(op, path, self.backend.storage()).with_data(object(data))
-    }
-
-    async fn call(
-        &self,
-        op: Operation,
-        path: &str,
-        data: Value,
-    ) -> Result<Option<Response>, LogicalError> {
-        self.backend
-            .handle_request(self.request(op, path, data))
-            .await
-    }
-
     /// One rollback tick of the host; `immediate` also rolls back young entries.
     async fn tick(&self, immediate: bool) -> Result<Option<Response>, LogicalError> {
         self.call(Operation::Rollback, "", json!({ "immediate": immediate }))
@@ -150,10 +43,6 @@ impl Fixture {
             .expect("list WAL")
             .len()
     }
-}
-
-fn deadline() -> Deadline {
-    Deadline::after(Duration::from_secs(30))
 }
 
 fn in_a_day() -> String {
@@ -664,7 +553,7 @@ async fn usage_is_measured_periodically_on_the_active_node_only() {
         ("AZURE_ROLE_ASSIGNMENT_LIMIT", "4"),
     ])
     .await;
-    let shared = f.emu.as_ref().expect("emulator").shared();
+    let shared = f.emulator().shared();
     shared.update_settings(|s| s.role_assignment_limit = 4);
     let roles = json!([{"role_name": "Reader", "scope": f.subscription_scope()}]).to_string();
     f.call(
@@ -837,7 +726,7 @@ const USER_ACCESS_ADMIN: &str = "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9";
 
 impl Fixture {
     fn shared(&self) -> Arc<azure_emulator::Shared> {
-        self.emu.as_ref().expect("emulator").shared()
+        self.emulator().shared()
     }
 
     fn log(&self) -> Vec<RequestRecord> {

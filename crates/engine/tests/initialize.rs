@@ -3,118 +3,20 @@
 //! its background work at once (a due static rotation, a pool refill) instead of at the
 //! host's next rollback tick, and a standby does nothing.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use azure_clients::{
-    AzureClient, AzureClientOptions, AzureConfig, AzureSettings, Deadline, NewApplication,
-};
-use azure_emulator::{Config as EmulatorConfig, Emulator};
+use azure_clients::{Deadline, NewApplication};
 use chrono::Utc;
 use serde_json::{json, Value};
-use vault_plugin_sdk::framework::{object, Backend};
-use vault_plugin_sdk::logical::{
-    Backend as _, BackendConfig, LogicalError, Operation, ReplicationState, Request, Response,
-};
-use vault_plugin_sdk::testing::{backend_config, TestSystemView};
-use vault_plugin_secrets_azure::{pool, static_store, store, AzureBackend};
+use vault_plugin_sdk::framework::Backend;
+use vault_plugin_sdk::logical::{Backend as _, Operation, Request};
+use vault_plugin_secrets_azure::{pool, static_store, store};
 
-const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+mod support;
 
-struct Fixture {
-    emu: Option<Emulator>,
-    env: HashMap<String, String>,
-    /// What the engine reads from its environment: the emulator's endpoints only.
-    engine_env: HashMap<String, String>,
-    config: BackendConfig,
-    backend: Backend,
-    system_view: Arc<TestSystemView>,
-    azure: AzureClient,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(emu) = self.emu.take() {
-            emu.shutdown();
-        }
-    }
-}
+use support::{Fixture, READER};
 
 impl Fixture {
-    /// An emulator, the engine pointed at it (endpoints only) and `config` written with the
-    /// emulator's root identity; the node starts as a performance standby.
-    async fn start() -> Fixture {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let emu = Emulator::start(EmulatorConfig {
-            arc_token_dir: dir.path().join("tokens"),
-            ..EmulatorConfig::default()
-        })
-        .await
-        .expect("start the emulator");
-        let env: HashMap<String, String> = emu.env().iter().cloned().collect();
-        let engine_env: HashMap<String, String> = [
-            "AZURE_AUTHORITY_HOST",
-            "AZURE_GRAPH_ENDPOINT",
-            "AZURE_RESOURCE_MANAGER_ENDPOINT",
-            "SSL_CERT_FILE",
-        ]
-        .iter()
-        .map(|k| (k.to_string(), env[*k].clone()))
-        .collect();
-        let system_view = Arc::new(TestSystemView::default());
-        let config = backend_config(system_view.clone());
-        let backend = instance(&config, &engine_env);
-        let lookup = |k: &str| env.get(k).cloned();
-        let settings = AzureSettings::resolve(&AzureConfig::default(), &lookup).expect("settings");
-        let azure = AzureClient::new(settings, AzureClientOptions::default()).expect("client");
-        let f = Fixture {
-            emu: Some(emu),
-            env,
-            engine_env,
-            config,
-            backend,
-            system_view,
-            azure,
-            _dir: dir,
-        };
-        f.call(
-            Operation::Create,
-            "config",
-            json!({
-                "tenant_id": f.env["AZURE_TENANT_ID"],
-                "subscription_id": f.env["AZURE_SUBSCRIPTION_ID"],
-                "client_id": f.env["AZURE_CLIENT_ID"],
-                "client_secret": f.env["AZURE_CLIENT_SECRET"],
-            }),
-        )
-        .await
-        .expect("write config");
-        f
-    }
-
-    async fn call(
-        &self,
-        op: Operation,
-        path: &str,
-        data: Value,
-    ) -> Result<Option<Response>, LogicalError> {
-        let req = Request::new(op, path, self.backend.storage()).with_data(object(data));
-        self.backend.handle_request(req).await
-    }
-
-    fn standby(&self) {
-        self.system_view
-            .set_replication_state(ReplicationState::PERFORMANCE_STANDBY);
-    }
-
-    fn active(&self) {
-        self.system_view.set_replication_state(
-            ReplicationState::PERFORMANCE_DISABLED | ReplicationState::DR_DISABLED,
-        );
-    }
-
     async fn static_role(&self, name: &str) -> static_store::StaticRole {
         static_store::get(self.config.storage.as_ref(), name)
             .await
@@ -132,15 +34,6 @@ impl Fixture {
             .expect("a response");
         resp.data.expect("data")["ready"].clone()
     }
-}
-
-/// A new engine instance of the mount (another process, on another node) on the same
-/// storage.
-fn instance(config: &BackendConfig, engine_env: &HashMap<String, String>) -> Backend {
-    let env = engine_env.clone();
-    AzureBackend::with_env(config, Arc::new(move |k: &str| env.get(k).cloned()))
-        .build(config)
-        .expect("build the backend")
 }
 
 /// Polls `cond` every 50 ms until it holds or `timeout` passes.
@@ -226,7 +119,7 @@ async fn initialize_starts_due_background_work_only_where_writes_belong() {
 
     // A standby's instance is initialized.
     f.standby();
-    let standby = instance(&f.config, &f.engine_env);
+    let standby = f.instance();
     standby.initialize().await.expect("initialize on a standby");
     // Give a wrongly started background pass time to show itself.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -252,7 +145,7 @@ async fn initialize_starts_due_background_work_only_where_writes_belong() {
     // instance; no rollback tick follows.
     standby.cleanup().await;
     f.active();
-    let active = instance(&f.config, &f.engine_env);
+    let active = f.instance();
     let started = Instant::now();
     active.initialize().await.expect("initialize");
     assert!(
