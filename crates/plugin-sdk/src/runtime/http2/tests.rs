@@ -397,6 +397,18 @@ async fn a_ping_acknowledgement_follows_the_reply_it_arrived_with() {
     assert_eq!(kinds, ["headers", "data", "trailers", "ping-ack"]);
 }
 
+/// The host opening the broker's stream (stream 1), then a PING with `payload`.
+fn broker_stream_then_ping(payload: &[u8; 8]) -> bytes::BytesMut {
+    use super::frame;
+    let mut out = bytes::BytesMut::new();
+    let mut block = bytes::BytesMut::new();
+    frame::hpack_literal(&mut block, b":path", b"/plugin.GRPCBroker/StartStream");
+    frame::put_headers(&mut out, 1, &block, false, 16_384);
+    frame::put_head(&mut out, 8, frame::PING, 0, 0);
+    out.extend_from_slice(payload);
+    out
+}
+
 /// The host's first PING while the broker's stream is open gets the estimator's padding
 /// first: DATA frames of padding only on that stream, within the windows the peer grants
 /// (it grants like grpc-go: a WINDOW_UPDATE per quarter window read), then the
@@ -411,12 +423,7 @@ async fn the_first_ping_beside_the_broker_stream_gets_the_estimator_padding_firs
             Ok(pb::Empty {})
         });
     let (mut peer, _task) = raw(methods).await;
-    let mut open = bytes::BytesMut::new();
-    let mut block = bytes::BytesMut::new();
-    frame::hpack_literal(&mut block, b":path", b"/plugin.GRPCBroker/StartStream");
-    frame::put_headers(&mut open, 1, &block, false, 16_384);
-    frame::put_head(&mut open, 8, frame::PING, 0, 0);
-    open.extend_from_slice(b"bdp-ping");
+    let mut open = broker_stream_then_ping(b"bdp-ping");
     // A call in the same batch: its reply goes out before the padding.
     let mut call = bytes::BytesMut::new();
     frame::hpack_literal(&mut call, b":path", b"/pb.Backend/Cleanup");
@@ -511,13 +518,7 @@ async fn a_ping_held_for_the_padding_is_acknowledged_when_its_stream_goes() {
     use super::frame;
     let methods = Methods::default().inbound("/plugin.GRPCBroker/StartStream", |_| {});
     let (mut peer, _task) = raw(methods).await;
-    let mut open = bytes::BytesMut::new();
-    let mut block = bytes::BytesMut::new();
-    frame::hpack_literal(&mut block, b":path", b"/plugin.GRPCBroker/StartStream");
-    frame::put_headers(&mut open, 1, &block, false, 16_384);
-    frame::put_head(&mut open, 8, frame::PING, 0, 0);
-    open.extend_from_slice(b"held-one");
-    peer.send(&open).await;
+    peer.send(&broker_stream_then_ping(b"held-one")).await;
     // The server sends padding up to the default windows, then waits for more room.
     let (head, _) = peer.until(frame::DATA).await.expect("padding");
     assert!(head.has(frame::PADDED));
