@@ -3,9 +3,7 @@
 //! health, the broker's announcements and stdio; [`methods`] is their table.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::Notify;
 use tonic::Status;
@@ -239,6 +237,7 @@ impl BackendService {
             convert::request_from_proto(req, instance.storage.clone()).map_err(NotRun::Refused)?;
         Ok((instance, req))
     }
+
     async fn handle_existence_check(
         &self,
         call: Call<pb::HandleExistenceCheckArgs>,
@@ -429,8 +428,12 @@ pub fn methods(
             })
         }};
     }
-    let methods = Methods::default();
-    let methods = backend!(methods, "/pb.Backend/HandleRequest", handle_request);
+    // `handle_request` prepares the request before it returns its future: registered without
+    // an enclosing `async` block, which would keep the wire request in the call's future.
+    let methods = Methods::default().unary("/pb.Backend/HandleRequest", {
+        let backend = backend.clone();
+        move |call| backend.handle_request(call)
+    });
     let methods = backend!(methods, "/pb.Backend/SpecialPaths", special_paths);
     let methods = backend!(
         methods,

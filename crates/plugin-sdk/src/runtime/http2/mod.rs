@@ -341,41 +341,33 @@ impl<'m> Conn<'m> {
             stream: id,
             left,
             since,
-        } = self.fill
+        } = &mut self.fill
         else {
             return;
         };
-        let mut left = left;
-        if let Some(stream) = self.streams.get_mut(&id).filter(|s| !s.sent_end) {
-            while left > 0 {
-                let room = self.send_window.min(stream.send_window);
-                if room < PADDING_FRAME as i64 {
-                    break;
+        match self.streams.get_mut(id).filter(|s| !s.sent_end) {
+            Some(stream) => {
+                while *left > 0 && self.send_window.min(stream.send_window) >= PADDING_FRAME as i64
+                {
+                    frame::put_padding(&mut self.out, *id, PADDING_FRAME);
+                    self.send_window -= PADDING_FRAME as i64;
+                    stream.send_window -= PADDING_FRAME as i64;
+                    *left = left.saturating_sub(PADDING_FRAME);
                 }
-                frame::put_padding(&mut self.out, id, PADDING_FRAME);
-                self.send_window -= PADDING_FRAME as i64;
-                stream.send_window -= PADDING_FRAME as i64;
-                left = left.saturating_sub(PADDING_FRAME);
             }
-        } else {
-            left = 0;
+            None => *left = 0,
         }
-        if left > 0 {
-            self.fill = Fill::Running {
-                stream: id,
-                left,
-                since,
-            };
-        } else {
-            tracing::debug!(
-                bytes = %ESTIMATOR_FILL,
-                elapsed_ms = since.elapsed().as_millis() as u64,
-                "padding for the host's bandwidth estimator sent"
-            );
-            self.fill = Fill::Finished;
-            self.acks.extend_from_slice(&self.held_acks);
-            self.held_acks = BytesMut::new();
+        if *left > 0 {
+            return;
         }
+        tracing::debug!(
+            bytes = %ESTIMATOR_FILL,
+            elapsed_ms = since.elapsed().as_millis() as u64,
+            "padding for the host's bandwidth estimator sent"
+        );
+        self.fill = Fill::Finished;
+        self.acks.extend_from_slice(&self.held_acks);
+        self.held_acks = BytesMut::new();
     }
 
     fn settings(&mut self, head: Head, payload: &[u8]) {
@@ -480,8 +472,8 @@ impl<'m> Conn<'m> {
     /// trailers, which end its side.
     fn header_block(&mut self, id: u32, end_stream: bool, block: &[u8], cx: &mut Context<'_>) {
         let methods = self.methods;
-        // The method, or the path no method has.
-        let mut method: Option<Result<Method, String>> = None;
+        // The method, or the path no method has ("" without a path).
+        let mut method: Result<Method, String> = Err(String::new());
         let mut multiplex_id = None;
         let mut encoding = None;
         // Every block is decoded, even one whose call is refused: the host's encoder
@@ -493,11 +485,9 @@ impl<'m> Conn<'m> {
                     let known = std::str::from_utf8(&value)
                         .ok()
                         .and_then(|p| methods.get(p));
-                    method = Some(
-                        known
-                            .cloned()
-                            .ok_or_else(|| String::from_utf8_lossy(&value).into_owned()),
-                    );
+                    method = known
+                        .cloned()
+                        .ok_or_else(|| String::from_utf8_lossy(&value).into_owned());
                 }
                 n if n == grpc::MULTIPLEX_ID => {
                     multiplex_id = Some(String::from_utf8_lossy(&value).into_owned())
@@ -519,11 +509,6 @@ impl<'m> Conn<'m> {
             return;
         }
         self.last_stream = id;
-        let (method, path) = match method {
-            Some(Ok(method)) => (Some(method), None),
-            Some(Err(path)) => (None, Some(path)),
-            None => (None, None),
-        };
         let mut stream = Stream {
             kind: Kind::Answered,
             multiplex_id,
@@ -538,11 +523,8 @@ impl<'m> Conn<'m> {
             task: None,
         };
         let refused = match (&method, encoding.as_deref()) {
-            (None, _) => Some(Status::unimplemented(format!(
-                "unknown method {:?}",
-                path.unwrap_or_default()
-            ))),
-            (Some(_), Some(e)) if e != b"identity" => Some(Status::unimplemented(
+            (Err(path), _) => Some(Status::unimplemented(format!("unknown method {path:?}"))),
+            (Ok(_), Some(e)) if e != b"identity" => Some(Status::unimplemented(
                 "compressed messages are not supported",
             )),
             _ => None,
@@ -552,19 +534,19 @@ impl<'m> Conn<'m> {
                 self.streams.insert(id, stream);
                 self.answer(id, Err(status));
             }
-            (Some(Method::Unary(call)), None) => {
+            (Ok(Method::Unary(call)), None) => {
                 stream.kind = Kind::Unary(call);
                 self.streams.insert(id, stream);
                 if end_stream {
                     self.end_of_request(id, cx);
                 }
             }
-            (Some(Method::Inbound(f)), None) => {
+            (Ok(Method::Inbound(f)), None) => {
                 stream.kind = Kind::Inbound(f);
                 self.streams.insert(id, stream);
                 self.put_response_headers(id);
             }
-            (None, None) => {}
+            (Err(_), None) => {}
         }
     }
 
