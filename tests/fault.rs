@@ -978,49 +978,79 @@ fn kill_plugins(bao: &Bao) -> usize {
     pids.len()
 }
 
-/// Object ids of the engine's applications left in the emulator that no caller received
-/// (client id not in `delivered`) and that the mount's inventory still records as a live
-/// credential: what a kill inside a pooled handout leaves (see [`pool_under_kills`]).
-fn handout_window_orphans(
-    bao: &Bao,
-    emu: &Emulator,
-    base: &str,
-    delivered: &[&str],
-) -> Vec<String> {
-    let listed = bao.cli(&[
-        "list",
-        "-format=json",
-        &format!("sys/raw/{base}/inventory/apps/"),
-    ]);
-    let recorded: Vec<String> = if listed.code == 0 {
+/// The keys below `sys/raw/<base>/<prefix>` (empty when there are none).
+fn raw_keys(bao: &Bao, base: &str, prefix: &str) -> Vec<String> {
+    let listed = bao.cli(&["list", "-format=json", &format!("sys/raw/{base}/{prefix}")]);
+    if listed.code == 0 {
         serde_json::from_value(listed.json()).unwrap_or_default()
     } else {
         Vec::new()
-    };
-    emu.vault_apps()
+    }
+}
+
+/// The engine's applications left in the emulator that no caller received (client id not
+/// in `delivered`), by who removes them.
+#[derive(Default)]
+struct Undelivered {
+    /// Object ids of those the mount's inventory records as a live credential and no
+    /// write-ahead-log entry names: what a kill inside a pooled handout leaves (see
+    /// [`pool_under_kills`]); they stay until their recorded expiry.
+    handout_window: Vec<String>,
+    /// Those a write-ahead-log entry names: issuances a kill interrupted (a read that found
+    /// the pool empty, or a refill), which the rollback removes at its next tick.
+    interrupted: usize,
+}
+
+fn undelivered(bao: &Bao, emu: &Emulator, base: &str, delivered: &[&str]) -> Undelivered {
+    let recorded = raw_keys(bao, base, "inventory/apps/");
+    let wal_text: String = raw_keys(bao, base, "wal/")
         .iter()
-        .filter(|a| !delivered.contains(&a["appId"].as_str().unwrap_or("")))
-        .filter_map(|a| a["id"].as_str().map(str::to_ascii_lowercase))
-        .filter(|id| {
-            recorded.contains(id) && {
-                let entry = bao.read(&format!("sys/raw/{base}/inventory/apps/{id}"));
-                entry.code == 0
-                    && serde_json::from_str::<Value>(
-                        entry.json()["data"]["value"].as_str().unwrap_or("{}"),
-                    )
-                    .is_ok_and(|e| e["revoke_requested"].is_null())
-            }
+        .map(|id| bao.read(&format!("sys/raw/{base}/wal/{id}")))
+        .filter(|out| out.code == 0)
+        .map(|out| {
+            out.json()["data"]["value"]
+                .as_str()
+                .unwrap_or("")
+                .to_ascii_lowercase()
         })
-        .collect()
+        .collect();
+    let live_entry = |id: &str| {
+        recorded.iter().any(|r| r == id) && {
+            let entry = bao.read(&format!("sys/raw/{base}/inventory/apps/{id}"));
+            entry.code == 0
+                && serde_json::from_str::<Value>(
+                    entry.json()["data"]["value"].as_str().unwrap_or("{}"),
+                )
+                .is_ok_and(|e| e["revoke_requested"].is_null())
+        }
+    };
+    let mut found = Undelivered::default();
+    for app in emu.vault_apps() {
+        if delivered.contains(&app["appId"].as_str().unwrap_or("")) {
+            continue;
+        }
+        let id = app["id"].as_str().unwrap_or("-").to_ascii_lowercase();
+        let name = app["displayName"]
+            .as_str()
+            .unwrap_or("-")
+            .to_ascii_lowercase();
+        if wal_text.contains(&id) || wal_text.contains(&name) {
+            found.interrupted += 1;
+        } else if live_entry(&id) {
+            found.handout_window.push(id);
+        }
+    }
+    found
 }
 
 /// A role with `pool_size`; the plugin is SIGKILLed at varied points, alternately while a
 /// read hands out a pooled credential and while the pool refills after a read (each Azure
 /// call takes 150 ms, so a refill of one credential spans about a second). Every credential
 /// handed out keeps working after every kill. Then every lease is revoked, the role deleted
-/// and the reconciler run: nothing the engine made is left in the emulator, except a
-/// credential of a read killed while handing out (no caller has it), which stays until its
-/// recorded expiry and is removed then.
+/// and the reconciler run while the rollback ticks (it takes the issuances a kill
+/// interrupted): nothing the engine made is left in the emulator, except a credential of a
+/// read killed while handing out (no caller has it), which stays until its recorded expiry
+/// and is removed then.
 fn pool_under_kills(rounds: usize, pool_size: u32) {
     let emu = Emulator::start(&[]);
     let bao = bao_with_emulator(&emu);
@@ -1151,6 +1181,7 @@ fn pool_under_kills(rounds: usize, pool_size: u32) {
     let mut last = Leftovers::of(&emu.state());
     let mut last_run = None::<Instant>;
     let mut window_orphans: Vec<String> = Vec::new();
+    let mut most_interrupted = 0usize;
     let mut reconcile_now = |bao: &Bao| {
         let out = bao.write("azure/reconcile", &[]);
         reconcile_runs += 1;
@@ -1165,7 +1196,9 @@ fn pool_under_kills(rounds: usize, pool_size: u32) {
         if last.total() == 0 {
             return true;
         }
-        window_orphans = handout_window_orphans(&bao, &emu, &base, &delivered);
+        let found = undelivered(&bao, &emu, &base, &delivered);
+        most_interrupted = most_interrupted.max(found.interrupted);
+        window_orphans = found.handout_window;
         if !window_orphans.is_empty()
             && window_orphans.len() == last.apps
             && last.apps <= failed_handouts
@@ -1231,6 +1264,7 @@ fn pool_under_kills(rounds: usize, pool_size: u32) {
         "reconciler_deleted_role_assignments": reconciled.1,
         "reads_killed_while_handing_out": failed_handouts,
         "kept_until_expiry_handout_window": orphans_kept_until_expiry,
+        "interrupted_issuances_left_to_the_rollback": most_interrupted,
         "seconds_from_role_delete_until_nothing_left": clean.then_some(clean_secs),
         "orphans_left": (!clean).then(|| last.json()),
     });

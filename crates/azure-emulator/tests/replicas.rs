@@ -5,6 +5,7 @@
 mod emulator_support;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use emulator_support::{eventually, Emu};
 use reqwest::{Method, StatusCode};
@@ -39,7 +40,9 @@ async fn a_new_secret_reaches_the_replicas_one_by_one() {
     let g = emu.root_graph().await;
     let (_, client_id, _, secret) = emu.new_principal(&g, "vault-replicas").await;
 
-    // Bursts of parallel token requests until every replica has answered 200 a few times.
+    // Four clients request tokens back to back, without pause, until every replica has
+    // answered 200 a few times: the replicas are sampled every few milliseconds, so no
+    // replica's switch falls between two samples.
     let all_ok = |calls: &[(u64, u64, u16)]| {
         (0..4).all(|r| {
             calls
@@ -51,14 +54,22 @@ async fn a_new_secret_reaches_the_replicas_one_by_one() {
                 >= 2
         })
     };
-    let (e, cid, sec) = (&emu, &client_id, &secret);
-    eventually("every replica accepts the new secret", move || async move {
-        let scope = e.graph_scope();
-        let burst = (0..4).map(|_| e.token(cid, sec, &scope));
-        futures::future::join_all(burst).await;
-        all_ok(&token_calls(e, cid).await)
-    })
-    .await;
+    let stop = AtomicBool::new(false);
+    let (e, cid, sec, stop) = (&emu, &client_id, &secret, &stop);
+    let scope = &e.graph_scope();
+    let clients = futures::future::join_all((0..4).map(|_| async move {
+        while !stop.load(Ordering::Relaxed) {
+            e.token(cid, sec, scope).await;
+        }
+    }));
+    let watcher = async move {
+        eventually("every replica accepts the new secret", move || async move {
+            all_ok(&token_calls(e, cid).await)
+        })
+        .await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    futures::future::join(clients, watcher).await;
 
     let calls = token_calls(&emu, &client_id).await;
     let replicas: std::collections::HashSet<u64> = calls.iter().map(|c| c.1).collect();
