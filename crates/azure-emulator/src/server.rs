@@ -134,6 +134,13 @@ pub async fn serve(
     }
 }
 
+/// The largest request body the services accept (Graph and ARM bodies are a few KB).
+const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// Receives a request whole, then carries it out in a task of its own: like Azure, the
+/// emulator completes a request that has arrived even when its client gives up waiting
+/// (a client timeout during the simulated latency), so the request may still land after
+/// the client retried or moved on. A request whose body never arrived is not carried out.
 async fn handle(
     req: Request<Incoming>,
     service: Service,
@@ -141,6 +148,42 @@ async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, DroppedByFault> {
     let started_ms = shared.now_ms();
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Ok(fault_response(service, 413, None));
+    }
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(Body::new(body), MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::info!(service = service.as_str(), method = %parts.method, path = %parts.uri.path(), error = %e, "request body not received; not carried out");
+            return Ok(fault_response(service, 400, None));
+        }
+    };
+    let req = Request::from_parts(parts, Body::from(body));
+    let work = tokio::spawn(carry_out(req, started_ms, service, router, shared));
+    match work.await {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::error!(service = service.as_str(), error = %e, "request handler failed");
+            Ok(fault_response(service, 500, None))
+        }
+    }
+}
+
+/// Applies latency, faults and throttling to a received request, routes it, and records
+/// and logs the outcome.
+async fn carry_out(
+    req: Request<Body>,
+    started_ms: u64,
+    service: Service,
+    router: Router,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, DroppedByFault> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let path_and_query = req
@@ -196,7 +239,6 @@ async fn handle(
             match forced {
                 Some((status, retry_after)) => fault_response(service, status, retry_after),
                 None => {
-                    let req = req.map(Body::new);
                     let r: Result<Response<Body>, Infallible> = router.oneshot(req).await;
                     match r {
                         Ok(resp) => resp,

@@ -3189,3 +3189,66 @@ async fn tag_filters_and_the_creation_clock() {
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
 }
+
+/// A request that has arrived is carried out even when its client stops waiting for the
+/// answer (as Azure does): it lands after the client gave up, and the request log records
+/// its real status.
+#[tokio::test]
+async fn a_request_whose_client_gave_up_is_still_carried_out() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    emu.admin(Method::POST, "/settings", Some(json!({"latency_ms": 800})))
+        .await;
+    let name = "vault-late-landing";
+    let sent = emu
+        .http
+        .post(emu.graph_url("/applications"))
+        .bearer_auth(&g)
+        .json(&json!({"displayName": name, "signInAudience": "AzureADMyOrg"}))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(
+        sent.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "{sent:?}"
+    );
+    emu.admin(Method::POST, "/settings", Some(json!({"latency_ms": 0})))
+        .await;
+    let filter = format!("/applications?$filter=displayName eq '{name}'");
+    let (e, g, filter) = (&emu, &g, &filter);
+    eventually("the abandoned creation lands", move || async move {
+        let found = e.graph(Method::GET, filter, g, None).await;
+        found.body["value"].as_array().is_some_and(|v| v.len() == 1)
+    })
+    .await;
+    let log = emu.admin(Method::GET, "/requests", None).await;
+    let posts: Vec<&Value> = log
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/v1.0/applications")
+        .collect();
+    assert_eq!(posts.len(), 1, "{}", log.text);
+    assert_eq!(posts[0]["status"], 201, "{}", log.text);
+    assert!(
+        posts[0]["finished_ms"].as_u64().unwrap() - posts[0]["started_ms"].as_u64().unwrap() >= 800
+    );
+}
+
+/// A body larger than any Graph or ARM request is refused before it is read.
+#[tokio::test]
+async fn an_oversized_body_is_refused() {
+    let emu = Emu::start(&[]);
+    let g = emu.root_graph().await;
+    let r = emu
+        .http
+        .post(emu.graph_url("/applications"))
+        .bearer_auth(&g)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 5 << 20])
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
