@@ -978,16 +978,6 @@ fn kill_plugins(bao: &Bao) -> usize {
     pids.len()
 }
 
-/// The keys below `sys/raw/<base>/<prefix>` (empty when there are none).
-fn raw_keys(bao: &Bao, base: &str, prefix: &str) -> Vec<String> {
-    let listed = bao.cli(&["list", "-format=json", &format!("sys/raw/{base}/{prefix}")]);
-    if listed.code == 0 {
-        serde_json::from_value(listed.json()).unwrap_or_default()
-    } else {
-        Vec::new()
-    }
-}
-
 /// The engine's applications left in the emulator that no caller received (client id not
 /// in `delivered`), by who removes them.
 #[derive(Default)]
@@ -1002,8 +992,9 @@ struct Undelivered {
 }
 
 fn undelivered(bao: &Bao, emu: &Emulator, base: &str, delivered: &[&str]) -> Undelivered {
-    let recorded = raw_keys(bao, base, "inventory/apps/");
-    let wal_text: String = raw_keys(bao, base, "wal/")
+    let recorded = bao.list_keys(&format!("sys/raw/{base}/inventory/apps/"));
+    let wal_text: String = bao
+        .list_keys(&format!("sys/raw/{base}/wal/"))
         .iter()
         .map(|id| bao.read(&format!("sys/raw/{base}/wal/{id}")))
         .filter(|out| out.code == 0)

@@ -352,7 +352,6 @@ impl Bao {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Process ids of running plugin processes started from this server's plugin directory.
     /// The storage prefix of the mount at `path` (`"azure/"`), as `sys/raw` names it:
     /// `logical/<mount uuid>` (no trailing slash).
     pub fn mount_storage_base(&self, path: &str) -> String {
@@ -362,6 +361,17 @@ impl Bao {
         )
     }
 
+    /// The keys `bao list` gives for `path` (none when it lists nothing or fails).
+    pub fn list_keys(&self, path: &str) -> Vec<String> {
+        let out = self.cli(&["list", "-format=json", path]);
+        if out.code == 0 {
+            serde_json::from_value(out.json()).unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Process ids of running plugin processes started from this server's plugin directory.
     pub fn plugin_pids(&self) -> Vec<u32> {
         let out = Command::new("pgrep")
             .args(["-f", &format!("{}/", self.plugin_dir.display())])

@@ -160,7 +160,7 @@ async fn handle(
     let body = match axum::body::to_bytes(Body::new(body), MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
         Err(e) => {
-            tracing::info!(service = service.as_str(), method = %parts.method, path = %parts.uri.path(), error = %e, "request body not received; not carried out");
+            tracing::info!(service = service.as_str(), method = %parts.method, path = %parts.uri.path(), error = %e, "request body not received whole (client gone, or over the size limit); not carried out");
             return Ok(fault_response(service, 400, None));
         }
     };
