@@ -765,11 +765,11 @@ fn plugin_killed_mid_rotation_leaves_nothing_behind() {
     // the interrupted attempt's password is still in Azure.
     let current = if rotated.code == 0 {
         eprintln!("the host sent the interrupted rotation again and it completed");
-        rotated.json()["data"]["secret_id"].clone()
+        data(rotated)["secret_id"].clone()
     } else {
         eprintln!("the interrupted rotation failed: {}", rotated.stderr);
         assert_eq!(creds(&bao, "azure", "c")["secret_id"], before["secret_id"]);
-        rotate(&bao, "azure", "c").ok().json()["data"]["secret_id"].clone()
+        data(rotate(&bao, "azure", "c"))["secret_id"].clone()
     };
     let after = creds(&bao, "azure", "c");
     assert_eq!(after["secret_id"], current);
